@@ -1,0 +1,41 @@
+use std::time::Duration;
+
+/// Failures to reach or use a server. All are worth retrying once the server
+/// is back, except [`ClientError::Config`], which needs a settings change.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("Kafka at {brokers}: {source}; check that a broker listens there (deploy/local/stack status) and that --kafka-brokers is right")]
+    Kafka {
+        brokers: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("Kafka at {brokers}: no broker answered within {timeout:?}; check that a broker listens there (deploy/local/stack status) and that --kafka-brokers is right")]
+    KafkaTimeout { brokers: String, timeout: Duration },
+    #[error("Kafka at {brokers}: cannot create topic {topic:?}: {code}; check the broker log (deploy/local/stack logs kafka)")]
+    KafkaTopic {
+        brokers: String,
+        topic: String,
+        code: rdkafka::types::RDKafkaErrorCode,
+    },
+    #[error("Cassandra at {nodes}: {detail}; check that a node listens on its CQL port (deploy/local/stack status) and that --cassandra-nodes is right")]
+    Cassandra { nodes: String, detail: String },
+    #[error("ZooKeeper at {servers}: {source}; check that a quorum of the ensemble is up (deploy/local/stack status) and that --zookeeper is right")]
+    ZooKeeper {
+        servers: String,
+        #[source]
+        source: zookeeper_client::Error,
+    },
+    #[error("ZooKeeper at {servers}: no session within {timeout:?}; check that a quorum of the ensemble is up (deploy/local/stack status) and that --zookeeper is right")]
+    ZooKeeperTimeout { servers: String, timeout: Duration },
+    #[error("invalid client setting: {0}")]
+    Config(String),
+}
+
+impl ClientError {
+    /// Whether trying again later, unchanged, can succeed.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, ClientError::Config(_))
+    }
+}

@@ -1,0 +1,155 @@
+//! Kafka clients with herd's defaults. Callers add their own settings on top
+//! of [`base_config`] before creating a client.
+
+use std::time::Duration;
+
+use herd_config::Endpoints;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::ClientError;
+
+/// Settings every herd Kafka client shares.
+pub fn base_config(endpoints: &Endpoints, client_id: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", endpoints.kafka_bootstrap())
+        .set("client.id", client_id)
+        // Fail a metadata request within the connect timeout instead of
+        // librdkafka's default of 60 s, so an absent broker is reported promptly.
+        .set(
+            "socket.connection.setup.timeout.ms",
+            endpoints.connect_timeout.as_millis().to_string(),
+        );
+    config
+}
+
+fn create<T: rdkafka::config::FromClientConfig>(
+    endpoints: &Endpoints,
+    config: &ClientConfig,
+) -> Result<T, ClientError> {
+    config.create().map_err(|source| ClientError::Kafka {
+        brokers: endpoints.kafka_bootstrap(),
+        source,
+    })
+}
+
+/// A producer that waits for all in-sync replicas and is idempotent, so a
+/// retried send never writes a message twice.
+pub fn producer(endpoints: &Endpoints, client_id: &str) -> Result<FutureProducer, ClientError> {
+    let mut config = base_config(endpoints, client_id);
+    config
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set(
+            "message.timeout.ms",
+            (endpoints.connect_timeout.as_millis() * 3).to_string(),
+        );
+    create(endpoints, &config)
+}
+
+/// A consumer in `group` that starts from the earliest offset and commits
+/// only what the caller stores or commits explicitly.
+pub fn consumer(
+    endpoints: &Endpoints,
+    client_id: &str,
+    group: &str,
+) -> Result<StreamConsumer, ClientError> {
+    let mut config = base_config(endpoints, client_id);
+    config
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false");
+    create(endpoints, &config)
+}
+
+pub fn admin(
+    endpoints: &Endpoints,
+    client_id: &str,
+) -> Result<AdminClient<DefaultClientContext>, ClientError> {
+    create(endpoints, &base_config(endpoints, client_id))
+}
+
+/// Creates `topic` with `partitions` partitions, or leaves it as it is if it
+/// already exists. Waits until the broker reports the topic created.
+pub async fn ensure_topic(
+    endpoints: &Endpoints,
+    topic: &str,
+    partitions: i32,
+    replication: i32,
+) -> Result<(), ClientError> {
+    let admin = admin(endpoints, "herd-admin")?;
+    let options = AdminOptions::new()
+        .request_timeout(Some(endpoints.connect_timeout))
+        .operation_timeout(Some(endpoints.connect_timeout));
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
+    let results = admin
+        .create_topics([&new], &options)
+        .await
+        .map_err(|source| ClientError::Kafka {
+            brokers: endpoints.kafka_bootstrap(),
+            source,
+        })?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(ClientError::KafkaTopic {
+                    brokers: endpoints.kafka_bootstrap(),
+                    topic: name,
+                    code,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Broker ids and cluster id, from a metadata request: proof that a broker
+/// answers, not only that its port is open.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterInfo {
+    pub cluster_id: Option<String>,
+    pub brokers: Vec<String>,
+    pub topics: usize,
+}
+
+pub async fn cluster_info(endpoints: &Endpoints) -> Result<ClusterInfo, ClientError> {
+    let config = base_config(endpoints, "herd-probe");
+    let admin: AdminClient<DefaultClientContext> = create(endpoints, &config)?;
+    let timeout = endpoints.connect_timeout;
+    let brokers = endpoints.kafka_bootstrap();
+    // fetch_metadata blocks the calling thread.
+    tokio::task::spawn_blocking(move || {
+        let client = admin.inner();
+        let metadata = client
+            .fetch_metadata(None, timeout)
+            .map_err(|source| match source {
+                rdkafka::error::KafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut) => {
+                    ClientError::KafkaTimeout {
+                        brokers: brokers.clone(),
+                        timeout,
+                    }
+                }
+                source => ClientError::Kafka {
+                    brokers: brokers.clone(),
+                    source,
+                },
+            })?;
+        Ok(ClusterInfo {
+            cluster_id: client.fetch_cluster_id(timeout),
+            brokers: metadata
+                .brokers()
+                .iter()
+                .map(|b| format!("{}@{}:{}", b.id(), b.host(), b.port()))
+                .collect(),
+            topics: metadata.topics().len(),
+        })
+    })
+    .await
+    .map_err(|e| ClientError::Config(format!("metadata task failed: {e}")))?
+}
