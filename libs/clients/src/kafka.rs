@@ -1,8 +1,6 @@
 //! Kafka clients with herd's defaults. Callers add their own settings on top
 //! of [`base_config`] before creating a client.
 
-use std::time::Duration;
-
 use herd_config::Endpoints;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;

@@ -1,1 +1,61 @@
+//! Helpers for herd's integration tests, which run against the real servers
+//! started by `deploy/local/stack up` (never stand-ins). Tests share one
+//! stack, so each one takes its own topics, consumer groups, keyspaces and
+//! znode roots from [`unique_name`].
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use herd_config::Endpoints;
+
+/// The stack's endpoints, from the `HERD_*` env vars or the stack defaults.
+/// Panics with the reason on a malformed variable: a test cannot go on.
+pub fn endpoints() -> Endpoints {
+    Endpoints::from_env().unwrap_or_else(|e| panic!("bad HERD_* connection variable: {e}"))
+}
+
+/// A name no other test run uses: valid as a Kafka topic, a consumer group, a
+/// Cassandra keyspace (letters, digits, underscore, at most 48 characters,
+/// starting with a letter) and a znode name.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    assert!(
+        prefix.starts_with(|c: char| c.is_ascii_lowercase())
+            && prefix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && prefix.len() <= 16,
+        "prefix {prefix:?}: use at most 16 of [a-z0-9_], starting with a letter"
+    );
+    let micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_micros();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    // 16 + 1 + 8 + 1 + 12 + 1 + up to 4 digits stays under 48.
+    format!(
+        "{prefix}_{:x}_{:x}_{n}",
+        std::process::id(),
+        micros & 0xffff_ffff_ffff
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_fit_a_keyspace() {
+        let a = unique_name("smoke_kafka_test");
+        let b = unique_name("smoke_kafka_test");
+        assert_ne!(a, b);
+        for name in [&a, &b] {
+            assert!(name.len() <= 48, "{name} is longer than a keyspace name may be");
+            assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{name}");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "use at most 16")]
+    fn rejects_prefixes_that_would_not_fit() {
+        unique_name("Bad-Prefix");
+    }
+}
