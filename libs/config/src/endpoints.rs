@@ -7,24 +7,25 @@ use std::time::Duration;
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnectArgs {
     /// Kafka bootstrap brokers, comma-separated host:port.
-    #[arg(long, env = "HERD_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    #[arg(long, global = true, env = "HERD_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub kafka_brokers: String,
 
     /// Cassandra (or ScyllaDB) contact points, comma-separated host:port (CQL port).
-    #[arg(long, env = "HERD_CASSANDRA_NODES", default_value = "127.0.0.1:9042")]
+    #[arg(long, global = true, env = "HERD_CASSANDRA_NODES", default_value = "127.0.0.1:9042")]
     pub cassandra_nodes: String,
 
     /// ZooKeeper connect string: comma-separated host:port, optionally
     /// followed by a chroot path such as /herd.
     #[arg(
         long,
+        global = true,
         env = "HERD_ZOOKEEPER",
         default_value = "127.0.0.1:2181,127.0.0.1:2182,127.0.0.1:2183"
     )]
     pub zookeeper: String,
 
     /// How long to wait for any one server to answer before giving up, in seconds.
-    #[arg(long, env = "HERD_CONNECT_TIMEOUT_SECS", default_value_t = 10)]
+    #[arg(long, global = true, env = "HERD_CONNECT_TIMEOUT_SECS", default_value_t = 10)]
     pub connect_timeout_secs: u64,
 }
 
