@@ -1,0 +1,179 @@
+//! Versioned schema migrations. Each runs once per keyspace, in order, and
+//! is recorded in `herd_migrations`; every statement is idempotent (`IF NOT
+//! EXISTS`), so a migration interrupted half-way is simply run again.
+//!
+//! Two processes migrating at once is safe here because every statement is
+//! idempotent, but concurrent table creation on a multi-node cluster can
+//! still race; coordinating migrations through a ZooKeeper lock is part of
+//! the coordinator's work.
+
+use scylla::client::session::Session;
+use scylla::response::query_result::QueryRowsResult;
+use scylla::serialize::row::SerializeRow;
+use scylla::value::CqlTimestamp;
+
+use crate::{SinkError, SinkSettings};
+
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    statements: fn(&SinkSettings) -> Vec<String>,
+}
+
+/// The migrations, oldest first. Never edit one that has shipped; add a new one.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "points table",
+    statements: |s| {
+        let ks = &s.keyspace;
+        vec![
+            format!("CREATE TABLE IF NOT EXISTS {ks}.herd_settings (name text PRIMARY KEY, value text)"),
+            // Partition: one series for one time bucket, so that a time-range
+            // read touches few partitions and no partition grows forever.
+            // Clustering: metric first (a read asks for one metric), newest
+            // first (the latest N points are the head of the partition), then
+            // the event identity, so two events never share a row and a replayed
+            // event overwrites its own row. tags is frozen: writing a
+            // non-frozen collection writes a tombstone first, on every insert.
+            format!(
+                "CREATE TABLE IF NOT EXISTS {ks}.points (
+                    series text,
+                    bucket timestamp,
+                    metric text,
+                    ts timestamp,
+                    producer text,
+                    seq bigint,
+                    value double,
+                    tags frozen<map<text, text>>,
+                    PRIMARY KEY ((series, bucket), metric, ts, producer, seq)
+                ) WITH CLUSTERING ORDER BY (metric ASC, ts DESC, producer ASC, seq ASC)
+                  AND compaction = {{'class': 'TimeWindowCompactionStrategy',
+                                     'compaction_window_unit': 'DAYS',
+                                     'compaction_window_size': 1}}"
+            ),
+        ]
+    },
+}];
+
+/// Creates the keyspace if missing, applies the migrations it lacks, and
+/// checks that settings fixed at creation (the bucket size) are unchanged.
+/// Returns the versions applied now.
+pub async fn migrate(session: &Session, settings: &SinkSettings) -> Result<Vec<i32>, SinkError> {
+    let ks = &settings.keyspace;
+    let fail = |m: &Migration, detail: String| SinkError::Migration {
+        version: m.version,
+        name: m.name,
+        detail,
+    };
+    let bootstrap = Migration {
+        version: 0,
+        name: "keyspace and migration log",
+        statements: |_| Vec::new(),
+    };
+    for statement in [
+        format!(
+            "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {}",
+            settings.replication.cql()
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.herd_migrations (version int PRIMARY KEY, name text, applied_at timestamp)"
+        ),
+    ] {
+        session
+            .query_unpaged(statement, &[])
+            .await
+            .map_err(|e| fail(&bootstrap, e.to_string()))?;
+    }
+    session
+        .await_schema_agreement()
+        .await
+        .map_err(|e| fail(&bootstrap, e.to_string()))?;
+
+    let applied: Vec<i32> = rows(session, format!("SELECT version FROM {ks}.herd_migrations"), ())
+        .await
+        .map_err(|e| fail(&bootstrap, e))?
+        .rows::<(i32,)>()
+        .map_err(|e| fail(&bootstrap, e.to_string()))?
+        .map(|r| r.map(|(v,)| v))
+        .collect::<Result<_, _>>()
+        .map_err(|e| fail(&bootstrap, e.to_string()))?;
+
+    let mut now_applied = Vec::new();
+    for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+        for statement in (m.statements)(settings) {
+            session.query_unpaged(statement, &[]).await.map_err(|e| fail(m, e.to_string()))?;
+        }
+        session.await_schema_agreement().await.map_err(|e| fail(m, e.to_string()))?;
+        let now = CqlTimestamp(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+        );
+        session
+            .query_unpaged(
+                format!("INSERT INTO {ks}.herd_migrations (version, name, applied_at) VALUES (?, ?, ?)"),
+                (m.version, m.name, now),
+            )
+            .await
+            .map_err(|e| fail(m, e.to_string()))?;
+        tracing::info!(keyspace = %ks, version = m.version, name = m.name, "applied schema migration");
+        now_applied.push(m.version);
+    }
+    check_fixed_setting(session, settings, "bucket_ms", "bucket-secs", settings.bucket_ms, 1000).await?;
+    Ok(now_applied)
+}
+
+/// Records `value` for `name` on first use (a lightweight transaction, so two
+/// processes cannot both win) and fails if an earlier value differs.
+async fn check_fixed_setting(
+    session: &Session,
+    settings: &SinkSettings,
+    name: &'static str,
+    flag: &'static str,
+    value: i64,
+    flag_unit: i64,
+) -> Result<(), SinkError> {
+    let ks = &settings.keyspace;
+    let fail = |detail: String| SinkError::Migration {
+        version: 1,
+        name: "fixed settings",
+        detail,
+    };
+    let result = rows(
+        session,
+        format!("INSERT INTO {ks}.herd_settings (name, value) VALUES (?, ?) IF NOT EXISTS"),
+        (name, value.to_string()),
+    )
+    .await
+    .map_err(fail)?;
+    // An applied LWT returns only [applied]; a refused one adds the existing row.
+    if result.column_specs().len() == 1 {
+        return Ok(());
+    }
+    let (_, _, stored) = result
+        .first_row::<(bool, Option<String>, Option<String>)>()
+        .map_err(|e| fail(e.to_string()))?;
+    let stored = stored.unwrap_or_default();
+    if stored == value.to_string() {
+        return Ok(());
+    }
+    let in_flag_unit = |v: &str| v.parse::<i64>().map(|v| (v / flag_unit).to_string()).unwrap_or_else(|_| v.to_owned());
+    Err(SinkError::SettingChanged {
+        keyspace: ks.clone(),
+        name: flag,
+        flag,
+        stored: in_flag_unit(&stored),
+        configured: (value / flag_unit).to_string(),
+    })
+}
+
+/// Runs a statement that returns rows; errors as text, for the migration error.
+async fn rows(session: &Session, cql: String, values: impl SerializeRow) -> Result<QueryRowsResult, String> {
+    session
+        .query_unpaged(cql, values)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_rows_result()
+        .map_err(|e| e.to_string())
+}

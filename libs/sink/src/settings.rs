@@ -1,0 +1,215 @@
+use std::time::Duration;
+
+/// Where and how events are stored, as given on the command line or in the
+/// environment. Validate with [`SinkArgs::validate`].
+#[derive(Debug, Clone, clap::Args)]
+pub struct SinkArgs {
+    /// Cassandra keyspace for herd's tables; created if missing.
+    #[arg(long, env = "HERD_KEYSPACE", default_value = "herd")]
+    pub keyspace: String,
+
+    /// Replication of a keyspace herd creates: `simple:N` (SimpleStrategy,
+    /// N replicas) or `dc1:N,dc2:M` (NetworkTopologyStrategy). An existing
+    /// keyspace is left as it is.
+    #[arg(long, env = "HERD_REPLICATION", default_value = "simple:1")]
+    pub replication: String,
+
+    /// Time span of one Cassandra partition per series, in seconds. Fixed
+    /// once a keyspace holds data.
+    #[arg(long, env = "HERD_BUCKET_SECS", default_value_t = 86_400)]
+    pub bucket_secs: u64,
+
+    /// Time to live of every written point, in seconds; 0 keeps points forever.
+    #[arg(long, env = "HERD_TTL_SECS", default_value_t = 0)]
+    pub ttl_secs: u64,
+
+    /// Write timestamp of each row: `event-time` (the event's own time:
+    /// deterministic, so replays are exact overwrites) or `ingest-time`
+    /// (when the worker writes it: a later replay wins over an earlier write).
+    #[arg(long, env = "HERD_WRITE_TIMESTAMP", default_value = "event-time")]
+    pub write_timestamp: String,
+
+    /// Timeout of one write request to Cassandra, in milliseconds.
+    #[arg(long, env = "HERD_WRITE_TIMEOUT_MS", default_value_t = 5_000)]
+    pub write_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replication {
+    Simple(u32),
+    NetworkTopology(Vec<(String, u32)>),
+}
+
+impl Replication {
+    /// The CQL map literal of `CREATE KEYSPACE ... WITH replication = ...`.
+    pub fn cql(&self) -> String {
+        match self {
+            Replication::Simple(n) => format!("{{'class': 'SimpleStrategy', 'replication_factor': {n}}}"),
+            Replication::NetworkTopology(dcs) => {
+                let dcs: Vec<String> = dcs.iter().map(|(dc, n)| format!("'{dc}': {n}")).collect();
+                format!("{{'class': 'NetworkTopologyStrategy', {}}}", dcs.join(", "))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteTimestamp {
+    EventTime,
+    IngestTime,
+}
+
+/// Validated sink settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkSettings {
+    pub keyspace: String,
+    pub replication: Replication,
+    /// Bucket width in milliseconds, > 0.
+    pub bucket_ms: i64,
+    /// 0: no TTL.
+    pub ttl_secs: i32,
+    pub write_timestamp: WriteTimestamp,
+    pub write_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {value:?} {problem}")]
+pub struct SettingsError {
+    pub field: &'static str,
+    pub value: String,
+    pub problem: String,
+}
+
+fn err(field: &'static str, value: impl ToString, problem: impl Into<String>) -> SettingsError {
+    SettingsError {
+        field,
+        value: value.to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// CQL identifiers herd creates unquoted: start with a letter, then letters,
+/// digits or underscores, at most 48 characters (Cassandra's keyspace limit).
+fn valid_identifier(s: &str) -> bool {
+    s.len() <= 48
+        && s.starts_with(|c: char| c.is_ascii_alphabetic())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A day in seconds times 366: a bucket wider than a year makes partitions
+/// grow without bound for any series that reports regularly.
+const MAX_BUCKET_SECS: u64 = 366 * 86_400;
+/// Cassandra's own limit on TTLs (20 years).
+const MAX_TTL_SECS: u64 = 630_720_000;
+
+impl SinkArgs {
+    pub fn validate(&self) -> Result<SinkSettings, SettingsError> {
+        if !valid_identifier(&self.keyspace) {
+            return Err(err(
+                "keyspace",
+                &self.keyspace,
+                "is not a keyspace name herd can create; use at most 48 letters, digits and underscores, starting with a letter",
+            ));
+        }
+        let replication = parse_replication(&self.replication)?;
+        if !(1..=MAX_BUCKET_SECS).contains(&self.bucket_secs) {
+            return Err(err("bucket-secs", self.bucket_secs, format!("is out of range; expected 1 to {MAX_BUCKET_SECS}")));
+        }
+        if self.ttl_secs > MAX_TTL_SECS {
+            return Err(err("ttl-secs", self.ttl_secs, format!("is out of range; expected 0 (no TTL) to {MAX_TTL_SECS}")));
+        }
+        let write_timestamp = match self.write_timestamp.as_str() {
+            "event-time" => WriteTimestamp::EventTime,
+            "ingest-time" => WriteTimestamp::IngestTime,
+            other => return Err(err("write-timestamp", other, "is not a policy; expected event-time or ingest-time")),
+        };
+        if !(1..=600_000).contains(&self.write_timeout_ms) {
+            return Err(err("write-timeout-ms", self.write_timeout_ms, "is out of range; expected 1 to 600000"));
+        }
+        Ok(SinkSettings {
+            keyspace: self.keyspace.clone(),
+            replication,
+            bucket_ms: (self.bucket_secs * 1000) as i64,
+            ttl_secs: self.ttl_secs as i32,
+            write_timestamp,
+            write_timeout: Duration::from_millis(self.write_timeout_ms),
+        })
+    }
+}
+
+fn parse_replication(value: &str) -> Result<Replication, SettingsError> {
+    let bad = |problem: &str| err("replication", value, format!("{problem}; expected simple:N or dc1:N[,dc2:M...]"));
+    let factor = |n: &str| -> Result<u32, SettingsError> {
+        match n.trim().parse::<u32>() {
+            Ok(n) if (1..=32).contains(&n) => Ok(n),
+            _ => Err(bad(&format!("replication factor {n:?} is not a number from 1 to 32"))),
+        }
+    };
+    if let Some(n) = value.strip_prefix("simple:") {
+        return Ok(Replication::Simple(factor(n)?));
+    }
+    let mut dcs = Vec::new();
+    for part in value.split(',') {
+        let (dc, n) = part.split_once(':').ok_or_else(|| bad(&format!("{part:?} has no :N")))?;
+        let dc = dc.trim();
+        if dc.is_empty() || !dc.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
+            return Err(bad(&format!("data center name {dc:?} is not valid")));
+        }
+        dcs.push((dc.to_owned(), factor(n)?));
+    }
+    Ok(Replication::NetworkTopology(dcs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> SinkArgs {
+        SinkArgs {
+            keyspace: "herd".into(),
+            replication: "simple:1".into(),
+            bucket_secs: 3600,
+            ttl_secs: 0,
+            write_timestamp: "event-time".into(),
+            write_timeout_ms: 5000,
+        }
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let s = args().validate().unwrap();
+        assert_eq!(s.bucket_ms, 3_600_000);
+        assert_eq!(s.replication.cql(), "{'class': 'SimpleStrategy', 'replication_factor': 1}");
+    }
+
+    #[test]
+    fn network_topology() {
+        let mut a = args();
+        a.replication = "eu-1:3, us_2:2".into();
+        assert_eq!(
+            a.validate().unwrap().replication.cql(),
+            "{'class': 'NetworkTopologyStrategy', 'eu-1': 3, 'us_2': 2}"
+        );
+    }
+
+    #[test]
+    fn errors_name_field_and_value() {
+        let cases: Vec<(Box<dyn Fn(&mut SinkArgs)>, &str)> = vec![
+            (Box::new(|a| a.keyspace = "1herd".into()), "keyspace: \"1herd\""),
+            (Box::new(|a| a.keyspace = "herd; DROP".into()), "keyspace: \"herd; DROP\""),
+            (Box::new(|a| a.replication = "simple:0".into()), "replication: \"simple:0\""),
+            (Box::new(|a| a.replication = "dc1".into()), "replication: \"dc1\" \"dc1\" has no :N"),
+            (Box::new(|a| a.replication = "d'c:1".into()), "data center name"),
+            (Box::new(|a| a.bucket_secs = 0), "bucket-secs: \"0\" is out of range"),
+            (Box::new(|a| a.ttl_secs = MAX_TTL_SECS + 1), "ttl-secs"),
+            (Box::new(|a| a.write_timestamp = "now".into()), "write-timestamp: \"now\" is not a policy"),
+            (Box::new(|a| a.write_timeout_ms = 0), "write-timeout-ms"),
+        ];
+        for (mutate, expected) in cases {
+            let mut a = args();
+            mutate(&mut a);
+            let e = a.validate().unwrap_err().to_string();
+            assert!(e.contains(expected), "wanted {expected:?} in {e:?}");
+        }
+    }
+}
