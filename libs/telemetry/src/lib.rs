@@ -16,6 +16,8 @@ pub struct LogArgs {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TelemetryError {
+    #[error("--metrics-addr {addr}: cannot serve metrics there ({reason}); choose a free address, e.g. 127.0.0.1:0 for any port")]
+    Metrics { addr: std::net::SocketAddr, reason: String },
     #[error("--log: {value:?} is not a valid log filter ({reason}); expected a level (error, warn, info, debug, trace) or directives such as info,herd_clients=debug")]
     BadFilter { value: String, reason: String },
 }
@@ -37,6 +39,35 @@ pub fn init_logging(args: &LogArgs, default: &str) -> Result<(), TelemetryError>
         .with_writer(std::io::stderr)
         .init();
     Ok(())
+}
+
+/// Histogram buckets for latencies in seconds: 1 ms to 60 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
+];
+/// Histogram buckets for sizes (rows, bytes): powers of 4 from 1 to 16 Mi.
+const SIZE_BUCKETS: &[f64] = &[
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
+];
+
+/// Serves Prometheus metrics on `addr` (path /metrics) from the current
+/// tokio runtime. Histograms get buckets: `_seconds` for latencies, the
+/// rest for sizes.
+pub fn install_metrics(addr: std::net::SocketAddr) -> Result<(), TelemetryError> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let err = |e: metrics_exporter_prometheus::BuildError| TelemetryError::Metrics { addr, reason: e.to_string() };
+    // Bind first: the exporter would only report a taken port from its task.
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| TelemetryError::Metrics { addr, reason: e.to_string() })?;
+    let addr = listener.local_addr().unwrap_or(addr);
+    drop(listener);
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        .map_err(err)?
+        .set_buckets(SIZE_BUCKETS)
+        .map_err(err)?
+        .install()
+        .map_err(err)
 }
 
 /// How a binary ends: bad input (flags, settings) exits 2 like a clap usage

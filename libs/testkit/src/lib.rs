@@ -8,6 +8,20 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use herd_config::Endpoints;
 
+pub mod kafka;
+pub mod cassandra;
+
+/// Runs `deploy/local/stack` with `args` (e.g. `["stop", "cassandra"]`),
+/// for fault tests that stop and restart a real server. Panics if it fails.
+pub fn stack(args: &[&str]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/local/stack");
+    let status = std::process::Command::new(script)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
+    assert!(status.success(), "deploy/local/stack {} failed: {status}", args.join(" "));
+}
+
 /// The stack's endpoints, from the `HERD_*` env vars or the stack defaults.
 /// Panics with the reason on a malformed variable: a test cannot go on.
 pub fn endpoints() -> Endpoints {

@@ -1,0 +1,333 @@
+//! Cutting consumed messages into chunks of work: pure, no I/O.
+//!
+//! A chunk holds the events of consecutive messages, grouped by Cassandra
+//! partition into CQL batches, the dead letters of those messages, and for
+//! each Kafka partition the offset to commit once the whole chunk is stored.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use herd_model::{Decoded, Event};
+use herd_sink::partition_key;
+
+use crate::dead_letter::{DeadLetter, Stage};
+
+/// Where a message came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcePosition {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// The offset to commit for a partition: the next message to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitOffset {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub next: i64,
+}
+
+/// Events of one Cassandra partition, written as one CQL batch.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub events: Vec<Event>,
+    /// For each event, the index of its message in [`Chunk::sources`].
+    pub sources: Vec<u32>,
+}
+
+#[derive(Debug)]
+pub struct Chunk {
+    /// Consecutive from 0: offsets are committed in this order.
+    pub id: u64,
+    pub batches: Vec<Batch>,
+    /// Where each message of the chunk came from.
+    pub sources: Vec<SourcePosition>,
+    pub dead_letters: Vec<DeadLetter>,
+    pub offsets: Vec<CommitOffset>,
+    pub messages: usize,
+    pub rows: usize,
+    pub bytes: usize,
+}
+
+pub struct Limits {
+    pub max_rows: usize,
+    pub max_bytes: usize,
+    pub linger: std::time::Duration,
+    pub cql_batch_max_rows: usize,
+    pub cql_batch_max_bytes: usize,
+    pub bucket_ms: i64,
+}
+
+pub struct ChunkBuilder {
+    limits: Limits,
+    next_id: u64,
+    groups: HashMap<(String, i64), Vec<(Event, u32)>>,
+    sources: Vec<SourcePosition>,
+    dead_letters: Vec<DeadLetter>,
+    offsets: BTreeMap<(Arc<str>, i32), i64>,
+    messages: usize,
+    rows: usize,
+    bytes: usize,
+    started: Option<Instant>,
+}
+
+impl ChunkBuilder {
+    pub fn new(limits: Limits) -> ChunkBuilder {
+        ChunkBuilder {
+            limits,
+            next_id: 0,
+            groups: HashMap::new(),
+            sources: Vec::new(),
+            dead_letters: Vec::new(),
+            offsets: BTreeMap::new(),
+            messages: 0,
+            rows: 0,
+            bytes: 0,
+            started: None,
+        }
+    }
+
+    /// Adds one decoded message. Every reject becomes a dead letter that
+    /// carries the rejected bytes (a JSON line) or the whole message.
+    pub fn add(
+        &mut self,
+        at: SourcePosition,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        content_type: Option<&[u8]>,
+        decoded: Decoded,
+        now: Instant,
+    ) {
+        self.started.get_or_insert(now);
+        self.messages += 1;
+        self.bytes += payload.map_or(0, <[u8]>::len);
+        for reject in decoded.rejects {
+            self.dead_letters.push(DeadLetter {
+                source: at.clone(),
+                key: key.map(<[u8]>::to_vec),
+                payload: reject.bytes.unwrap_or_else(|| payload.unwrap_or_default().to_vec()),
+                content_type: content_type.map(|c| String::from_utf8_lossy(c).into_owned()),
+                stage: Stage::Decode,
+                position: reject.position.to_string(),
+                reason: reject.reason,
+            });
+        }
+        self.rows += decoded.events.len();
+        let source = self.sources.len() as u32;
+        for event in decoded.events {
+            let (series, bucket) = partition_key(&event, self.limits.bucket_ms);
+            self.groups.entry((series.to_owned(), bucket)).or_default().push((event, source));
+        }
+        let next = self.offsets.entry((at.topic.clone(), at.partition)).or_insert(at.offset + 1);
+        *next = (*next).max(at.offset + 1);
+        self.sources.push(at);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.messages == 0
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.rows >= self.limits.max_rows || self.bytes >= self.limits.max_bytes
+    }
+
+    /// When the open chunk must be cut even if not full.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.started.map(|s| s + self.limits.linger)
+    }
+
+    /// Cuts the open chunk; None if it holds no message.
+    pub fn take(&mut self) -> Option<Chunk> {
+        if self.is_empty() {
+            return None;
+        }
+        let mut batches = Vec::new();
+        for (_, events) in self.groups.drain() {
+            let mut batch = Batch::default();
+            let mut bytes = 0;
+            for (event, source) in events {
+                let size = event.approx_bytes();
+                if !batch.events.is_empty()
+                    && (batch.events.len() >= self.limits.cql_batch_max_rows
+                        || bytes + size > self.limits.cql_batch_max_bytes)
+                {
+                    batches.push(std::mem::take(&mut batch));
+                    bytes = 0;
+                }
+                bytes += size;
+                batch.events.push(event);
+                batch.sources.push(source);
+            }
+            if !batch.events.is_empty() {
+                batches.push(batch);
+            }
+        }
+        let chunk = Chunk {
+            id: self.next_id,
+            batches,
+            sources: std::mem::take(&mut self.sources),
+            dead_letters: std::mem::take(&mut self.dead_letters),
+            offsets: std::mem::take(&mut self.offsets)
+                .into_iter()
+                .map(|((topic, partition), next)| CommitOffset { topic, partition, next })
+                .collect(),
+            messages: self.messages,
+            rows: self.rows,
+            bytes: self.bytes,
+        };
+        self.next_id += 1;
+        self.messages = 0;
+        self.rows = 0;
+        self.bytes = 0;
+        self.started = None;
+        Some(chunk)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herd_model::{json, Position, Reject};
+    use std::time::Duration;
+
+    fn limits() -> Limits {
+        Limits {
+            max_rows: 10,
+            max_bytes: 1 << 20,
+            linger: Duration::from_millis(50),
+            cql_batch_max_rows: 3,
+            cql_batch_max_bytes: 1 << 20,
+            bucket_ms: 1000,
+        }
+    }
+
+    fn event(series: &str, ts: i64, seq: u64) -> Event {
+        Event {
+            series: series.into(),
+            metric: "m".into(),
+            ts,
+            value: 0.0,
+            tags: Default::default(),
+            producer: "p".into(),
+            seq,
+        }
+    }
+
+    fn at(partition: i32, offset: i64) -> SourcePosition {
+        SourcePosition {
+            topic: "t".into(),
+            partition,
+            offset,
+        }
+    }
+
+    fn decoded(events: Vec<Event>) -> Decoded {
+        Decoded { events, rejects: vec![] }
+    }
+
+    #[test]
+    fn groups_by_partition_key_and_splits_batches_by_rows() {
+        let mut b = ChunkBuilder::new(limits());
+        let now = Instant::now();
+        // Series a, bucket 0: 5 events; series a, bucket 1000: 1; series b: 1.
+        let events: Vec<Event> = (0..5)
+            .map(|i| event("a", i, i as u64))
+            .chain([event("a", 1500, 10), event("b", 3, 11)])
+            .collect();
+        b.add(at(0, 7), None, Some(b"x"), None, decoded(events), now);
+        let chunk = b.take().unwrap();
+        let mut sizes: Vec<usize> = chunk.batches.iter().map(|b| b.events.len()).collect();
+        sizes.sort();
+        assert_eq!(sizes, vec![1, 1, 2, 3], "5 events of one partition split 3 + 2");
+        for batch in &chunk.batches {
+            let key = partition_key(&batch.events[0], 1000);
+            assert!(batch.events.iter().all(|e| partition_key(e, 1000) == key), "one partition per batch");
+            assert!(batch.sources.iter().all(|&s| chunk.sources[s as usize].offset == 7));
+        }
+        assert_eq!(chunk.rows, 7);
+        assert_eq!(chunk.offsets, vec![CommitOffset { topic: "t".into(), partition: 0, next: 8 }]);
+    }
+
+    #[test]
+    fn splits_batches_by_bytes() {
+        let mut l = limits();
+        l.cql_batch_max_rows = 100;
+        l.cql_batch_max_bytes = event("a", 0, 0).approx_bytes() * 2;
+        let mut b = ChunkBuilder::new(l);
+        b.add(at(0, 0), None, None, None, decoded((0..5).map(|i| event("a", i, i as u64)).collect()), Instant::now());
+        let mut sizes: Vec<usize> = b.take().unwrap().batches.iter().map(|b| b.events.len()).collect();
+        sizes.sort();
+        assert_eq!(sizes, vec![1, 2, 2]);
+    }
+
+    #[test]
+    fn cuts_by_rows_bytes_and_linger() {
+        let now = Instant::now();
+        let mut b = ChunkBuilder::new(limits());
+        assert!(b.deadline().is_none() && b.take().is_none());
+        b.add(at(0, 0), None, Some(b"xy"), None, decoded((0..9).map(|i| event("a", i, i as u64)).collect()), now);
+        assert!(!b.is_full());
+        assert_eq!(b.deadline(), Some(now + Duration::from_millis(50)));
+        b.add(at(0, 1), None, Some(b"z"), None, decoded(vec![event("a", 9, 9u64)]), now + Duration::from_millis(10));
+        assert!(b.is_full(), "10 rows");
+        let chunk = b.take().unwrap();
+        assert_eq!((chunk.id, chunk.messages, chunk.bytes), (0, 2, 3));
+        assert!(b.deadline().is_none(), "a new chunk starts its own linger");
+
+        let mut l = limits();
+        l.max_bytes = 4;
+        let mut b = ChunkBuilder::new(l);
+        b.add(at(0, 0), None, Some(b"12345"), None, decoded(vec![]), now);
+        assert!(b.is_full(), "bytes");
+        assert_eq!(b.take().unwrap().id, 0);
+    }
+
+    #[test]
+    fn offsets_per_partition_are_the_next_to_read() {
+        let mut b = ChunkBuilder::new(limits());
+        let now = Instant::now();
+        for (p, o) in [(0, 5), (1, 9), (0, 6), (1, 10), (2, 0)] {
+            b.add(at(p, o), None, None, None, decoded(vec![]), now);
+        }
+        let c = b.take().unwrap();
+        let offsets: Vec<(i32, i64)> = c.offsets.iter().map(|o| (o.partition, o.next)).collect();
+        assert_eq!(offsets, vec![(0, 7), (1, 11), (2, 1)]);
+        assert_eq!(b.take().map(|c| c.id), None);
+        b.add(at(0, 7), None, None, None, decoded(vec![]), now);
+        assert_eq!(b.take().unwrap().id, 1, "ids are consecutive");
+
+        // Each event knows its message.
+        b.add(at(0, 8), None, None, None, decoded(vec![event("a", 1, 1)]), now);
+        b.add(at(1, 3), None, None, None, decoded(vec![event("a", 2, 2)]), now);
+        let c = b.take().unwrap();
+        let batch = &c.batches[0];
+        let offsets: Vec<(i32, i64)> =
+            batch.sources.iter().map(|&s| (c.sources[s as usize].partition, c.sources[s as usize].offset)).collect();
+        assert_eq!(offsets, vec![(0, 8), (1, 3)]);
+    }
+
+    #[test]
+    fn rejects_become_dead_letters_with_their_bytes() {
+        let mut b = ChunkBuilder::new(limits());
+        let payload = json::encode_lines(&[event("a", 1, 1)]);
+        let d = Decoded {
+            events: vec![event("a", 1, 1)],
+            rejects: vec![
+                Reject { position: Position::Line(2), reason: "bad line".into(), bytes: Some(b"{oops".to_vec()) },
+                Reject { position: Position::Message, reason: "whole".into(), bytes: None },
+            ],
+        };
+        b.add(at(3, 42), Some(b"k"), Some(&payload), Some(b"application/x-ndjson"), d, Instant::now());
+        let c = b.take().unwrap();
+        assert_eq!(c.rows, 1);
+        assert_eq!(c.dead_letters.len(), 2);
+        let line = &c.dead_letters[0];
+        assert_eq!((line.source.partition, line.source.offset), (3, 42));
+        assert_eq!(line.payload, b"{oops");
+        assert_eq!(line.position, "line 2");
+        assert_eq!(line.key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(c.dead_letters[1].payload, payload, "no cut-out bytes: the whole message");
+    }
+}

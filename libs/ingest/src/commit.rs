@@ -1,0 +1,86 @@
+//! Committing offsets in order: pure, no I/O.
+//!
+//! Chunks are written concurrently and may finish in any order, but an offset
+//! may only be committed once every message before it is stored. So a
+//! chunk's offsets are released only when it and every earlier chunk are done.
+
+use std::collections::BTreeMap;
+
+use crate::chunk::CommitOffset;
+
+#[derive(Default)]
+pub struct CommitSequencer {
+    /// The oldest chunk not yet done.
+    next: u64,
+    done: BTreeMap<u64, Vec<CommitOffset>>,
+}
+
+impl CommitSequencer {
+    /// Records chunk `id` as done; returns the offsets now safe to commit
+    /// (one per partition, the highest), empty if an earlier chunk is pending.
+    pub fn complete(&mut self, id: u64, offsets: Vec<CommitOffset>) -> Vec<CommitOffset> {
+        debug_assert!(id >= self.next && !self.done.contains_key(&id), "chunk {id} completed twice");
+        self.done.insert(id, offsets);
+        let mut ready: BTreeMap<(std::sync::Arc<str>, i32), i64> = BTreeMap::new();
+        while let Some(offsets) = self.done.remove(&self.next) {
+            for o in offsets {
+                let next = ready.entry((o.topic, o.partition)).or_insert(o.next);
+                *next = (*next).max(o.next);
+            }
+            self.next += 1;
+        }
+        ready
+            .into_iter()
+            .map(|((topic, partition), next)| CommitOffset { topic, partition, next })
+            .collect()
+    }
+
+    /// Chunks done but waiting for an earlier one.
+    pub fn waiting(&self) -> usize {
+        self.done.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn off(partition: i32, next: i64) -> CommitOffset {
+        CommitOffset { topic: "t".into(), partition, next }
+    }
+
+    #[test]
+    fn releases_only_a_complete_prefix() {
+        let mut s = CommitSequencer::default();
+        assert!(s.complete(1, vec![off(0, 20)]).is_empty(), "chunk 0 still pending");
+        assert!(s.complete(2, vec![off(1, 5)]).is_empty());
+        assert_eq!(s.waiting(), 2);
+        let ready = s.complete(0, vec![off(0, 10), off(1, 3)]);
+        assert_eq!(ready, vec![off(0, 20), off(1, 5)], "highest per partition of chunks 0..=2");
+        assert_eq!(s.waiting(), 0);
+        assert_eq!(s.complete(3, vec![off(0, 21)]), vec![off(0, 21)]);
+    }
+
+    #[test]
+    fn any_completion_order_commits_the_same_final_offsets() {
+        // Chunk i covers partition i % 3 up to offset 10 * (i + 1).
+        let chunks: Vec<Vec<CommitOffset>> = (0..6).map(|i| vec![off(i % 3, 10 * (i as i64 + 1))]).collect();
+        for order in [[0, 1, 2, 3, 4, 5], [5, 4, 3, 2, 1, 0], [2, 0, 4, 1, 5, 3]] {
+            let mut s = CommitSequencer::default();
+            let mut committed: BTreeMap<i32, i64> = BTreeMap::new();
+            let mut done = std::collections::BTreeSet::new();
+            for id in order {
+                done.insert(id);
+                for o in s.complete(id as u64, chunks[id].clone()) {
+                    // Never past a chunk that is not done.
+                    let first_pending = (0..6).find(|i| !done.contains(i)).unwrap_or(6);
+                    let limit = (0..first_pending).filter(|i| i % 3 == o.partition as usize).map(|i| 10 * (i as i64 + 1)).max();
+                    assert_eq!(Some(o.next), limit, "order {order:?}");
+                    let prev = committed.insert(o.partition, o.next);
+                    assert!(prev.map_or(true, |p| p < o.next), "offsets only move forward");
+                }
+            }
+            assert_eq!(committed, BTreeMap::from([(0, 40), (1, 50), (2, 60)]), "order {order:?}");
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! Metric names, per the style `herd_<thing>_<unit>`, `_total` for counters.
+//! Recorded per chunk or per write request, never per event.
+
+pub const MESSAGES_CONSUMED: &str = "herd_messages_consumed_total";
+pub const EVENTS_CONSUMED: &str = "herd_events_consumed_total";
+pub const EVENTS_WRITTEN: &str = "herd_events_written_total";
+/// Label `stage`: decode or write.
+pub const EVENTS_DEAD_LETTERED: &str = "herd_events_dead_lettered_total";
+/// Label `kind`: transient or permanent.
+pub const WRITE_RETRIES: &str = "herd_write_retries_total";
+pub const WRITE_LATENCY: &str = "herd_write_latency_seconds";
+pub const CHUNK_ROWS: &str = "herd_chunk_rows";
+pub const CHUNK_BYTES: &str = "herd_chunk_bytes";
+/// Event time to write acknowledged, of the oldest event of each chunk.
+pub const END_TO_END_LATENCY: &str = "herd_end_to_end_latency_seconds";
+/// Labels `topic`, `partition`: messages behind the partition's end.
+pub const PARTITION_LAG: &str = "herd_partition_lag_messages";
+pub const CHUNKS_IN_FLIGHT: &str = "herd_chunks_in_flight";
+pub const OFFSET_COMMITS: &str = "herd_offset_commits_total";
+
+/// Registers descriptions, so that /metrics says what each metric means.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(MESSAGES_CONSUMED, Unit::Count, "Kafka messages consumed");
+    describe_counter!(EVENTS_CONSUMED, Unit::Count, "Events decoded from consumed messages");
+    describe_counter!(EVENTS_WRITTEN, Unit::Count, "Events acknowledged by Cassandra");
+    describe_counter!(EVENTS_DEAD_LETTERED, Unit::Count, "Events sent to the dead-letter topic, by stage");
+    describe_counter!(WRITE_RETRIES, Unit::Count, "Retried Cassandra writes, by kind of failure");
+    describe_histogram!(WRITE_LATENCY, Unit::Seconds, "Latency of one Cassandra write request");
+    describe_histogram!(CHUNK_ROWS, Unit::Count, "Events per chunk of work");
+    describe_histogram!(CHUNK_BYTES, Unit::Bytes, "Kafka payload bytes per chunk of work");
+    describe_histogram!(END_TO_END_LATENCY, Unit::Seconds, "Event time to write acknowledged, oldest event per chunk");
+    describe_gauge!(PARTITION_LAG, Unit::Count, "Messages between the consumer position and the partition end");
+    describe_gauge!(CHUNKS_IN_FLIGHT, Unit::Count, "Chunks being written");
+    describe_counter!(OFFSET_COMMITS, Unit::Count, "Offset commits sent to Kafka");
+}

@@ -1,0 +1,379 @@
+//! The ingest pipeline: consume -> decode -> chunk -> write -> commit.
+//!
+//! Three loops run together:
+//! - the reader consumes and decodes messages and cuts chunks (by rows,
+//!   bytes, linger). It hands each chunk to the dispatcher and waits while
+//!   all chunk slots are busy, so consumption pauses when Cassandra is slow
+//!   or down: that is the backpressure, and memory stays bounded;
+//! - the dispatcher writes each chunk in its own task: every CQL batch under
+//!   a global cap on requests in flight, retried with backoff and jitter,
+//!   and every dead letter sent and acknowledged by Kafka;
+//! - the committer commits a chunk's offsets only once it and every earlier
+//!   chunk are done ([`CommitSequencer`]), so an offset never passes an
+//!   event that is not stored or dead-lettered.
+//!
+//! Shutdown (the token is cancelled): the reader stops consuming and hands
+//! over its partial chunk, the dispatcher drains, the committer makes a final
+//! synchronous commit.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use herd_model::{json, Event};
+use herd_sink::Writer;
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff;
+use crate::chunk::{Batch, Chunk, ChunkBuilder, CommitOffset, Limits, SourcePosition};
+use crate::commit::CommitSequencer;
+use crate::dead_letter::{DeadLetter, Stage};
+use crate::metrics as m;
+use crate::settings::{IngestSettings, OnWriteFailure};
+use crate::source::KafkaSource;
+
+/// Sends dead letters; retries until Kafka acknowledges, since a dead letter
+/// that is not stored must not let its offset be committed.
+pub struct DeadLetterSink {
+    pub producer: FutureProducer,
+    pub topic: String,
+    pub worker: String,
+}
+
+impl DeadLetterSink {
+    async fn send(&self, letter: &DeadLetter, retry: &crate::settings::RetrySettings) {
+        let headers = letter.headers(&self.worker);
+        let mut attempt = 0;
+        loop {
+            let mut kafka_headers = rdkafka::message::OwnedHeaders::new_with_capacity(headers.len());
+            for (k, v) in &headers {
+                kafka_headers = kafka_headers.insert(rdkafka::message::Header { key: k, value: Some(v.as_str()) });
+            }
+            let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic)
+                .payload(&letter.payload)
+                .headers(kafka_headers);
+            if let Some(key) = &letter.key {
+                record = record.key(key);
+            }
+            match self.producer.send(record, Duration::from_secs(30)).await {
+                Ok(_) => {
+                    metrics::counter!(m::EVENTS_DEAD_LETTERED, "stage" => letter.stage.as_str()).increment(1);
+                    return;
+                }
+                Err((e, _)) => {
+                    let wait = backoff::delay(attempt, retry.initial, retry.max, rand::random());
+                    tracing::warn!(
+                        topic = %self.topic, error = %e, source_topic = %letter.source.topic,
+                        partition = letter.source.partition, offset = letter.source.offset,
+                        "sending a dead letter failed; retrying in {} ms (its offset is not committed meanwhile)",
+                        wait.as_millis()
+                    );
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Totals of one run, for logs and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub messages: u64,
+    pub events_written: u64,
+    pub dead_letters: u64,
+    pub chunks_committed: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    #[error("a write failed after the retry budget and --on-write-failure is stop: {0}; offsets after the last stored chunk were not committed, so those messages are read again on restart")]
+    WriteFailed(String),
+}
+
+/// What chunk tasks share.
+struct Shared {
+    settings: IngestSettings,
+    writer: Writer,
+    dead_letters: DeadLetterSink,
+    in_flight: Semaphore,
+    written: AtomicU64,
+    dead_lettered: AtomicU64,
+}
+
+pub struct Pipeline {
+    pub settings: IngestSettings,
+    pub source: KafkaSource,
+    pub writer: Writer,
+    pub dead_letters: DeadLetterSink,
+}
+
+impl Pipeline {
+    /// Runs until `shutdown` is cancelled (then drains and returns Ok) or a
+    /// write fails under the `stop` policy.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<Summary, PipelineError> {
+        let Pipeline {
+            settings,
+            source,
+            writer,
+            dead_letters,
+        } = self;
+        m::describe();
+        let limits = Limits {
+            max_rows: settings.batch_max_rows.get(),
+            max_bytes: settings.batch_max_bytes.get(),
+            linger: settings.linger,
+            cql_batch_max_rows: settings.cql_batch_max_rows.get(),
+            cql_batch_max_bytes: settings.cql_batch_max_bytes.get(),
+            bucket_ms: writer.settings().bucket_ms,
+        };
+        let slots = Arc::new(Semaphore::new(settings.max_chunks_in_flight.get()));
+        let shared = Arc::new(Shared {
+            in_flight: Semaphore::new(settings.max_in_flight.get()),
+            settings,
+            writer,
+            dead_letters,
+            written: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+        });
+        // Stops the reader when a chunk fails under the stop policy.
+        let failed = CancellationToken::new();
+        let (chunk_tx, mut chunk_rx) = mpsc::channel::<Chunk>(1);
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u64, Result<Vec<CommitOffset>, String>)>();
+        let messages = AtomicU64::new(0);
+
+        let reader = async {
+            let mut builder = ChunkBuilder::new(limits);
+            loop {
+                let deadline = builder.deadline();
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break,
+                    _ = failed.cancelled() => return,
+                    _ = sleep_until(deadline) => {
+                        if let Some(chunk) = builder.take() {
+                            if chunk_tx.send(chunk).await.is_err() { return; }
+                        }
+                    }
+                    received = source.recv() => match received {
+                        Ok(msg) => {
+                            let content_type = msg.headers().and_then(|h| {
+                                h.iter().find(|h| h.key.eq_ignore_ascii_case(herd_model::CONTENT_TYPE_HEADER)).and_then(|h| h.value)
+                            });
+                            let decoded = herd_model::decode(msg.payload(), content_type);
+                            metrics::counter!(m::MESSAGES_CONSUMED).increment(1);
+                            metrics::counter!(m::EVENTS_CONSUMED).increment(decoded.events.len() as u64);
+                            messages.fetch_add(1, Ordering::Relaxed);
+                            let at = SourcePosition { topic: msg.topic().into(), partition: msg.partition(), offset: msg.offset() };
+                            builder.add(at, msg.key(), msg.payload(), content_type, decoded, Instant::now());
+                            if builder.is_full() {
+                                let chunk = builder.take().expect("a full chunk is not empty");
+                                if chunk_tx.send(chunk).await.is_err() { return; }
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "Kafka consumer error; retrying in 500 ms");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                    }
+                }
+            }
+            // Shutdown: hand over what was consumed, so it is stored and committed.
+            if let Some(chunk) = builder.take() {
+                let _ = chunk_tx.send(chunk).await;
+            }
+            tracing::info!("stopped consuming; draining chunks in flight");
+            drop(chunk_tx);
+        };
+
+        let dispatcher = async {
+            while let Some(chunk) = chunk_rx.recv().await {
+                let slot = slots.clone().acquire_owned().await.expect("semaphore never closed");
+                metrics::gauge!(m::CHUNKS_IN_FLIGHT).increment(1.0);
+                let shared = shared.clone();
+                let done_tx = done_tx.clone();
+                tokio::spawn(async move {
+                    let id = chunk.id;
+                    let result = write_chunk(&shared, chunk).await;
+                    metrics::gauge!(m::CHUNKS_IN_FLIGHT).decrement(1.0);
+                    drop(slot);
+                    let _ = done_tx.send((id, result));
+                });
+            }
+            drop(done_tx);
+        };
+
+        let committer = async {
+            let mut sequencer = CommitSequencer::default();
+            let mut committed: std::collections::BTreeMap<(Arc<str>, i32), i64> = Default::default();
+            let mut chunks = 0;
+            while let Some((id, result)) = done_rx.recv().await {
+                match result {
+                    Ok(offsets) => {
+                        let ready = sequencer.complete(id, offsets);
+                        if let Err(e) = source.commit(&ready, false) {
+                            tracing::warn!(error = %e, "offset commit failed; the next commit covers it");
+                        }
+                        for o in ready {
+                            committed.insert((o.topic, o.partition), o.next);
+                        }
+                        chunks += 1;
+                    }
+                    Err(reason) => {
+                        failed.cancel();
+                        return Err(PipelineError::WriteFailed(reason));
+                    }
+                }
+            }
+            // Everything is drained: make the last commit a synchronous one.
+            let last: Vec<CommitOffset> = committed
+                .into_iter()
+                .map(|((topic, partition), next)| CommitOffset { topic, partition, next })
+                .collect();
+            if let Err(e) = source.commit(&last, true) {
+                tracing::warn!(error = %e, "final offset commit failed; the last chunks are read again on restart (writes are idempotent)");
+            }
+            Ok(chunks)
+        };
+
+        let ((), (), result) = tokio::join!(reader, dispatcher, committer);
+        let chunks_committed = result?;
+        Ok(Summary {
+            messages: messages.load(Ordering::Relaxed),
+            events_written: shared.written.load(Ordering::Relaxed),
+            dead_letters: shared.dead_lettered.load(Ordering::Relaxed),
+            chunks_committed,
+        })
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Writes a chunk and sends its dead letters. Ok: its offsets may be
+/// committed. Err: a write failed under the stop policy.
+async fn write_chunk(shared: &Shared, chunk: Chunk) -> Result<Vec<CommitOffset>, String> {
+    let retry = &shared.settings.retry;
+    let decode_letters = async {
+        for letter in &chunk.dead_letters {
+            shared.dead_letters.send(letter, retry).await;
+        }
+    };
+    let writes = async {
+        let mut pending: FuturesUnordered<_> = chunk.batches.iter().map(|batch| write_batch(shared, batch)).collect();
+        let mut write_letters = Vec::new();
+        let mut failure = None;
+        while let Some(result) = pending.next().await {
+            match result {
+                Ok(n) => {
+                    shared.written.fetch_add(n as u64, Ordering::Relaxed);
+                    metrics::counter!(m::EVENTS_WRITTEN).increment(n as u64);
+                }
+                Err((batch, reason)) => match shared.settings.on_write_failure {
+                    OnWriteFailure::Stop => failure = Some(reason),
+                    OnWriteFailure::DeadLetter => {
+                        tracing::warn!(events = batch.events.len(), %reason, "write failed after the retry budget; sending the events to the dead-letter topic");
+                        write_letters.extend(
+                            batch.events.iter().zip(&batch.sources).map(|(e, &s)| write_letter(e, &chunk.sources[s as usize], &reason)),
+                        );
+                    }
+                },
+            }
+        }
+        (write_letters, failure)
+    };
+    let ((), (write_letters, failure)) = tokio::join!(decode_letters, writes);
+    if let Some(reason) = failure {
+        return Err(reason);
+    }
+    for letter in &write_letters {
+        shared.dead_letters.send(letter, retry).await;
+    }
+    let letters = (chunk.dead_letters.len() + write_letters.len()) as u64;
+    shared.dead_lettered.fetch_add(letters, Ordering::Relaxed);
+    metrics::histogram!(m::CHUNK_ROWS).record(chunk.rows as f64);
+    metrics::histogram!(m::CHUNK_BYTES).record(chunk.bytes as f64);
+    if let Some(oldest) = chunk.batches.iter().flat_map(|b| &b.events).map(|e| e.ts).min() {
+        metrics::histogram!(m::END_TO_END_LATENCY).record((now_ms() - oldest).max(0) as f64 / 1000.0);
+    }
+    Ok(chunk.offsets)
+}
+
+/// A dead letter for an event Cassandra would not take: the event itself as
+/// JSON, with the position of the message it came from.
+fn write_letter(event: &Event, source: &SourcePosition, reason: &str) -> DeadLetter {
+    DeadLetter {
+        source: source.clone(),
+        key: None,
+        payload: json::encode(event),
+        content_type: Some(herd_model::Format::Json.content_type().to_owned()),
+        stage: Stage::Write,
+        position: "event".into(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// Writes one single-partition batch with retries. Ok: rows written.
+/// Err: the batch and why it failed after the retry budget.
+async fn write_batch<'a>(shared: &Shared, batch: &'a Batch) -> Result<usize, (&'a Batch, String)> {
+    let retry = &shared.settings.retry;
+    let refs: Vec<&Event> = batch.events.iter().collect();
+    let started = Instant::now();
+    let mut attempt: u32 = 0;
+    let mut refusals: u32 = 0;
+    loop {
+        let result = {
+            let _permit = shared.in_flight.acquire().await.expect("semaphore never closed");
+            let t = Instant::now();
+            let r = shared.writer.write_partition(&refs).await;
+            metrics::histogram!(m::WRITE_LATENCY).record(t.elapsed().as_secs_f64());
+            r
+        };
+        let error = match result {
+            Ok(()) => return Ok(batch.events.len()),
+            Err(e) => e,
+        };
+        if error.transient {
+            metrics::counter!(m::WRITE_RETRIES, "kind" => "transient").increment(1);
+            if let Some(budget) = retry.unavailable_budget {
+                if started.elapsed() >= budget {
+                    return Err((batch, format!("Cassandra unavailable for {} s: {}", budget.as_secs(), error.message)));
+                }
+            }
+        } else {
+            metrics::counter!(m::WRITE_RETRIES, "kind" => "permanent").increment(1);
+            refusals += 1;
+            if refusals >= retry.max_attempts {
+                return Err((batch, format!("refused {refusals} times: {}", error.message)));
+            }
+        }
+        let wait = backoff::delay(attempt, retry.initial, retry.max, rand::random());
+        // One line per write at the first failure and every tenth after, so an
+        // outage does not flood the log with one line per retry.
+        if attempt % 10 == 0 {
+            tracing::warn!(
+                series = %batch.events[0].series, rows = batch.events.len(), attempt, transient = error.transient, error = %error.message,
+                "Cassandra write failed; retrying in {} ms (consumption pauses while writes are pending)",
+                wait.as_millis()
+            );
+        }
+        tokio::time::sleep(wait).await;
+        attempt = attempt.saturating_add(1);
+    }
+}

@@ -1,0 +1,268 @@
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+/// How the ingest pipeline batches, writes, retries and dead-letters, as
+/// given on the command line or in the environment. Validate with
+/// [`IngestArgs::validate`].
+#[derive(Debug, Clone, clap::Args)]
+pub struct IngestArgs {
+    /// Kafka topics to ingest, comma-separated.
+    #[arg(long, env = "HERD_TOPICS", value_delimiter = ',', required = true)]
+    pub topics: Vec<String>,
+
+    /// Kafka consumer group of the workers (until the coordinator assigns
+    /// partitions; see issue 4).
+    #[arg(long, env = "HERD_GROUP_ID", default_value = "herd-worker")]
+    pub group_id: String,
+
+    /// A chunk of work is cut at this many events...
+    #[arg(long, env = "HERD_BATCH_MAX_ROWS", default_value_t = 5_000)]
+    pub batch_max_rows: usize,
+
+    /// ...or at this many bytes of Kafka payload...
+    #[arg(long, env = "HERD_BATCH_MAX_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub batch_max_bytes: usize,
+
+    /// ...or this many milliseconds after its first message, whichever comes first.
+    #[arg(long, env = "HERD_LINGER_MS", default_value_t = 50)]
+    pub linger_ms: u64,
+
+    /// Chunks written at the same time; consumption pauses when all are busy.
+    #[arg(long, env = "HERD_MAX_CHUNKS_IN_FLIGHT", default_value_t = 4)]
+    pub max_chunks_in_flight: usize,
+
+    /// Cassandra write requests in flight at once, across all chunks.
+    #[arg(long, env = "HERD_MAX_IN_FLIGHT", default_value_t = 64)]
+    pub max_in_flight: usize,
+
+    /// Rows in one unlogged (single-partition) CQL batch.
+    #[arg(long, env = "HERD_CQL_BATCH_MAX_ROWS", default_value_t = 50)]
+    pub cql_batch_max_rows: usize,
+
+    /// Approximate bytes in one CQL batch; Cassandra warns above 5 KiB
+    /// (batch_size_warn_threshold) and refuses above 50 KiB.
+    #[arg(long, env = "HERD_CQL_BATCH_MAX_BYTES", default_value_t = 4 * 1024)]
+    pub cql_batch_max_bytes: usize,
+
+    /// First retry delay of a failed write, in milliseconds; doubles per
+    /// attempt, with full jitter.
+    #[arg(long, env = "HERD_RETRY_INITIAL_MS", default_value_t = 100)]
+    pub retry_initial_ms: u64,
+
+    /// Longest retry delay, in milliseconds.
+    #[arg(long, env = "HERD_RETRY_MAX_MS", default_value_t = 5_000)]
+    pub retry_max_ms: u64,
+
+    /// Attempts of a write that Cassandra refuses (an invalid request)
+    /// before --on-write-failure applies.
+    #[arg(long, env = "HERD_RETRY_MAX_ATTEMPTS", default_value_t = 3)]
+    pub retry_max_attempts: u32,
+
+    /// How long a write is retried while Cassandra is unreachable, timing out
+    /// or overloaded, in seconds; 0 retries until it is back (consumption
+    /// stays paused meanwhile, nothing is dropped).
+    #[arg(long, env = "HERD_RETRY_UNAVAILABLE_SECS", default_value_t = 0)]
+    pub retry_unavailable_secs: u64,
+
+    /// What happens to events whose write still fails after the retry
+    /// budget: `dead-letter` (send them to the dead-letter topic and go on)
+    /// or `stop` (commit nothing further and exit with an error).
+    #[arg(long, env = "HERD_ON_WRITE_FAILURE", default_value = "dead-letter")]
+    pub on_write_failure: String,
+
+    /// Kafka topic for events that cannot be decoded or written.
+    #[arg(long, env = "HERD_DEAD_LETTER_TOPIC", default_value = "herd-dead-letter")]
+    pub dead_letter_topic: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnWriteFailure {
+    DeadLetter,
+    Stop,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestSettings {
+    pub topics: Vec<String>,
+    pub group_id: String,
+    pub batch_max_rows: NonZeroUsize,
+    pub batch_max_bytes: NonZeroUsize,
+    pub linger: Duration,
+    pub max_chunks_in_flight: NonZeroUsize,
+    pub max_in_flight: NonZeroUsize,
+    pub cql_batch_max_rows: NonZeroUsize,
+    pub cql_batch_max_bytes: NonZeroUsize,
+    pub retry: RetrySettings,
+    pub on_write_failure: OnWriteFailure,
+    pub dead_letter_topic: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrySettings {
+    pub initial: Duration,
+    pub max: Duration,
+    pub max_attempts: u32,
+    /// None: retry transient failures until they stop.
+    pub unavailable_budget: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {value:?} {problem}")]
+pub struct SettingsError {
+    pub field: &'static str,
+    pub value: String,
+    pub problem: String,
+}
+
+fn range<T: PartialOrd + std::fmt::Display + Copy>(
+    field: &'static str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<T, SettingsError> {
+    if value < min || value > max {
+        return Err(SettingsError {
+            field,
+            value: value.to_string(),
+            problem: format!("is out of range; expected {min} to {max}"),
+        });
+    }
+    Ok(value)
+}
+
+fn nonzero(field: &'static str, value: usize, max: usize) -> Result<NonZeroUsize, SettingsError> {
+    range(field, value, 1, max).map(|v| NonZeroUsize::new(v).expect("checked >= 1"))
+}
+
+/// Kafka's rule for topic names: 1-249 of [a-zA-Z0-9._-], not "." or "..".
+fn valid_topic(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
+impl IngestArgs {
+    pub fn validate(&self) -> Result<IngestSettings, SettingsError> {
+        let topic_err = |field, value: &str| SettingsError {
+            field,
+            value: value.to_owned(),
+            problem: "is not a valid Kafka topic name; use 1 to 249 of a-z A-Z 0-9 . _ -".into(),
+        };
+        if self.topics.is_empty() {
+            return Err(SettingsError {
+                field: "topics",
+                value: String::new(),
+                problem: "is empty; name at least one topic".into(),
+            });
+        }
+        for t in &self.topics {
+            if !valid_topic(t) {
+                return Err(topic_err("topics", t));
+            }
+        }
+        if !valid_topic(&self.dead_letter_topic) {
+            return Err(topic_err("dead-letter-topic", &self.dead_letter_topic));
+        }
+        if self.topics.contains(&self.dead_letter_topic) {
+            return Err(SettingsError {
+                field: "dead-letter-topic",
+                value: self.dead_letter_topic.clone(),
+                problem: "is also an ingested topic; dead letters would be ingested again".into(),
+            });
+        }
+        if self.group_id.trim().is_empty() {
+            return Err(SettingsError {
+                field: "group-id",
+                value: self.group_id.clone(),
+                problem: "is empty".into(),
+            });
+        }
+        let initial = range("retry-initial-ms", self.retry_initial_ms, 1, 60_000)?;
+        let max = range("retry-max-ms", self.retry_max_ms, initial, 600_000)?;
+        Ok(IngestSettings {
+            topics: self.topics.clone(),
+            group_id: self.group_id.clone(),
+            batch_max_rows: nonzero("batch-max-rows", self.batch_max_rows, 1_000_000)?,
+            batch_max_bytes: nonzero("batch-max-bytes", self.batch_max_bytes, 1 << 30)?,
+            linger: Duration::from_millis(range("linger-ms", self.linger_ms, 0, 60_000)?),
+            max_chunks_in_flight: nonzero("max-chunks-in-flight", self.max_chunks_in_flight, 64)?,
+            max_in_flight: nonzero("max-in-flight", self.max_in_flight, 4096)?,
+            cql_batch_max_rows: nonzero("cql-batch-max-rows", self.cql_batch_max_rows, 1000)?,
+            // Cassandra refuses batches above 50 KiB by default.
+            cql_batch_max_bytes: nonzero("cql-batch-max-bytes", self.cql_batch_max_bytes, 50 * 1024)?,
+            retry: RetrySettings {
+                initial: Duration::from_millis(initial),
+                max: Duration::from_millis(max),
+                max_attempts: range("retry-max-attempts", self.retry_max_attempts, 1, 100)?,
+                unavailable_budget: match range("retry-unavailable-secs", self.retry_unavailable_secs, 0, 7 * 86_400)? {
+                    0 => None,
+                    secs => Some(Duration::from_secs(secs)),
+                },
+            },
+            on_write_failure: match self.on_write_failure.as_str() {
+                "dead-letter" => OnWriteFailure::DeadLetter,
+                "stop" => OnWriteFailure::Stop,
+                other => {
+                    return Err(SettingsError {
+                        field: "on-write-failure",
+                        value: other.to_owned(),
+                        problem: "is not a policy; expected dead-letter or stop".into(),
+                    })
+                }
+            },
+            dead_letter_topic: self.dead_letter_topic.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        ingest: IngestArgs,
+    }
+
+    pub fn args(extra: &[&str]) -> IngestArgs {
+        let mut argv = vec!["test"];
+        if !extra.contains(&"--topics") {
+            argv.extend(["--topics", "events"]);
+        }
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).unwrap().ingest
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let s = args(&[]).validate().unwrap();
+        assert_eq!(s.topics, vec!["events"]);
+        assert_eq!(s.on_write_failure, OnWriteFailure::DeadLetter);
+        assert_eq!(s.retry.unavailable_budget, None);
+        let s = args(&["--topics", "a,b", "--retry-unavailable-secs", "30", "--on-write-failure", "stop"])
+            .validate()
+            .unwrap();
+        assert_eq!(s.topics, vec!["a", "b"]);
+        assert_eq!(s.retry.unavailable_budget, Some(Duration::from_secs(30)));
+        assert_eq!(s.on_write_failure, OnWriteFailure::Stop);
+    }
+
+    #[test]
+    fn errors_name_the_field_the_value_and_what_is_accepted() {
+        for (argv, expected) in [
+            (&["--batch-max-rows", "0"][..], "batch-max-rows: \"0\" is out of range; expected 1 to 1000000"),
+            (&["--cql-batch-max-bytes", "60000"], "cql-batch-max-bytes: \"60000\" is out of range"),
+            (&["--retry-initial-ms", "500", "--retry-max-ms", "100"], "retry-max-ms: \"100\" is out of range; expected 500"),
+            (&["--on-write-failure", "ignore"], "on-write-failure: \"ignore\" is not a policy"),
+            (&["--dead-letter-topic", "events"], "dead-letter-topic: \"events\" is also an ingested topic"),
+            (&["--topics", "bad topic"], "topics: \"bad topic\" is not a valid Kafka topic name"),
+        ] {
+            let e = args(argv).validate().unwrap_err().to_string();
+            assert!(e.starts_with(expected), "wanted {expected:?}, got {e:?}");
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Shared by the worker's integration tests: the real herd-worker binary,
+//! started and killed as a process, against the real local stack.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use herd_model::{arrow_ipc, json, Event, Format};
+use herd_testkit::kafka::Outgoing;
+use scylla::client::session::Session;
+
+/// A herd-worker process. Dropping it kills it; if the test is failing, its
+/// log is printed.
+pub struct Worker {
+    child: Child,
+    log: PathBuf,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Worker {
+    pub fn start(name: &str, args: &[String]) -> Worker {
+        let dir = std::env::temp_dir().join("herd-tests");
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join(format!("{name}-{}.log", std::process::id()));
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_herd-worker"))
+            .args(args)
+            .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
+            .env("HERD_LOG", "info,scylla=warn,zookeeper_client=warn")
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start herd-worker");
+        Worker { child, log }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits up to `limit` for the exit.
+    pub fn terminate(&mut self, limit: Duration) -> ExitStatus {
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "worker did not exit within {limit:?} of SIGTERM\n{}", self.log_tail());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Resident memory in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
+            .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+            .unwrap_or(0)
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        format!("--- {} (last 40 lines) ---\n{}", self.log.display(), lines[lines.len().saturating_sub(40)..].join("\n"))
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tail());
+        }
+    }
+}
+
+/// Names of one test's resources on the shared stack.
+pub struct Names {
+    pub topic: String,
+    pub keyspace: String,
+    pub group: String,
+    pub dead_letters: String,
+}
+
+impl Names {
+    pub fn new(prefix: &str) -> Names {
+        let base = herd_testkit::unique_name(prefix);
+        Names {
+            topic: format!("{base}_in"),
+            keyspace: base.clone(),
+            group: format!("{base}_group"),
+            dead_letters: format!("{base}_dlq"),
+        }
+    }
+
+    pub fn worker_args(&self, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "--topics", &self.topic, "--keyspace", &self.keyspace, "--group-id", &self.group,
+            "--dead-letter-topic", &self.dead_letters, "--bucket-secs", "3600",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// `n` valid events of `producer`, over `series` series, in the last hours.
+pub fn events(producer: &str, n: u64, series: u64) -> Vec<Event> {
+    let base = now_ms() - 3 * 3_600_000;
+    (0..n)
+        .map(|seq| Event {
+            series: format!("host-{}", seq % series),
+            metric: if seq % 3 == 0 { "cpu".into() } else { "mem".into() },
+            ts: base + (seq as i64) * 7,
+            value: seq as f64 / 4.0,
+            tags: BTreeMap::from([("dc".into(), format!("dc{}", seq % 2))]),
+            producer: producer.into(),
+            seq,
+        })
+        .collect()
+}
+
+pub enum Encoding {
+    /// One event per message, with or without the content-type header.
+    Json { header: bool },
+    /// n events per newline-delimited JSON message.
+    JsonLines(usize),
+    /// n events per Arrow IPC message.
+    Arrow(usize),
+}
+
+pub fn messages(events: &[Event], encoding: Encoding) -> Vec<Outgoing> {
+    let key = |e: &Event| e.series.clone().into_bytes();
+    match encoding {
+        Encoding::Json { header } => events
+            .iter()
+            .map(|e| Outgoing {
+                key: key(e),
+                payload: json::encode(e),
+                content_type: header.then_some(Format::Json.content_type()),
+            })
+            .collect(),
+        Encoding::JsonLines(n) => events
+            .chunks(n)
+            .map(|c| Outgoing {
+                key: key(&c[0]),
+                payload: json::encode_lines(c),
+                content_type: Some(Format::JsonLines.content_type()),
+            })
+            .collect(),
+        Encoding::Arrow(n) => events
+            .chunks(n)
+            .map(|c| Outgoing {
+                key: key(&c[0]),
+                payload: arrow_ipc::encode(c).unwrap(),
+                content_type: None,
+            })
+            .collect(),
+    }
+}
+
+pub fn identities(events: &[Event]) -> BTreeSet<(String, i64)> {
+    events.iter().map(|e| (e.producer.clone(), e.seq as i64)).collect()
+}
+
+/// Cassandra holds exactly `expected`: nothing missing, nothing extra, no
+/// identity stored twice.
+pub async fn assert_exactly(session: &Session, keyspace: &str, expected: &BTreeSet<(String, i64)>) {
+    let stored = herd_testkit::cassandra::stored_identities(session, keyspace).await;
+    let mut counts: BTreeMap<&(String, i64), usize> = BTreeMap::new();
+    for id in &stored {
+        *counts.entry(id).or_default() += 1;
+    }
+    let duplicated: Vec<_> = counts.iter().filter(|(_, &n)| n > 1).take(5).collect();
+    let missing: Vec<_> = expected.iter().filter(|id| !counts.contains_key(id)).take(5).collect();
+    let extra: Vec<_> = counts.keys().filter(|id| !expected.contains(*id)).take(5).collect();
+    let missing_count = expected.iter().filter(|id| !counts.contains_key(id)).count();
+    assert!(
+        duplicated.is_empty() && missing.is_empty() && extra.is_empty() && stored.len() == expected.len(),
+        "Cassandra holds {} rows for {} expected events: {missing_count} missing (e.g. {missing:?}), duplicated e.g. {duplicated:?}, unexpected e.g. {extra:?}",
+        stored.len(),
+        expected.len()
+    );
+}
+
+pub async fn session() -> Session {
+    herd_clients::cassandra::session(&herd_testkit::endpoints()).await.expect("Cassandra session")
+}

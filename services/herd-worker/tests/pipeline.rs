@@ -1,0 +1,190 @@
+//! herd-worker end to end on the real stack: Kafka in, Cassandra out.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{assert_exactly, events, identities, messages, session, Encoding, Names, Worker};
+use herd_model::{arrow_ipc, Event};
+use herd_testkit::kafka::{committed_and_end, produce, read_all, wait_all_committed, Outgoing};
+use herd_testkit::endpoints;
+use rdkafka::message::{Headers, Message};
+
+const DRAIN: Duration = Duration::from_secs(300);
+
+async fn topic(names: &Names) {
+    herd_clients::kafka::ensure_topic(&endpoints(), &names.topic, 4, 1).await.expect("create topic");
+}
+
+fn producer() -> rdkafka::producer::FutureProducer {
+    herd_clients::kafka::producer(&endpoints(), "test-producer").expect("producer")
+}
+
+/// 200,000 events, half JSON (single and newline-delimited), half Arrow:
+/// exactly 200,000 rows, each event once.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hundred_thousand_events_in_both_encodings_are_stored_exactly_once() {
+    let names = Names::new("ingest");
+    topic(&names).await;
+    let single = events("json-single", 50_000, 500);
+    let lines = events("json-lines", 50_000, 500);
+    let arrow = events("arrow", 100_000, 500);
+    let producer = producer();
+    let mut outgoing = messages(&single[..25_000], Encoding::Json { header: true });
+    outgoing.extend(messages(&single[25_000..], Encoding::Json { header: false }));
+    outgoing.extend(messages(&lines, Encoding::JsonLines(100)));
+    outgoing.extend(messages(&arrow, Encoding::Arrow(1000)));
+    produce(&producer, &names.topic, &outgoing).await;
+
+    let mut worker = Worker::start("ingest", &names.worker_args(&[]));
+    wait_all_committed(&endpoints(), &names.topic, &names.group, DRAIN).await;
+    let status = worker.terminate(Duration::from_secs(60));
+    assert!(status.success(), "SIGTERM: clean exit, got {status}\n{}", worker.log_tail());
+
+    let expected: BTreeSet<_> = identities(&single).into_iter().chain(identities(&lines)).chain(identities(&arrow)).collect();
+    assert_eq!(expected.len(), 200_000);
+    assert_exactly(&session().await, &names.keyspace, &expected).await;
+}
+
+/// kill -9 mid-stream, restart: still exactly the produced set.
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_dash_nine_mid_stream_then_restart_loses_and_duplicates_nothing() {
+    let names = Names::new("kill9");
+    topic(&names).await;
+    let json = events("json", 40_000, 200);
+    let arrow = events("arrow", 120_000, 200);
+    let mut outgoing = messages(&json, Encoding::JsonLines(50));
+    outgoing.extend(messages(&arrow, Encoding::Arrow(500)));
+    produce(&producer(), &names.topic, &outgoing).await;
+
+    // Small chunks, so that there are many commits to interrupt.
+    let args = names.worker_args(&["--batch-max-rows", "2000"]);
+    let mut worker = Worker::start("kill9-first", &args);
+    let (topic, group) = (names.topic.clone(), names.group.clone());
+    let deadline = tokio::time::Instant::now() + DRAIN;
+    let (committed, end) = loop {
+        let (t, g) = (topic.clone(), group.clone());
+        let (c, e) = tokio::task::spawn_blocking(move || committed_and_end(&endpoints(), &t, &g)).await.unwrap();
+        if c * 5 >= e {
+            break (c, e);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no progress to kill: {c} of {e}\n{}", worker.log_tail());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    worker.kill9();
+    assert!(committed < end, "the kill must land mid-stream: {committed} of {end} committed");
+
+    let mut worker = Worker::start("kill9-second", &args);
+    wait_all_committed(&endpoints(), &names.topic, &names.group, DRAIN).await;
+    assert!(worker.terminate(Duration::from_secs(60)).success(), "{}", worker.log_tail());
+
+    let expected: BTreeSet<_> = identities(&json).into_iter().chain(identities(&arrow)).collect();
+    assert_exactly(&session().await, &names.keyspace, &expected).await;
+}
+
+/// What a malformed item is expected to become: a dead letter for this
+/// source message and position, with these bytes.
+struct ExpectedLetter {
+    message: usize,
+    position: String,
+    payload: Vec<u8>,
+    reason_contains: &'static str,
+}
+
+/// 1 % malformed events: each is in the dead-letter topic with its source
+/// position and reason; every good event is stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_events_go_to_the_dead_letter_topic_and_good_ones_are_stored() {
+    let names = Names::new("dlq");
+    topic(&names).await;
+    let good = events("good", 19_800, 100);
+    let mut outgoing: Vec<Outgoing> = Vec::new();
+    let mut expected: Vec<ExpectedLetter> = Vec::new();
+    fn whole(
+        outgoing: &mut Vec<Outgoing>,
+        expected: &mut Vec<ExpectedLetter>,
+        payload: Vec<u8>,
+        content_type: Option<&'static str>,
+        reason: &'static str,
+    ) {
+        expected.push(ExpectedLetter { message: outgoing.len(), position: "message".into(), payload: payload.clone(), reason_contains: reason });
+        outgoing.push(Outgoing { key: b"bad".to_vec(), payload, content_type });
+    }
+    // 9,800 good single JSON events, with 60 bad single messages among them.
+    for (i, e) in good[..9_800].iter().enumerate() {
+        outgoing.extend(messages(std::slice::from_ref(e), Encoding::Json { header: i % 2 == 0 }));
+        match i % 490 {
+            0 => whole(&mut outgoing, &mut expected, b"{\"series\": \"h\", \"metric\":".to_vec(), None, "EOF while parsing"),
+            1 => whole(&mut outgoing, &mut expected, br#"{"series":"h","ts":1,"value":1,"producer":"p","seq":1}"#.to_vec(), None, "missing field `metric`"),
+            2 => whole(&mut outgoing, &mut expected, br#"{"series":"h","metric":"m","ts":"x","value":1,"producer":"p","seq":1}"#.to_vec(), Some("application/json"), "field ts"),
+            _ => {}
+        }
+    }
+    // 5,000 good events in 100 JSON-lines messages; 60 carry a bad line 3.
+    for (i, chunk) in good[9_800..14_800].chunks(50).enumerate() {
+        let mut payload = herd_model::json::encode_lines(&chunk[..2]);
+        if i < 60 {
+            let bad = format!("{{\"series\":\"h\",\"metric\":\"m\",\"ts\":{i},\"value\":\"NaN\",\"producer\":\"p\",\"seq\":1}}");
+            expected.push(ExpectedLetter { message: outgoing.len(), position: "line 3".into(), payload: bad.clone().into_bytes(), reason_contains: "field value" });
+            payload.extend_from_slice(bad.as_bytes());
+            payload.push(b'\n');
+        }
+        payload.extend(herd_model::json::encode_lines(&chunk[2..]));
+        outgoing.push(Outgoing { key: b"lines".to_vec(), payload, content_type: Some("application/x-ndjson") });
+    }
+    // 5,000 good events in 10 Arrow messages; 40 invalid rows among them.
+    for (i, chunk) in good[14_800..].chunks(500).enumerate() {
+        let mut rows: Vec<Event> = chunk.to_vec();
+        for j in 0..4 {
+            let mut bad = chunk[0].clone();
+            bad.series.clear();
+            rows.insert(100 * j + 7, bad);
+        }
+        let payload = arrow_ipc::encode(&rows).unwrap();
+        for j in 0..4 {
+            expected.push(ExpectedLetter { message: outgoing.len(), position: format!("row {}", 100 * j + 7), payload: payload.clone(), reason_contains: "series: is empty" });
+        }
+        outgoing.push(Outgoing { key: format!("arrow{i}").into_bytes(), payload, content_type: Some("application/vnd.apache.arrow.stream") });
+    }
+    // 20 corrupt Arrow streams and 20 messages of an unknown content type.
+    for i in 0..20u8 {
+        whole(&mut outgoing, &mut expected, vec![0xff, 0xff, 0xff, 0xff, 9, 9, i], None, "malformed Arrow IPC stream");
+        whole(&mut outgoing, &mut expected, b"a,b,c".to_vec(), Some("text/csv"), "unsupported content-type");
+    }
+    assert_eq!(expected.len(), 200, "1 % of 20,000");
+    let positions = produce(&producer(), &names.topic, &outgoing).await;
+
+    let mut worker = Worker::start("dlq", &names.worker_args(&[]));
+    wait_all_committed(&endpoints(), &names.topic, &names.group, DRAIN).await;
+    assert!(worker.terminate(Duration::from_secs(60)).success(), "{}", worker.log_tail());
+    assert_exactly(&session().await, &names.keyspace, &identities(&good)).await;
+
+    let letters = tokio::task::spawn_blocking({
+        let dlq = names.dead_letters.clone();
+        move || read_all(&endpoints(), &dlq, 201, Duration::from_secs(20))
+    })
+    .await
+    .unwrap();
+    assert_eq!(letters.len(), 200, "one dead letter per malformed event, no more");
+    let header = |m: &rdkafka::message::OwnedMessage, name: &str| -> String {
+        let headers = m.headers().unwrap_or_else(|| panic!("dead letter without headers"));
+        let h = headers.iter().find(|h| h.key == name).unwrap_or_else(|| panic!("no header {name}"));
+        String::from_utf8(h.value.unwrap().to_vec()).unwrap()
+    };
+    let mut seen = BTreeSet::new();
+    for m in &letters {
+        assert_eq!(header(m, "herd.source.topic"), names.topic);
+        assert_eq!(header(m, "herd.error.stage"), "decode");
+        let at = (header(m, "herd.source.partition").parse::<i32>().unwrap(), header(m, "herd.source.offset").parse::<i64>().unwrap());
+        let position = header(m, "herd.error.position");
+        let e = expected
+            .iter()
+            .find(|e| positions[e.message] == at && e.position == position)
+            .unwrap_or_else(|| panic!("unexpected dead letter for {at:?} {position}"));
+        let reason = header(m, "herd.error.reason");
+        assert!(reason.contains(e.reason_contains), "{position} at {at:?}: reason {reason:?} lacks {:?}", e.reason_contains);
+        assert_eq!(m.payload(), Some(&e.payload[..]), "{position} at {at:?} carries the original bytes");
+        assert!(seen.insert((at, position)), "dead letter twice");
+    }
+}
