@@ -1,0 +1,95 @@
+//! Cassandra stopped for 30 s while events keep arriving: the worker neither
+//! crashes nor loses anything, commits nothing while Cassandra is down, keeps
+//! its memory bounded, and stores exactly the produced set once Cassandra is
+//! back. Alone in its test binary: it stops the stack's shared Cassandra
+//! (cargo runs test binaries one at a time).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::{assert_exactly, events, identities, messages, session, Encoding, Names, Worker};
+use herd_testkit::kafka::{committed_and_end, produce, wait_all_committed};
+use herd_testkit::{endpoints, stack};
+
+const OUTAGE: Duration = Duration::from_secs(30);
+/// How much the worker's resident memory may grow while it waits. Unbounded
+/// buffering of the 300,000 events produced meanwhile (about 60 MB as Kafka
+/// payload, several times that decoded) would exceed it; the bounded queues
+/// (librdkafka's 16 MiB prefetch, a few chunks) stay well below.
+const MAX_GROWTH_KIB: u64 = 96 * 1024;
+
+/// Restarts Cassandra when dropped, so a failing assertion does not leave
+/// the shared stack without it.
+struct BringBackCassandra;
+
+impl Drop for BringBackCassandra {
+    fn drop(&mut self) {
+        stack(&["up"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cassandra_down_for_thirty_seconds_loses_nothing_and_memory_stays_bounded() {
+    let names = Names::new("outage");
+    herd_clients::kafka::ensure_topic(&endpoints(), &names.topic, 4, 1).await.expect("topic");
+    let producer = herd_clients::kafka::producer(&endpoints(), "outage-producer").expect("producer");
+    let before = events("before", 20_000, 100);
+    produce(&producer, &names.topic, &messages(&before, Encoding::JsonLines(100))).await;
+
+    let mut worker = Worker::start("outage", &names.worker_args(&[]));
+    wait_all_committed(&endpoints(), &names.topic, &names.group, Duration::from_secs(300)).await;
+    let baseline = worker.rss_kib();
+
+    let guard = BringBackCassandra;
+    stack(&["stop", "cassandra"]);
+    let down_at = Instant::now();
+    let during = events("during", 300_000, 1000);
+    let producing = {
+        let (producer, topic) = (producer.clone(), names.topic.clone());
+        let outgoing = messages(&during, Encoding::Arrow(1000));
+        tokio::spawn(async move { produce(&producer, &topic, &outgoing).await })
+    };
+    // Let chunks that were in flight at the stop settle, then watch.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let committed_early = tokio::task::spawn_blocking({
+        let (t, g) = (names.topic.clone(), names.group.clone());
+        move || committed_and_end(&endpoints(), &t, &g)
+    })
+    .await
+    .unwrap();
+    let mut peak = baseline;
+    while down_at.elapsed() < OUTAGE {
+        assert!(worker.is_running(), "the worker must not crash while Cassandra is down\n{}", worker.log_tail());
+        peak = peak.max(worker.rss_kib());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    producing.await.unwrap();
+    let committed_late = tokio::task::spawn_blocking({
+        let (t, g) = (names.topic.clone(), names.group.clone());
+        move || committed_and_end(&endpoints(), &t, &g)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        committed_early.0, committed_late.0,
+        "no offset may move while Cassandra is down (end moved from {} to {})",
+        committed_early.1, committed_late.1
+    );
+    assert!(committed_late.0 < committed_late.1, "the events produced meanwhile are not committed");
+    let growth = peak.saturating_sub(baseline);
+    eprintln!("worker RSS: {baseline} KiB before the outage, peak {peak} KiB during it (+{growth} KiB)");
+    assert!(
+        growth < MAX_GROWTH_KIB,
+        "memory must stay bounded while Cassandra is down: grew {growth} KiB (limit {MAX_GROWTH_KIB})"
+    );
+
+    drop(guard); // Cassandra back.
+    wait_all_committed(&endpoints(), &names.topic, &names.group, Duration::from_secs(600)).await;
+    assert!(worker.is_running(), "{}", worker.log_tail());
+    let status = worker.terminate(Duration::from_secs(60));
+    assert!(status.success(), "{status}\n{}", worker.log_tail());
+    let expected: BTreeSet<_> = identities(&before).into_iter().chain(identities(&during)).collect();
+    assert_exactly(&session().await, &names.keyspace, &expected).await;
+}
