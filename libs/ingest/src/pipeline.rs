@@ -148,6 +148,9 @@ impl Pipeline {
         let messages = AtomicU64::new(0);
 
         let reader = async {
+            // Owned by this block, so that every way out of it (including the
+            // early returns) closes the channel and lets the dispatcher finish.
+            let chunk_tx = chunk_tx;
             let mut builder = ChunkBuilder::new(limits);
             loop {
                 let deadline = builder.deadline();
@@ -192,20 +195,33 @@ impl Pipeline {
         };
 
         let dispatcher = async {
-            while let Some(chunk) = chunk_rx.recv().await {
-                let slot = slots.clone().acquire_owned().await.expect("semaphore never closed");
+            let done_tx = done_tx;
+            let mut tasks = tokio::task::JoinSet::new();
+            loop {
+                let chunk = tokio::select! {
+                    chunk = chunk_rx.recv() => match chunk { Some(c) => c, None => break },
+                    // Dropping the JoinSet below aborts the chunks still running.
+                    _ = failed.cancelled() => return,
+                };
+                let slot = tokio::select! {
+                    slot = slots.clone().acquire_owned() => slot.expect("semaphore never closed"),
+                    _ = failed.cancelled() => return,
+                };
                 metrics::gauge!(m::CHUNKS_IN_FLIGHT).increment(1.0);
                 let shared = shared.clone();
                 let done_tx = done_tx.clone();
-                tokio::spawn(async move {
+                tasks.spawn(async move {
                     let id = chunk.id;
                     let result = write_chunk(&shared, chunk).await;
                     metrics::gauge!(m::CHUNKS_IN_FLIGHT).decrement(1.0);
                     drop(slot);
                     let _ = done_tx.send((id, result));
                 });
+                // Reap finished tasks as we go, so the set stays small.
+                while tasks.try_join_next().is_some() {}
             }
-            drop(done_tx);
+            // Shutdown: let every chunk in flight finish before the committer's last commit.
+            while tasks.join_next().await.is_some() {}
         };
 
         let committer = async {

@@ -1,7 +1,7 @@
 //! Cassandra stopped for 30 s while events keep arriving: the worker neither
 //! crashes nor loses anything, commits nothing while Cassandra is down, keeps
-//! its memory bounded, and stores exactly the produced set once Cassandra is
-//! back. Alone in its test binary: it stops the stack's shared Cassandra
+//! its memory bounded, can still be stopped (a second signal exits at once),
+//! and exactly the produced set is stored once Cassandra is back. Alone in its test binary: it stops the stack's shared Cassandra
 //! (cargo runs test binaries one at a time).
 
 mod common;
@@ -85,7 +85,17 @@ async fn cassandra_down_for_thirty_seconds_loses_nothing_and_memory_stays_bounde
         "memory must stay bounded while Cassandra is down: grew {growth} KiB (limit {MAX_GROWTH_KIB})"
     );
 
+    // SIGTERM while Cassandra is down: the worker cannot drain, so it keeps
+    // waiting (its shutdown timeout is 30 s); a second signal ends it at once.
+    unsafe { libc::kill(worker.pid(), libc::SIGTERM) };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(worker.is_running(), "one SIGTERM with writes pending: still draining\n{}", worker.log_tail());
+    let status = worker.terminate(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(130), "a second signal exits at once, with 130\n{}", worker.log_tail());
+
     drop(guard); // Cassandra back.
+    // A new worker replays what the forced exit left uncommitted.
+    let mut worker = Worker::start("outage-after", &names.worker_args(&[]));
     wait_all_committed(&endpoints(), &names.topic, &names.group, Duration::from_secs(600)).await;
     assert!(worker.is_running(), "{}", worker.log_tail());
     let status = worker.terminate(Duration::from_secs(60));

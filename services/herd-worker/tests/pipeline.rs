@@ -188,3 +188,66 @@ async fn malformed_events_go_to_the_dead_letter_topic_and_good_ones_are_stored()
         assert!(seen.insert((at, position)), "dead letter twice");
     }
 }
+
+/// Drops the points table under a running worker, so that Cassandra refuses
+/// every further write (a permanent error, not an outage).
+async fn drop_points_table(keyspace: &str) {
+    session()
+        .await
+        .query_unpaged(format!("DROP TABLE {keyspace}.points"), &[])
+        .await
+        .expect("drop table");
+}
+
+/// Writes Cassandra refuses: with --on-write-failure dead-letter the events
+/// go to the dead-letter topic (as JSON, stage "write") and the offsets move
+/// on; with stop the worker exits with an error and commits none of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_writes_are_dead_lettered_or_stop_the_worker() {
+    let fast_retry = ["--retry-initial-ms", "10", "--retry-max-ms", "50", "--retry-max-attempts", "2"];
+    for policy in ["dead-letter", "stop"] {
+        let names = Names::new(if policy == "stop" { "refused_stop" } else { "refused_dlq" });
+        topic(&names).await;
+        let producer = producer();
+        let first = events("first", 1_000, 10);
+        produce(&producer, &names.topic, &messages(&first, Encoding::Arrow(100))).await;
+        let mut args = names.worker_args(&fast_retry);
+        args.extend(["--on-write-failure".to_owned(), policy.to_owned()]);
+        let mut worker = Worker::start(&format!("refused-{policy}"), &args);
+        wait_all_committed(&endpoints(), &names.topic, &names.group, DRAIN).await;
+
+        drop_points_table(&names.keyspace).await;
+        let refused = events("refused", 300, 10);
+        produce(&producer, &names.topic, &messages(&refused, Encoding::JsonLines(30))).await;
+
+        if policy == "dead-letter" {
+            wait_all_committed(&endpoints(), &names.topic, &names.group, DRAIN).await;
+            assert!(worker.terminate(Duration::from_secs(60)).success(), "{}", worker.log_tail());
+            let letters = tokio::task::spawn_blocking({
+                let dlq = names.dead_letters.clone();
+                move || read_all(&endpoints(), &dlq, 301, Duration::from_secs(20))
+            })
+            .await
+            .unwrap();
+            let mut ids = BTreeSet::new();
+            for m in &letters {
+                let stage = m.headers().and_then(|h| h.iter().find(|h| h.key == "herd.error.stage").and_then(|h| h.value));
+                assert_eq!(stage, Some(&b"write"[..]));
+                let event: Event = serde_json::from_slice(m.payload().unwrap()).expect("the event as JSON");
+                ids.insert((event.producer, event.seq as i64));
+            }
+            assert_eq!(ids, identities(&refused), "every refused event, once, in the dead-letter topic");
+        } else {
+            let deadline = std::time::Instant::now() + DRAIN;
+            while worker.is_running() {
+                assert!(std::time::Instant::now() < deadline, "the stop policy must end the worker\n{}", worker.log_tail());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let status = worker.terminate(Duration::from_secs(1));
+            assert_eq!(status.code(), Some(1), "stopped with an error\n{}", worker.log_tail());
+            let (t, g) = (names.topic.clone(), names.group.clone());
+            let (committed, end) = tokio::task::spawn_blocking(move || committed_and_end(&endpoints(), &t, &g)).await.unwrap();
+            assert!(committed < end, "the refused events' offsets are not committed ({committed} of {end})");
+        }
+    }
+}

@@ -56,6 +56,10 @@ impl Worker {
 
     /// SIGTERM, then waits up to `limit` for the exit.
     pub fn terminate(&mut self, limit: Duration) -> ExitStatus {
+        // Never signal a pid that is already reaped: it may belong to another process by now.
+        if let Some(status) = self.child.try_wait().unwrap() {
+            return status;
+        }
         unsafe { libc::kill(self.pid(), libc::SIGTERM) };
         let deadline = Instant::now() + limit;
         loop {
