@@ -151,3 +151,19 @@ pub async fn cluster_info(endpoints: &Endpoints) -> Result<ClusterInfo, ClientEr
     .await
     .map_err(|e| ClientError::Config(format!("metadata task failed: {e}")))?
 }
+
+/// The names of all topics in the cluster.
+pub async fn topic_names(endpoints: &Endpoints) -> Result<Vec<String>, ClientError> {
+    let admin: AdminClient<DefaultClientContext> = create(endpoints, &base_config(endpoints, "herd-admin"))?;
+    let timeout = endpoints.connect_timeout;
+    let brokers = endpoints.kafka_bootstrap();
+    tokio::task::spawn_blocking(move || {
+        admin
+            .inner()
+            .fetch_metadata(None, timeout)
+            .map(|m| m.topics().iter().map(|t| t.name().to_owned()).collect())
+            .map_err(|source| ClientError::Kafka { brokers, source })
+    })
+    .await
+    .map_err(|e| ClientError::Config(format!("metadata task failed: {e}")))?
+}

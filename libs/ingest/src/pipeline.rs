@@ -152,6 +152,7 @@ impl Pipeline {
             // early returns) closes the channel and lets the dispatcher finish.
             let chunk_tx = chunk_tx;
             let mut builder = ChunkBuilder::new(limits);
+            let mut topic: Option<Arc<str>> = None;
             loop {
                 let deadline = builder.deadline();
                 tokio::select! {
@@ -169,10 +170,13 @@ impl Pipeline {
                                 h.iter().find(|h| h.key.eq_ignore_ascii_case(herd_model::CONTENT_TYPE_HEADER)).and_then(|h| h.value)
                             });
                             let decoded = herd_model::decode(msg.payload(), content_type);
-                            metrics::counter!(m::MESSAGES_CONSUMED).increment(1);
-                            metrics::counter!(m::EVENTS_CONSUMED).increment(decoded.events.len() as u64);
                             messages.fetch_add(1, Ordering::Relaxed);
-                            let at = SourcePosition { topic: msg.topic().into(), partition: msg.partition(), offset: msg.offset() };
+                            // One shared name per topic, not an allocation per message.
+                            if topic.as_deref() != Some(msg.topic()) {
+                                topic = Some(msg.topic().into());
+                            }
+                            let topic = topic.clone().expect("set above");
+                            let at = SourcePosition { topic, partition: msg.partition(), offset: msg.offset() };
                             builder.add(at, msg.key(), msg.payload(), content_type, decoded, Instant::now());
                             if builder.is_full() {
                                 let chunk = builder.take().expect("a full chunk is not empty");
@@ -208,6 +212,8 @@ impl Pipeline {
                     _ = failed.cancelled() => return,
                 };
                 metrics::gauge!(m::CHUNKS_IN_FLIGHT).increment(1.0);
+                metrics::counter!(m::MESSAGES_CONSUMED).increment(chunk.messages as u64);
+                metrics::counter!(m::EVENTS_CONSUMED).increment(chunk.rows as u64);
                 let shared = shared.clone();
                 let done_tx = done_tx.clone();
                 tasks.spawn(async move {

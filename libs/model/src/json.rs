@@ -21,8 +21,20 @@ pub fn encode_lines(events: &[Event]) -> Vec<u8> {
 /// Parses and validates one JSON object. The error says which field was
 /// wrong and how, with serde's line and column.
 pub(crate) fn decode_one(bytes: &[u8]) -> Result<Event, String> {
+    // Fast path: plain serde. Only a failure is parsed again, with path
+    // tracking, to name the field.
+    let event: Event = match serde_json::from_slice(bytes) {
+        Ok(event) => event,
+        Err(_) => return Err(explain(bytes)),
+    };
+    event.validate().map_err(|e| format!("invalid event: {e}"))?;
+    Ok(event)
+}
+
+/// The reason `bytes` is not an event, naming the field where serde can.
+fn explain(bytes: &[u8]) -> String {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let event: Event = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let result: Result<Event, String> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         // The path names the field ("ts", "tags.dc"); "." means the top level.
         let path = e.path().to_string();
         let inner = e.into_inner();
@@ -31,10 +43,15 @@ pub(crate) fn decode_one(bytes: &[u8]) -> Result<Event, String> {
         } else {
             format!("invalid JSON event: field {path}: {inner}")
         }
-    })?;
-    de.end().map_err(|e| format!("invalid JSON event: {e}"))?;
-    event.validate().map_err(|e| format!("invalid event: {e}"))?;
-    Ok(event)
+    });
+    match result {
+        Err(reason) => reason,
+        Ok(_) => match de.end() {
+            Err(e) => format!("invalid JSON event: {e}"),
+            // Unreachable in practice: plain serde failed on the same bytes.
+            Ok(()) => "invalid JSON event".to_owned(),
+        },
+    }
 }
 
 /// Whether `bytes` hold more than one JSON value (newline-delimited JSON),

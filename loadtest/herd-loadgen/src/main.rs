@@ -94,6 +94,13 @@ enum Command {
         #[arg(long, default_value_t = 4096)]
         cql_batch_max_bytes: usize,
     },
+    /// Drop the Cassandra keyspaces and delete the Kafka topics whose names
+    /// start with a prefix: what earlier load runs left behind.
+    Cleanup {
+        /// Name prefix, at least 3 characters (so that it cannot match everything).
+        #[arg(long)]
+        prefix: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -212,6 +219,40 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
                 rows as f64 / secs
             );
             Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Cleanup { prefix } => {
+            if prefix.len() < 3 || prefix.starts_with("system") {
+                return Err(Exit::BadInput(anyhow::anyhow!(
+                    "--prefix {prefix:?}: use at least 3 characters, and not a system keyspace prefix"
+                )));
+            }
+            let session = herd_clients::cassandra::session(&endpoints).await.context("while connecting to Cassandra")?;
+            let keyspaces: Vec<(String,)> = session
+                .query_unpaged("SELECT keyspace_name FROM system_schema.keyspaces", &[])
+                .await
+                .context("while listing keyspaces")?
+                .into_rows_result()
+                .context("while listing keyspaces")?
+                .rows::<(String,)>()
+                .context("while listing keyspaces")?
+                .collect::<Result<_, _>>()
+                .context("while listing keyspaces")?;
+            let mut dropped = 0;
+            for (ks,) in keyspaces.iter().filter(|(k,)| k.starts_with(&prefix)) {
+                session.query_unpaged(format!("DROP KEYSPACE IF EXISTS {ks}"), &[]).await.context("while dropping")?;
+                dropped += 1;
+            }
+            let admin = herd_clients::kafka::admin(&endpoints, "herd-loadgen").context("while creating the admin client")?;
+            let info = herd_clients::kafka::topic_names(&endpoints).await?;
+            let topics: Vec<&str> = info.iter().map(String::as_str).filter(|t| t.starts_with(&prefix)).collect();
+            if !topics.is_empty() {
+                admin
+                    .delete_topics(&topics, &rdkafka::admin::AdminOptions::new())
+                    .await
+                    .context("while deleting topics")?;
+            }
+            println!("dropped {dropped} keyspaces and deleted {} topics starting with {prefix:?}", topics.len());
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

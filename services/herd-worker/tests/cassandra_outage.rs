@@ -102,4 +102,5 @@ async fn cassandra_down_for_thirty_seconds_loses_nothing_and_memory_stays_bounde
     assert!(status.success(), "{status}\n{}", worker.log_tail());
     let expected: BTreeSet<_> = identities(&before).into_iter().chain(identities(&during)).collect();
     assert_exactly(&session().await, &names.keyspace, &expected).await;
+    names.cleanup().await;
 }

@@ -45,6 +45,7 @@ async fn two_hundred_thousand_events_in_both_encodings_are_stored_exactly_once()
     let expected: BTreeSet<_> = identities(&single).into_iter().chain(identities(&lines)).chain(identities(&arrow)).collect();
     assert_eq!(expected.len(), 200_000);
     assert_exactly(&session().await, &names.keyspace, &expected).await;
+    names.cleanup().await;
 }
 
 /// kill -9 mid-stream, restart: still exactly the produced set.
@@ -81,6 +82,7 @@ async fn kill_dash_nine_mid_stream_then_restart_loses_and_duplicates_nothing() {
 
     let expected: BTreeSet<_> = identities(&json).into_iter().chain(identities(&arrow)).collect();
     assert_exactly(&session().await, &names.keyspace, &expected).await;
+    names.cleanup().await;
 }
 
 /// What a malformed item is expected to become: a dead letter for this
@@ -187,6 +189,7 @@ async fn malformed_events_go_to_the_dead_letter_topic_and_good_ones_are_stored()
         assert_eq!(m.payload(), Some(&e.payload[..]), "{position} at {at:?} carries the original bytes");
         assert!(seen.insert((at, position)), "dead letter twice");
     }
+    names.cleanup().await;
 }
 
 /// Drops the points table under a running worker, so that Cassandra refuses
@@ -249,5 +252,6 @@ async fn refused_writes_are_dead_lettered_or_stop_the_worker() {
             let (committed, end) = tokio::task::spawn_blocking(move || committed_and_end(&endpoints(), &t, &g)).await.unwrap();
             assert!(committed < end, "the refused events' offsets are not committed ({committed} of {end})");
         }
+        names.cleanup().await;
     }
 }

@@ -118,6 +118,19 @@ impl Names {
         }
     }
 
+    /// Drops the keyspace and deletes the topics, so that the shared stack
+    /// does not grow with every run. Called at the end of a passing test; a
+    /// failing one leaves them for inspection.
+    pub async fn cleanup(&self) {
+        let session = session().await;
+        let _ = session.query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", self.keyspace), &[]).await;
+        if let Ok(admin) = herd_clients::kafka::admin(&herd_testkit::endpoints(), "test-cleanup") {
+            let _ = admin
+                .delete_topics(&[&self.topic, &self.dead_letters], &rdkafka::admin::AdminOptions::new())
+                .await;
+        }
+    }
+
     pub fn worker_args(&self, extra: &[&str]) -> Vec<String> {
         let mut args: Vec<String> = [
             "--topics", &self.topic, "--keyspace", &self.keyspace, "--group-id", &self.group,
