@@ -4,12 +4,15 @@
 //!   policy, validated without I/O.
 //! - [`schema`]: versioned migrations that create the keyspace and the
 //!   time-series table, and guard settings that must never change.
+//! - [`fencing`]: per-shard checkpoints that only the current owner (the
+//!   highest epoch) can write, enforced by lightweight transactions.
 //! - [`writer`]: idempotent writes: deterministic primary key and write
 //!   timestamp, unlogged batches only within one partition, and errors
 //!   classified as transient (retry) or permanent (dead-letter or stop).
 //!
 //! The data model and the queries a user runs are in `libs/sink/README.md`.
 
+pub mod fencing;
 pub mod schema;
 pub mod settings;
 pub mod writer;

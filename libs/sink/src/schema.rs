@@ -21,7 +21,8 @@ pub struct Migration {
 }
 
 /// The migrations, oldest first. Never edit one that has shipped; add a new one.
-pub const MIGRATIONS: &[Migration] = &[Migration {
+pub const MIGRATIONS: &[Migration] = &[
+Migration {
     version: 1,
     name: "points table",
     statements: |s| {
@@ -52,6 +53,26 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
                                      'compaction_window_size': 1}}"
             ),
         ]
+    },
+},
+Migration {
+    version: 2,
+    name: "shard checkpoints",
+    statements: |s| {
+        // One row per shard: the owner's fencing epoch and its checkpoint.
+        // Written only by lightweight transactions (see fencing.rs).
+        vec![format!(
+            "CREATE TABLE IF NOT EXISTS {}.shard_checkpoints (
+                topic text,
+                partition int,
+                epoch bigint,
+                owner text,
+                next_offset bigint,
+                updated_at timestamp,
+                PRIMARY KEY ((topic, partition))
+            )",
+            s.keyspace
+        )]
     },
 }];
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use herd_model::Event;
 use herd_sink::schema::migrate;
+use herd_sink::fencing::{FenceError, Fencing};
 use herd_sink::{SinkArgs, SinkError, Writer};
 use herd_testkit::{endpoints, unique_name};
 use scylla::client::session::Session;
@@ -51,7 +52,7 @@ async fn migrations_writes_replays_and_documented_queries() {
     let ks = unique_name("sink");
     let settings = args(&ks, 3600).validate().unwrap();
 
-    assert_eq!(migrate(&session, &settings).await.expect("first migrate"), vec![1]);
+    assert_eq!(migrate(&session, &settings).await.expect("first migrate"), vec![1, 2]);
     assert_eq!(
         migrate(&session, &settings).await.expect("second migrate"),
         Vec::<i32>::new(),
@@ -122,6 +123,53 @@ async fn migrations_writes_replays_and_documented_queries() {
         .single_row()
         .unwrap();
     assert_eq!(latest, (CqlTimestamp(hour + 5), 4.0));
+
+    session.query_unpaged(format!("DROP KEYSPACE {ks}"), &[]).await.unwrap();
+}
+
+/// A newer epoch fences the older owner at the database: its checkpoint
+/// commits are refused, the new owner resumes from the last accepted one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_newer_epoch_fences_the_older_owner_at_the_database() {
+    let session = Arc::new(herd_clients::cassandra::session(&endpoints()).await.expect("session"));
+    let ks = unique_name("fence");
+    migrate(&session, &args(&ks, 3600).validate().unwrap()).await.expect("migrate");
+    let f = Fencing::prepare(&session, &ks).await.expect("prepare");
+
+    let a = f.claim(&session, "events", 0, 1, "worker-a").await.expect("first claim");
+    assert_eq!(a.next_offset, None, "a new shard starts from the beginning");
+    f.commit(&session, "events", 0, 1, 100).await.expect("owner commits");
+
+    let b = f.claim(&session, "events", 0, 2, "worker-b").await.expect("newer grant");
+    assert_eq!(b.next_offset, Some(100), "the new owner resumes from the last checkpoint");
+
+    // The old owner, not knowing it lost the shard, tries to commit.
+    match f.commit(&session, "events", 0, 1, 150).await {
+        Err(FenceError::Fenced { current_epoch: 2, current_owner, .. }) => assert_eq!(current_owner, "worker-b"),
+        other => panic!("a stale owner's commit must be refused, got {other:?}"),
+    }
+    let stored = f.read(&session, "events", 0).await.unwrap().unwrap();
+    assert_eq!((stored.epoch, stored.next_offset), (2, Some(100)), "the refused commit changed nothing");
+    f.commit(&session, "events", 0, 2, 200).await.expect("the owner commits");
+
+    // Old or equal epochs cannot claim back; other shards are independent.
+    for epoch in [1, 2] {
+        assert!(
+            matches!(f.claim(&session, "events", 0, epoch, "worker-a").await, Err(FenceError::Fenced { .. })),
+            "a claim at epoch {epoch} must be refused"
+        );
+    }
+    f.claim(&session, "events", 1, 1, "worker-a").await.expect("another shard");
+
+    // Concurrent claims: whatever the interleaving, the highest epoch ends up owning.
+    let claims = (1..=10).map(|epoch| {
+        let (f, session) = (f.clone(), session.clone());
+        tokio::spawn(async move { f.claim(&session, "events", 7, epoch, &format!("w{epoch}")).await })
+    });
+    let results = futures::future::join_all(claims).await;
+    assert!(results[9].as_ref().unwrap().is_ok(), "the highest epoch's claim succeeds");
+    let owner = f.read(&session, "events", 7).await.unwrap().unwrap();
+    assert_eq!((owner.epoch, owner.owner.as_str()), (10, "w10"));
 
     session.query_unpaged(format!("DROP KEYSPACE {ks}"), &[]).await.unwrap();
 }

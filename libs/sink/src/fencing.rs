@@ -1,0 +1,186 @@
+//! Fencing at the database: per-shard checkpoints that only the current
+//! owner can write.
+//!
+//! Every grant of a shard carries an epoch that strictly increases (the
+//! coordinator derives it from ZooKeeper). A new owner first *claims* the
+//! shard's checkpoint row with its epoch (a lightweight transaction that only
+//! succeeds for a higher epoch) and resumes from the stored offset. From then
+//! on, every checkpoint *commit* is conditional on `epoch = mine`: an older
+//! owner (paused, partitioned, or simply late) has its commit refused by
+//! Cassandra and must stop the shard. Its in-flight rows cannot double-count,
+//! because data writes are idempotent.
+
+use scylla::client::session::Session;
+use scylla::response::query_result::QueryRowsResult;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::{Consistency, SerialConsistency};
+use scylla::value::CqlTimestamp;
+
+/// The checkpoint of one shard as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub epoch: i64,
+    pub owner: String,
+    /// The next offset to read; None before the first commit.
+    pub next_offset: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FenceError {
+    #[error("shard {topic}/{partition} is fenced: epoch {current_epoch} of {current_owner:?} supersedes epoch {epoch}; stop the shard and wait for a new grant")]
+    Fenced {
+        topic: String,
+        partition: i32,
+        epoch: i64,
+        current_epoch: i64,
+        current_owner: String,
+    },
+    #[error("checkpoint of {topic}/{partition}: {detail}; retry, the condition is checked again")]
+    Unavailable { topic: String, partition: i32, detail: String },
+}
+
+/// Prepared statements for claims and commits; cheap to clone.
+#[derive(Clone)]
+pub struct Fencing {
+    insert_claim: PreparedStatement,
+    update_claim: PreparedStatement,
+    commit: PreparedStatement,
+    read: PreparedStatement,
+}
+
+fn now() -> CqlTimestamp {
+    CqlTimestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
+    )
+}
+
+impl Fencing {
+    pub async fn prepare(session: &Session, keyspace: &str) -> Result<Fencing, crate::SinkError> {
+        let prepare = |cql: String| async move {
+            let mut s = session.prepare(cql).await.map_err(|e| crate::SinkError::Prepare(e.to_string()))?;
+            // Paxos among a quorum of all replicas: a claim seen by one data
+            // center is seen by all.
+            s.set_serial_consistency(Some(SerialConsistency::Serial));
+            s.set_consistency(Consistency::Quorum);
+            Ok::<_, crate::SinkError>(s)
+        };
+        let t = format!("{keyspace}.shard_checkpoints");
+        Ok(Fencing {
+            insert_claim: prepare(format!(
+                "INSERT INTO {t} (topic, partition, epoch, owner, updated_at) VALUES (?, ?, ?, ?, ?) IF NOT EXISTS"
+            ))
+            .await?,
+            update_claim: prepare(format!(
+                "UPDATE {t} SET epoch = ?, owner = ?, updated_at = ? WHERE topic = ? AND partition = ? IF epoch < ?"
+            ))
+            .await?,
+            commit: prepare(format!(
+                "UPDATE {t} SET next_offset = ?, updated_at = ? WHERE topic = ? AND partition = ? IF epoch = ?"
+            ))
+            .await?,
+            read: prepare(format!("SELECT epoch, owner, next_offset FROM {t} WHERE topic = ? AND partition = ?")).await?,
+        })
+    }
+
+    /// Claims the shard for `owner` at `epoch`. Ok: the checkpoint to resume
+    /// from. Fenced: an equal or higher epoch holds it already.
+    pub async fn claim(
+        &self,
+        session: &Session,
+        topic: &str,
+        partition: i32,
+        epoch: i64,
+        owner: &str,
+    ) -> Result<Checkpoint, FenceError> {
+        let unavailable = |detail: String| FenceError::Unavailable { topic: topic.to_owned(), partition, detail };
+        let inserted = lwt(session, &self.insert_claim, (topic, partition, epoch, owner, now()))
+            .await
+            .map_err(unavailable)?;
+        if applied(&inserted) {
+            return Ok(Checkpoint { epoch, owner: owner.to_owned(), next_offset: None });
+        }
+        let updated = lwt(session, &self.update_claim, (epoch, owner, now(), topic, partition, epoch))
+            .await
+            .map_err(unavailable)?;
+        if applied(&updated) {
+            // The offset is the previous owner's last commit, untouched by the claim.
+            let stored = self.read(session, topic, partition).await?;
+            return Ok(Checkpoint { epoch, owner: owner.to_owned(), next_offset: stored.and_then(|c| c.next_offset) });
+        }
+        let current = self.read(session, topic, partition).await?.unwrap_or(Checkpoint {
+            epoch: i64::MAX,
+            owner: String::new(),
+            next_offset: None,
+        });
+        Err(FenceError::Fenced {
+            topic: topic.to_owned(),
+            partition,
+            epoch,
+            current_epoch: current.epoch,
+            current_owner: current.owner,
+        })
+    }
+
+    /// Records `next_offset` for the shard, if `epoch` still owns it.
+    pub async fn commit(
+        &self,
+        session: &Session,
+        topic: &str,
+        partition: i32,
+        epoch: i64,
+        next_offset: i64,
+    ) -> Result<(), FenceError> {
+        let result = lwt(session, &self.commit, (next_offset, now(), topic, partition, epoch))
+            .await
+            .map_err(|detail| FenceError::Unavailable { topic: topic.to_owned(), partition, detail })?;
+        if applied(&result) {
+            return Ok(());
+        }
+        let current = self.read(session, topic, partition).await?;
+        let (current_epoch, current_owner) = current.map_or((-1, String::new()), |c| (c.epoch, c.owner));
+        Err(FenceError::Fenced { topic: topic.to_owned(), partition, epoch, current_epoch, current_owner })
+    }
+
+    pub async fn read(&self, session: &Session, topic: &str, partition: i32) -> Result<Option<Checkpoint>, FenceError> {
+        let unavailable = |detail: String| FenceError::Unavailable { topic: topic.to_owned(), partition, detail };
+        let mut read = self.read.clone();
+        // See the latest committed Paxos state, not a replica behind it.
+        read.set_consistency(Consistency::Serial);
+        let rows = session
+            .execute_unpaged(&read, (topic, partition))
+            .await
+            .map_err(|e| unavailable(e.to_string()))?
+            .into_rows_result()
+            .map_err(|e| unavailable(e.to_string()))?;
+        rows.maybe_first_row::<(i64, String, Option<i64>)>()
+            .map_err(|e| unavailable(e.to_string()))
+            .map(|row| row.map(|(epoch, owner, next_offset)| Checkpoint { epoch, owner, next_offset }))
+    }
+}
+
+async fn lwt(
+    session: &Session,
+    statement: &PreparedStatement,
+    values: impl scylla::serialize::row::SerializeRow,
+) -> Result<QueryRowsResult, String> {
+    session
+        .execute_unpaged(statement, values)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_rows_result()
+        .map_err(|e| e.to_string())
+}
+
+/// The `[applied]` column of an LWT result. An applied LWT returns only that
+/// column, a refused one the current row too, so the row is read untyped.
+fn applied(rows: &QueryRowsResult) -> bool {
+    rows.first_row::<scylla::value::Row>()
+        .ok()
+        .and_then(|row| row.columns.into_iter().next().flatten())
+        .and_then(|value| value.as_boolean())
+        .unwrap_or(false)
+}
