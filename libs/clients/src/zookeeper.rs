@@ -1,5 +1,10 @@
 //! ZooKeeper sessions with a bounded connect and a close that waits for the
 //! server to end the session.
+//!
+//! Reading another client's write: ZooKeeper keeps each client's own view
+//! in order, but a session on a follower may lag the leader, so call
+//! `Client::sync` on the path before a read that must see what another
+//! client just wrote.
 
 use std::time::Duration;
 

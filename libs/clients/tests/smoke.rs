@@ -168,6 +168,10 @@ async fn zookeeper_ephemeral_sequential_node_goes_with_its_session() {
         .expect("create ephemeral sequential node");
     let path = format!("{root}/member-{sequence}");
 
+    // The two sessions may sit on different servers, and ZooKeeper does not
+    // promise one client sees another's write at once: a follower may lag
+    // the leader. sync() brings the observer's server up to date first.
+    observer.sync(&root).await.expect("sync");
     let (stat, deleted) = observer.check_and_watch_stat(&path).await.expect("stat");
     let stat = stat.expect("the observer sees the node");
     assert_eq!(stat.ephemeral_owner, owner.session_id().0, "owned by the owner's session");
