@@ -11,3 +11,19 @@
 mod endpoints;
 
 pub use endpoints::{ConfigError, ConnectArgs, Endpoints, HostPort, ZkConnect};
+
+/// A setting refused by validation: which one, the value given, and what
+/// would be accepted. Shared by every crate's settings.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {value:?} {problem}")]
+pub struct InvalidSetting {
+    pub field: &'static str,
+    pub value: String,
+    pub problem: String,
+}
+
+impl InvalidSetting {
+    pub fn new(field: &'static str, value: impl ToString, problem: impl Into<String>) -> InvalidSetting {
+        InvalidSetting { field, value: value.to_string(), problem: problem.into() }
+    }
+}

@@ -106,13 +106,7 @@ pub struct RetrySettings {
     pub unavailable_budget: Option<Duration>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {value:?} {problem}")]
-pub struct SettingsError {
-    pub field: &'static str,
-    pub value: String,
-    pub problem: String,
-}
+pub use herd_config::InvalidSetting as SettingsError;
 
 fn range<T: PartialOrd + std::fmt::Display + Copy>(
     field: &'static str,

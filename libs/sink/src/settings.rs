@@ -72,20 +72,10 @@ pub struct SinkSettings {
     pub write_timeout: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {value:?} {problem}")]
-pub struct SettingsError {
-    pub field: &'static str,
-    pub value: String,
-    pub problem: String,
-}
+pub use herd_config::InvalidSetting as SettingsError;
 
 fn err(field: &'static str, value: impl ToString, problem: impl Into<String>) -> SettingsError {
-    SettingsError {
-        field,
-        value: value.to_string(),
-        problem: problem.into(),
-    }
+    SettingsError::new(field, value, problem)
 }
 
 /// CQL identifiers herd creates unquoted: start with a letter, then letters,
