@@ -96,49 +96,6 @@ pub async fn zookeeper(endpoints: &Endpoints) -> Vec<Probe> {
     futures::future::join_all(probes).await
 }
 
-/// A session with the ensemble as a whole: what a herd service needs to run
-/// (a quorum), as opposed to [`zookeeper`], which asks every server.
-pub async fn zookeeper_ensemble(endpoints: &Endpoints) -> Probe {
-    let started = Instant::now();
-    let result = async {
-        let client = zookeeper::connect(endpoints, Duration::from_secs(6)).await?;
-        let stat = client.check_stat("/").await.map_err(|source| crate::ClientError::ZooKeeper {
-            servers: endpoints.zookeeper.to_string(),
-            source,
-        });
-        zookeeper::close(client, Duration::from_secs(2)).await;
-        stat
-    }
-    .await;
-    Probe::from_result("zookeeper", endpoints.zookeeper.to_string(), started, result, |stat| match stat {
-        Some(_) => "ensemble serves".to_owned(),
-        None => "ensemble serves, but the chroot node does not exist yet".to_owned(),
-    })
-}
-
-/// The start-up health check of a herd service: Kafka, Cassandra and a
-/// ZooKeeper quorum must all answer. The error lists every server that did not.
-pub async fn startup_check(endpoints: &Endpoints) -> Result<Vec<Probe>, StartupCheckError> {
-    let (k, c, z) = tokio::join!(kafka(endpoints), cassandra(endpoints), zookeeper_ensemble(endpoints));
-    let probes = vec![k, c, z];
-    let failed: Vec<String> = probes
-        .iter()
-        .filter(|p| !p.ok)
-        .map(|p| format!("{}: {}", p.server, p.detail))
-        .collect();
-    if failed.is_empty() {
-        Ok(probes)
-    } else {
-        Err(StartupCheckError { failed })
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("start-up check failed:\n  {}", failed.join("\n  "))]
-pub struct StartupCheckError {
-    pub failed: Vec<String>,
-}
-
 /// Runs every probe concurrently.
 pub async fn all(endpoints: &Endpoints) -> Vec<Probe> {
     let (k, c, z) = tokio::join!(kafka(endpoints), cassandra(endpoints), zookeeper(endpoints));

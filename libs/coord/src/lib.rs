@@ -1,7 +1,12 @@
-//! herd's coordination. Today: [`assign`], the pure function that decides
-//! which worker owns which shard (Kafka topic-partition). Leader election,
-//! membership, handoff and fencing build on it (issue 4).
+//! herd's coordination:
+//! - [`assign`]: the pure function that decides which worker owns which
+//!   shard (Kafka topic-partition);
+//! - [`election`]: one leader among the coordinators, through ZooKeeper, with
+//!   an epoch that grows with every new leader and leader-only writes.
+//!
+//! Membership, handoff and fencing build on these (issue 4).
 
 pub mod assign;
+pub mod election;
 
 pub use assign::{assign, Assignment, Shard, Worker};

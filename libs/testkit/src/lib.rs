@@ -8,8 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use herd_config::Endpoints;
 
-pub mod kafka;
 pub mod cassandra;
+pub mod kafka;
+pub mod process;
 
 /// Runs `deploy/local/stack` with `args` (e.g. `["stop", "cassandra"]`),
 /// for fault tests that stop and restart a real server. Panics if it fails.

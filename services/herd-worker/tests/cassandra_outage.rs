@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{assert_exactly, events, identities, messages, session, Encoding, Names, Worker};
+use common::{assert_exactly, events, identities, messages, session, start_worker, Encoding, Names};
 use herd_testkit::kafka::{committed_and_end, produce, wait_all_committed};
 use herd_testkit::{endpoints, stack};
 
@@ -38,7 +38,7 @@ async fn cassandra_down_for_thirty_seconds_loses_nothing_and_memory_stays_bounde
     let before = events("before", 20_000, 100);
     produce(&producer, &names.topic, &messages(&before, Encoding::JsonLines(100))).await;
 
-    let mut worker = Worker::start("outage", &names.worker_args(&[]));
+    let mut worker = start_worker("outage", &names.worker_args(&[]));
     wait_all_committed(&endpoints(), &names.topic, &names.group, Duration::from_secs(300)).await;
     let baseline = worker.rss_kib();
 
@@ -87,7 +87,7 @@ async fn cassandra_down_for_thirty_seconds_loses_nothing_and_memory_stays_bounde
 
     // SIGTERM while Cassandra is down: the worker cannot drain, so it keeps
     // waiting (its shutdown timeout is 30 s); a second signal ends it at once.
-    unsafe { libc::kill(worker.pid(), libc::SIGTERM) };
+    worker.signal(libc::SIGTERM);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(worker.is_running(), "one SIGTERM with writes pending: still draining\n{}", worker.log_tail());
     let status = worker.terminate(Duration::from_secs(5));
@@ -95,7 +95,7 @@ async fn cassandra_down_for_thirty_seconds_loses_nothing_and_memory_stays_bounde
 
     drop(guard); // Cassandra back.
     // A new worker replays what the forced exit left uncommitted.
-    let mut worker = Worker::start("outage-after", &names.worker_args(&[]));
+    let mut worker = start_worker("outage-after", &names.worker_args(&[]));
     wait_all_committed(&endpoints(), &names.topic, &names.group, Duration::from_secs(600)).await;
     assert!(worker.is_running(), "{}", worker.log_tail());
     let status = worker.terminate(Duration::from_secs(60));

@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{assert_exactly, events, identities, messages, session, Encoding, Names, Worker};
+use common::{assert_exactly, events, identities, messages, session, start_worker, Encoding, Names};
 use herd_model::{arrow_ipc, Event};
 use herd_testkit::kafka::{committed_and_end, produce, read_all, wait_all_committed, Outgoing};
 use herd_testkit::endpoints;
@@ -37,7 +37,7 @@ async fn two_hundred_thousand_events_in_both_encodings_are_stored_exactly_once()
     outgoing.extend(messages(&arrow, Encoding::Arrow(1000)));
     produce(&producer, &names.topic, &outgoing).await;
 
-    let mut worker = Worker::start("ingest", &names.worker_args(&[]));
+    let mut worker = start_worker("ingest", &names.worker_args(&[]));
     wait_all_committed(&endpoints(), &names.topic, &names.group, DRAIN).await;
     let status = worker.terminate(Duration::from_secs(60));
     assert!(status.success(), "SIGTERM: clean exit, got {status}\n{}", worker.log_tail());
@@ -61,7 +61,7 @@ async fn kill_dash_nine_mid_stream_then_restart_loses_and_duplicates_nothing() {
 
     // Small chunks, so that there are many commits to interrupt.
     let args = names.worker_args(&["--batch-max-rows", "2000"]);
-    let mut worker = Worker::start("kill9-first", &args);
+    let mut worker = start_worker("kill9-first", &args);
     let (topic, group) = (names.topic.clone(), names.group.clone());
     let deadline = tokio::time::Instant::now() + DRAIN;
     let (committed, end) = loop {
@@ -76,7 +76,7 @@ async fn kill_dash_nine_mid_stream_then_restart_loses_and_duplicates_nothing() {
     worker.kill9();
     assert!(committed < end, "the kill must land mid-stream: {committed} of {end} committed");
 
-    let mut worker = Worker::start("kill9-second", &args);
+    let mut worker = start_worker("kill9-second", &args);
     wait_all_committed(&endpoints(), &names.topic, &names.group, DRAIN).await;
     assert!(worker.terminate(Duration::from_secs(60)).success(), "{}", worker.log_tail());
 
@@ -157,7 +157,7 @@ async fn malformed_events_go_to_the_dead_letter_topic_and_good_ones_are_stored()
     assert_eq!(expected.len(), 200, "1 % of 20,000");
     let positions = produce(&producer(), &names.topic, &outgoing).await;
 
-    let mut worker = Worker::start("dlq", &names.worker_args(&[]));
+    let mut worker = start_worker("dlq", &names.worker_args(&[]));
     wait_all_committed(&endpoints(), &names.topic, &names.group, DRAIN).await;
     assert!(worker.terminate(Duration::from_secs(60)).success(), "{}", worker.log_tail());
     assert_exactly(&session().await, &names.keyspace, &identities(&good)).await;
@@ -216,7 +216,7 @@ async fn refused_writes_are_dead_lettered_or_stop_the_worker() {
         produce(&producer, &names.topic, &messages(&first, Encoding::Arrow(100))).await;
         let mut args = names.worker_args(&fast_retry);
         args.extend(["--on-write-failure".to_owned(), policy.to_owned()]);
-        let mut worker = Worker::start(&format!("refused-{policy}"), &args);
+        let mut worker = start_worker(&format!("refused-{policy}"), &args);
         wait_all_committed(&endpoints(), &names.topic, &names.group, DRAIN).await;
 
         drop_points_table(&names.keyspace).await;

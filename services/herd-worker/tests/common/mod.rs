@@ -3,100 +3,24 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use herd_model::{arrow_ipc, json, Event, Format};
 use herd_testkit::kafka::Outgoing;
 use scylla::client::session::Session;
 
-/// A herd-worker process. Dropping it kills it; if the test is failing, its
-/// log is printed.
-pub struct Worker {
-    child: Child,
-    log: PathBuf,
-}
+/// A herd-worker process (see herd_testkit::process): dropping it kills it;
+/// if the test is failing, its log is printed.
+pub type Worker = herd_testkit::process::Process;
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-impl Worker {
-    pub fn start(name: &str, args: &[String]) -> Worker {
-        let dir = std::env::temp_dir().join("herd-tests");
-        std::fs::create_dir_all(&dir).unwrap();
-        let log = dir.join(format!("{name}-{}.log", std::process::id()));
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_herd-worker"))
-            .args(args)
-            .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
-            .env("HERD_LOG", "info,scylla=warn,zookeeper_client=warn")
-            .env_remove("RUST_BACKTRACE")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("start herd-worker");
-        Worker { child, log }
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    pub fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// SIGTERM, then waits up to `limit` for the exit.
-    pub fn terminate(&mut self, limit: Duration) -> ExitStatus {
-        // Never signal a pid that is already reaped: it may belong to another process by now.
-        if let Some(status) = self.child.try_wait().unwrap() {
-            return status;
-        }
-        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "worker did not exit within {limit:?} of SIGTERM\n{}", self.log_tail());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Resident memory in KiB.
-    pub fn rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
-            .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-            .unwrap_or(0)
-    }
-
-    pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        format!("--- {} (last 40 lines) ---\n{}", self.log.display(), lines[lines.len().saturating_sub(40)..].join("\n"))
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("{}", self.log_tail());
-        }
-    }
+pub fn start_worker(name: &str, args: &[String]) -> Worker {
+    let mut args = args.to_vec();
+    args.extend(["--metrics-addr".to_owned(), format!("127.0.0.1:{}", free_port())]);
+    Worker::start(env!("CARGO_BIN_EXE_herd-worker"), name, &args, &[("HERD_LOG", "info,scylla=warn,zookeeper_client=warn")])
 }
 
 /// Names of one test's resources on the shared stack.
