@@ -167,3 +167,26 @@ pub async fn topic_names(endpoints: &Endpoints) -> Result<Vec<String>, ClientErr
     .await
     .map_err(|e| ClientError::Config(format!("metadata task failed: {e}")))?
 }
+
+/// The partitions of each topic that exists, from a metadata request.
+/// Topics that do not exist (yet) are left out.
+pub async fn partitions(endpoints: &Endpoints, topics: &[String]) -> Result<Vec<(String, i32)>, ClientError> {
+    let admin: AdminClient<DefaultClientContext> = create(endpoints, &base_config(endpoints, "herd-admin"))?;
+    let timeout = endpoints.connect_timeout;
+    let brokers = endpoints.kafka_bootstrap();
+    let topics = topics.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let metadata = admin
+            .inner()
+            .fetch_metadata(None, timeout)
+            .map_err(|source| ClientError::Kafka { brokers, source })?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .filter(|t| topics.iter().any(|name| name == t.name()) && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(move |p| (t.name().to_owned(), p.id())))
+            .collect())
+    })
+    .await
+    .map_err(|e| ClientError::Config(format!("metadata task failed: {e}")))?
+}

@@ -27,3 +27,29 @@ impl InvalidSetting {
         InvalidSetting { field, value: value.to_string(), problem: problem.into() }
     }
 }
+
+/// Validates a ZooKeeper root path for herd's state: absolute, not `/`
+/// itself, no trailing slash, no empty segment.
+pub fn zk_root(field: &'static str, value: &str) -> Result<String, InvalidSetting> {
+    let ok = value.starts_with('/') && value.len() > 1 && !value.ends_with('/') && !value.contains("//")
+        && !value.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(InvalidSetting::new(field, value, "is not a ZooKeeper path; expected an absolute path without a trailing slash, e.g. /herd"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn zk_roots() {
+        for ok in ["/herd", "/a/b"] {
+            assert_eq!(super::zk_root("root", ok).unwrap(), ok);
+        }
+        for bad in ["", "/", "herd", "/herd/", "/a//b", "/a b"] {
+            let e = super::zk_root("root", bad).unwrap_err().to_string();
+            assert!(e.starts_with("root: "), "{bad:?}: {e}");
+        }
+    }
+}

@@ -1,8 +1,9 @@
-//! herd-coordinator: several run, one leads. Elected through ZooKeeper; the
-//! leader will assign shards to workers and fence stale owners (issue 4:
-//! assignment and fencing exist in libs/coord and libs/sink, their wiring
-//! here comes next). Today a coordinator stands for election, leads while
-//! its ZooKeeper session lives, and hands over to a standby when it ends.
+//! herd-coordinator: several run, one leads. Elected through ZooKeeper, the
+//! leader watches the registered workers and the partitions of --topics, and
+//! publishes the shard assignment at {root}/assignment (a leader-only write).
+//! It leads while its ZooKeeper session lives and hands over to a standby
+//! when it ends. Workers following the assignment, with fenced checkpoints,
+//! is the next step of issue 4.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,7 +11,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use herd_config::ConnectArgs;
-use herd_coord::election;
+use herd_coord::assign::{assign, Assignment, Shard};
+use herd_coord::election::{self, ElectionError, Leadership};
+use herd_coord::membership::{self, AssignmentDoc};
 use herd_telemetry::{BadInput, Exit, LogArgs};
 use tokio_util::sync::CancellationToken;
 
@@ -31,6 +34,13 @@ struct Cli {
     /// This coordinator's name in ZooKeeper and logs [default: host-pid].
     #[arg(long, env = "HERD_COORDINATOR_ID")]
     id: Option<String>,
+    /// Kafka topics whose partitions the leader assigns, comma-separated.
+    #[arg(long, env = "HERD_TOPICS", value_delimiter = ',')]
+    topics: Vec<String>,
+    /// How often the leader re-reads the topics' partitions (new partitions
+    /// are picked up), in seconds. Membership changes act at once.
+    #[arg(long, env = "HERD_REFRESH_SECS", default_value_t = 10)]
+    refresh_secs: u64,
     /// ZooKeeper session timeout in milliseconds: how long after this
     /// coordinator dies or is cut off a standby takes over.
     #[arg(long, env = "HERD_SESSION_TIMEOUT_MS", default_value_t = 6000)]
@@ -44,20 +54,11 @@ fn main() -> ExitCode {
     herd_telemetry::report("herd-coordinator", run(Cli::parse()))
 }
 
-fn valid_root(root: &str) -> bool {
-    root.starts_with('/') && root.len() > 1 && !root.ends_with('/') && !root.contains("//")
-}
-
 #[tokio::main]
 async fn run(cli: Cli) -> Result<ExitCode, Exit> {
     herd_telemetry::init_logging(&cli.log, "info").bad_input()?;
     let endpoints = cli.connect.validate().bad_input()?;
-    if !valid_root(&cli.root) {
-        return Err(Exit::BadInput(anyhow::anyhow!(
-            "root: {:?} is not a ZooKeeper path; expected an absolute path without a trailing slash, e.g. /herd",
-            cli.root
-        )));
-    }
+    herd_config::zk_root("root", &cli.root).bad_input()?;
     // ZooKeeper negotiates within [2, 20] ticks; the stack's floor is 2 s.
     if !(2_000..=60_000).contains(&cli.session_timeout_ms) {
         return Err(Exit::BadInput(anyhow::anyhow!(
@@ -91,9 +92,32 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
     leadership.publish(&client, &cli.root, &id).await.context("while publishing leadership")?;
     tracing::info!(%id, epoch = leadership.epoch, lock = %leadership.lock_path, "leading");
 
+    if cli.topics.is_empty() {
+        tracing::warn!("no --topics given: leading, but there is nothing to assign");
+    }
+    let ctx = Lead { client: &client, endpoints: &endpoints, root: &cli.root, topics: &cli.topics, leadership: &leadership };
+    let mut previous: Option<Assignment> = None;
     let mut states = client.state_watcher();
     loop {
+        let watcher = match ctx.round(&mut previous).await {
+            Ok(watcher) => Some(watcher),
+            Err(ElectionError::Deposed(why)) => {
+                return Err(anyhow::anyhow!("lost leadership: a leader-only write was refused ({why}); a standby leads now").into());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "assignment round failed; retrying in 1 s");
+                None
+            }
+        };
+        let membership_changed = async {
+            match watcher {
+                Some(w) => { w.changed().await; }
+                None => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        };
         tokio::select! {
+            _ = membership_changed => {}
+            _ = tokio::time::sleep(Duration::from_secs(cli.refresh_secs.max(1))) => {}
             state = states.changed() => {
                 if state.is_terminated() {
                     return Err(anyhow::anyhow!(
@@ -110,6 +134,47 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
     herd_clients::zookeeper::close(client, Duration::from_secs(5)).await;
     tracing::info!("stepped down");
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the leader works with.
+struct Lead<'a> {
+    client: &'a zookeeper_client::Client,
+    endpoints: &'a herd_config::Endpoints,
+    root: &'a str,
+    topics: &'a [String],
+    leadership: &'a Leadership,
+}
+
+impl Lead<'_> {
+    /// One assignment round: read workers (arming a watch on them) and
+    /// partitions, assign, publish if anything changed. Returns the watch.
+    async fn round(&self, previous: &mut Option<Assignment>) -> Result<zookeeper_client::OneshotWatcher, ElectionError> {
+        let dir = membership::workers_dir(self.root);
+        membership::ensure_path(self.client, &dir).await?;
+        let (_, _, watcher) = self.client.get_and_watch_children(&dir).await?;
+        let workers = membership::workers(self.client, self.root).await?;
+        let before = match previous {
+            Some(p) => p.clone(),
+            None => membership::read_assignment(self.client, self.root).await?.map(|d| d.assignment()).unwrap_or_default(),
+        };
+        let shards: Vec<Shard> = match herd_clients::kafka::partitions(self.endpoints, self.topics).await {
+            Ok(p) => p.into_iter().map(|(topic, partition)| Shard { topic, partition }).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read partitions from Kafka; keeping the shards known so far");
+                before.keys().cloned().collect()
+            }
+        };
+        let next = assign(&membership::as_assign_input(&workers), &shards, &before);
+        if previous.as_ref() != Some(&next) {
+            let doc = AssignmentDoc::new(self.leadership.epoch, &next);
+            let data = serde_json::to_vec(&doc).expect("serializable");
+            self.leadership.write(self.client, &membership::assignment_path(self.root), &data).await?;
+            let moved = next.iter().filter(|(s, o)| before.get(*s).is_some_and(|b| b != *o)).count();
+            tracing::info!(workers = workers.len(), shards = next.len(), moved, "published assignment");
+            *previous = Some(next);
+        }
+        Ok(watcher)
+    }
 }
 
 /// First SIGTERM or SIGINT: step down cleanly. Second: exit at once.

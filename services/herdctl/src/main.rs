@@ -21,6 +21,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Show the leading coordinator, the registered workers and the shard
+    /// assignment, as recorded in ZooKeeper.
+    Status {
+        /// ZooKeeper path of the herd deployment.
+        #[arg(long, env = "HERD_ZK_ROOT", default_value = "/herd")]
+        root: String,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check that Kafka, Cassandra and every ZooKeeper server answer a real
     /// request (a metadata request, a query on system.local, a session per
     /// ZooKeeper server). Exits 1 if any does not.
@@ -40,6 +50,44 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
     herd_telemetry::init_logging(&cli.log, "warn").bad_input()?;
     let endpoints = cli.connect.validate().bad_input()?;
     match cli.command {
+        Command::Status { root, json } => {
+            use herd_coord::{election, membership};
+            let root = herd_config::zk_root("root", &root).bad_input()?;
+            let zk = herd_clients::zookeeper::connect(&endpoints, std::time::Duration::from_secs(6))
+                .await
+                .context("while connecting to ZooKeeper")?;
+            let leader = election::current_leader(&zk, &root).await.context("while reading the leader")?;
+            let workers = membership::workers(&zk, &root).await.context("while reading the workers")?;
+            let assignment = membership::read_assignment(&zk, &root).await.context("while reading the assignment")?;
+            herd_clients::zookeeper::close(zk, std::time::Duration::from_secs(2)).await;
+            if json {
+                let out = serde_json::json!({ "root": root, "leader": leader, "workers": workers, "assignment": assignment });
+                println!("{}", serde_json::to_string_pretty(&out).context("while encoding JSON")?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            match &leader {
+                Some(l) => println!("leader: {} (epoch {})", l.id, l.epoch),
+                None => println!("leader: none (no coordinator has led under {root})"),
+            }
+            println!("workers: {}", workers.len());
+            for w in &workers {
+                println!("  {:<24} capacity {:<3} config v{:<4} {}", w.id, w.capacity, w.config_version, w.address);
+            }
+            match &assignment {
+                None => println!("assignment: none published"),
+                Some(doc) => {
+                    println!(
+                        "assignment: {} shards, by the leader of epoch {} (workers do not follow it yet: they share partitions through a Kafka consumer group)",
+                        doc.shards.len(),
+                        doc.leader_epoch
+                    );
+                    for s in &doc.shards {
+                        println!("  {}/{:<5} {}", s.topic, s.partition, s.owner);
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Doctor { json } => {
             let probes = probe::all(&endpoints).await;
             if json {

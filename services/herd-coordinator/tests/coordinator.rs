@@ -1,8 +1,11 @@
 //! herd-coordinator processes on the real 3-node ZooKeeper ensemble.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use herd_coord::assign::Assignment;
 use herd_coord::election::{current_leader, LeaderInfo};
+use herd_coord::membership::{self, WorkerInfo};
 use herd_testkit::process::Process;
 use herd_testkit::{endpoints, unique_name};
 use zookeeper_client::Client;
@@ -76,4 +79,72 @@ async fn a_paused_leader_is_deposed_and_exits_when_resumed() {
     assert_eq!(status.code(), Some(1), "the deposed leader exits with an error\n{}", c.log_tail());
     assert_eq!(current_leader(&zk, &root).await.unwrap().unwrap(), second, "the successor's record stands");
     assert!(d.terminate(Duration::from_secs(20)).success(), "{}", d.log_tail());
+}
+
+async fn register(root: &str, id: &str) -> Client {
+    let session = observer().await;
+    let info = WorkerInfo { id: id.into(), address: "127.0.0.1:0".into(), capacity: 1, config_version: 0 };
+    membership::register(&session, root, &info).await.expect("register");
+    session
+}
+
+/// Polls the published assignment until `done` holds for it.
+async fn wait_assignment(zk: &Client, root: &str, what: &str, done: impl Fn(&Assignment) -> bool) -> Assignment {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        zk.sync(root).await.unwrap();
+        if let Some(doc) = membership::read_assignment(zk, root).await.unwrap() {
+            let a = doc.assignment();
+            if done(&a) {
+                return a;
+            }
+        }
+        assert!(Instant::now() < deadline, "no assignment where {what} within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn owners(a: &Assignment) -> BTreeMap<&str, usize> {
+    let mut c = BTreeMap::new();
+    for o in a.values() {
+        *c.entry(o.as_str()).or_default() += 1;
+    }
+    c
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_leader_assigns_partitions_to_registered_workers_and_moves_few() {
+    let root = format!("/{}", unique_name("assign"));
+    let topic = unique_name("assign_topic");
+    herd_clients::kafka::ensure_topic(&endpoints(), &topic, 12, 1).await.expect("topic");
+    let zk = observer().await;
+    let _w1 = register(&root, "w1").await;
+    let w2 = register(&root, "w2").await;
+    let _w3 = register(&root, "w3").await;
+    let args: Vec<String> = ["--root", &root, "--id", "coord", "--topics", &topic].iter().map(|s| s.to_string()).collect();
+    let mut coordinator = Process::start(env!("CARGO_BIN_EXE_herd-coordinator"), "coord-assign", &args, &[]);
+
+    let first = wait_assignment(&zk, &root, "3 workers have 4 shards each", |a| {
+        a.len() == 12 && owners(a).values().all(|&n| n == 4) && owners(a).len() == 3
+    })
+    .await;
+
+    let _w4 = register(&root, "w4").await;
+    let second = wait_assignment(&zk, &root, "4 workers have 3 shards each", |a| owners(a).len() == 4).await;
+    assert!(owners(&second).values().all(|&n| n == 3), "{:?}", owners(&second));
+    let moved = second.iter().filter(|(s, o)| first[*s] != **o).count();
+    assert_eq!(moved, 3, "only the new worker's share moves");
+
+    herd_clients::zookeeper::close(w2, Duration::from_secs(10)).await;
+    let third = wait_assignment(&zk, &root, "w2 is gone", |a| !owners(a).contains_key("w2")).await;
+    for (shard, owner) in &second {
+        if owner != "w2" {
+            assert_eq!(&third[shard], owner, "{shard:?} was not w2's and must not move");
+        }
+    }
+    assert_eq!(third.len(), 12);
+    assert!(coordinator.terminate(Duration::from_secs(20)).success(), "{}", coordinator.log_tail());
+    if let Ok(admin) = herd_clients::kafka::admin(&endpoints(), "test-cleanup") {
+        let _ = admin.delete_topics(&[&topic], &rdkafka::admin::AdminOptions::new()).await;
+    }
 }
