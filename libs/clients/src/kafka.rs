@@ -117,36 +117,37 @@ pub struct ClusterInfo {
 }
 
 pub async fn cluster_info(endpoints: &Endpoints) -> Result<ClusterInfo, ClientError> {
-    let config = base_config(endpoints, "herd-probe");
-    let admin: AdminClient<DefaultClientContext> = create(endpoints, &config)?;
+    let timeout = endpoints.connect_timeout;
+    with_metadata(endpoints, move |client, metadata| ClusterInfo {
+        cluster_id: client.fetch_cluster_id(timeout),
+        brokers: metadata
+            .brokers()
+            .iter()
+            .map(|b| format!("{}@{}:{}", b.id(), b.host(), b.port()))
+            .collect(),
+        topics: metadata.topics().len(),
+    })
+    .await
+}
+
+/// One metadata request for the whole cluster, answered to `f`. The request
+/// blocks, so it runs on the blocking pool; a timeout is reported as such.
+async fn with_metadata<T: Send + 'static>(
+    endpoints: &Endpoints,
+    f: impl FnOnce(&rdkafka::client::Client<DefaultClientContext>, &rdkafka::metadata::Metadata) -> T + Send + 'static,
+) -> Result<T, ClientError> {
+    let admin: AdminClient<DefaultClientContext> = create(endpoints, &base_config(endpoints, "herd-admin"))?;
     let timeout = endpoints.connect_timeout;
     let brokers = endpoints.kafka_bootstrap();
-    // fetch_metadata blocks the calling thread.
     tokio::task::spawn_blocking(move || {
         let client = admin.inner();
-        let metadata = client
-            .fetch_metadata(None, timeout)
-            .map_err(|source| match source {
-                rdkafka::error::KafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut) => {
-                    ClientError::KafkaTimeout {
-                        brokers: brokers.clone(),
-                        timeout,
-                    }
-                }
-                source => ClientError::Kafka {
-                    brokers: brokers.clone(),
-                    source,
-                },
-            })?;
-        Ok(ClusterInfo {
-            cluster_id: client.fetch_cluster_id(timeout),
-            brokers: metadata
-                .brokers()
-                .iter()
-                .map(|b| format!("{}@{}:{}", b.id(), b.host(), b.port()))
-                .collect(),
-            topics: metadata.topics().len(),
-        })
+        let metadata = client.fetch_metadata(None, timeout).map_err(|source| match source {
+            rdkafka::error::KafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut) => {
+                ClientError::KafkaTimeout { brokers: brokers.clone(), timeout }
+            }
+            source => ClientError::Kafka { brokers: brokers.clone(), source },
+        })?;
+        Ok(f(client, &metadata))
     })
     .await
     .map_err(|e| ClientError::Config(format!("metadata task failed: {e}")))?
@@ -154,39 +155,19 @@ pub async fn cluster_info(endpoints: &Endpoints) -> Result<ClusterInfo, ClientEr
 
 /// The names of all topics in the cluster.
 pub async fn topic_names(endpoints: &Endpoints) -> Result<Vec<String>, ClientError> {
-    let admin: AdminClient<DefaultClientContext> = create(endpoints, &base_config(endpoints, "herd-admin"))?;
-    let timeout = endpoints.connect_timeout;
-    let brokers = endpoints.kafka_bootstrap();
-    tokio::task::spawn_blocking(move || {
-        admin
-            .inner()
-            .fetch_metadata(None, timeout)
-            .map(|m| m.topics().iter().map(|t| t.name().to_owned()).collect())
-            .map_err(|source| ClientError::Kafka { brokers, source })
-    })
-    .await
-    .map_err(|e| ClientError::Config(format!("metadata task failed: {e}")))?
+    with_metadata(endpoints, |_, m| m.topics().iter().map(|t| t.name().to_owned()).collect()).await
 }
 
 /// The partitions of each topic that exists, from a metadata request.
 /// Topics that do not exist (yet) are left out.
 pub async fn partitions(endpoints: &Endpoints, topics: &[String]) -> Result<Vec<(String, i32)>, ClientError> {
-    let admin: AdminClient<DefaultClientContext> = create(endpoints, &base_config(endpoints, "herd-admin"))?;
-    let timeout = endpoints.connect_timeout;
-    let brokers = endpoints.kafka_bootstrap();
     let topics = topics.to_vec();
-    tokio::task::spawn_blocking(move || {
-        let metadata = admin
-            .inner()
-            .fetch_metadata(None, timeout)
-            .map_err(|source| ClientError::Kafka { brokers, source })?;
-        Ok(metadata
-            .topics()
+    with_metadata(endpoints, move |_, m| {
+        m.topics()
             .iter()
             .filter(|t| topics.iter().any(|name| name == t.name()) && t.error().is_none())
             .flat_map(|t| t.partitions().iter().map(move |p| (t.name().to_owned(), p.id())))
-            .collect())
+            .collect()
     })
     .await
-    .map_err(|e| ClientError::Config(format!("metadata task failed: {e}")))?
 }
