@@ -28,6 +28,15 @@ impl InvalidSetting {
     }
 }
 
+/// The default name of a process in logs, ZooKeeper and Kafka: `host-pid`,
+/// unique on a machine and readable.
+pub fn default_instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "herd".into());
+    format!("{host}-{}", std::process::id())
+}
+
 /// Validates a ZooKeeper root path for herd's state: absolute, not `/`
 /// itself, no trailing slash, no empty segment.
 pub fn zk_root(field: &'static str, value: &str) -> Result<String, InvalidSetting> {

@@ -66,10 +66,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
             cli.session_timeout_ms
         )));
     }
-    let id = cli.id.unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
-        format!("{host}-{}", std::process::id())
-    });
+    let id = cli.id.unwrap_or_else(herd_config::default_instance_id);
     if cli.check_config {
         println!("configuration ok: {endpoints:?}\nroot: {}\nid: {id}\nsession timeout: {} ms", cli.root, cli.session_timeout_ms);
         return Ok(ExitCode::SUCCESS);

@@ -53,13 +53,6 @@ fn main() -> ExitCode {
     herd_telemetry::report("herd-worker", run(Cli::parse()))
 }
 
-fn default_worker_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "worker".into());
-    format!("{host}-{}", std::process::id())
-}
-
 #[tokio::main]
 async fn run(cli: Cli) -> Result<ExitCode, Exit> {
     herd_telemetry::init_logging(&cli.log, "info").bad_input()?;
@@ -72,7 +65,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
             cli.shutdown_timeout_secs
         )));
     }
-    let worker_id = cli.worker_id.unwrap_or_else(default_worker_id);
+    let worker_id = cli.worker_id.unwrap_or_else(herd_config::default_instance_id);
     if cli.check_config {
         println!("configuration ok:\n{endpoints:#?}\n{sink:#?}\n{ingest:#?}\nworker id: {worker_id}");
         return Ok(ExitCode::SUCCESS);
