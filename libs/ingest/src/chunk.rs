@@ -51,53 +51,6 @@ pub struct Chunk {
     pub bytes: usize,
 }
 
-/// Lets the group map, keyed by `(String, i64)`, be searched with a borrowed
-/// `(&str, i64)`, without allocating a String per event.
-trait GroupKey {
-    fn series(&self) -> &str;
-    fn bucket(&self) -> i64;
-}
-
-impl GroupKey for (String, i64) {
-    fn series(&self) -> &str {
-        &self.0
-    }
-    fn bucket(&self) -> i64 {
-        self.1
-    }
-}
-
-impl GroupKey for (&str, i64) {
-    fn series(&self) -> &str {
-        self.0
-    }
-    fn bucket(&self) -> i64 {
-        self.1
-    }
-}
-
-impl<'a> std::borrow::Borrow<dyn GroupKey + 'a> for (String, i64) {
-    fn borrow(&self) -> &(dyn GroupKey + 'a) {
-        self
-    }
-}
-
-impl PartialEq for dyn GroupKey + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.series() == other.series() && self.bucket() == other.bucket()
-    }
-}
-
-impl Eq for dyn GroupKey + '_ {}
-
-impl std::hash::Hash for dyn GroupKey + '_ {
-    // Must hash exactly as the (String, i64) tuple does.
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.series().hash(state);
-        self.bucket().hash(state);
-    }
-}
-
 pub struct Limits {
     pub max_rows: usize,
     pub max_bytes: usize,
@@ -110,7 +63,9 @@ pub struct Limits {
 pub struct ChunkBuilder {
     limits: Limits,
     next_id: u64,
-    groups: HashMap<(String, i64), Vec<(Event, u32)>>,
+    /// Series, then bucket: looking up a series by `&str` allocates nothing,
+    /// so only a series new to the chunk costs a String.
+    groups: HashMap<String, HashMap<i64, Vec<(Event, u32)>>>,
     sources: Vec<SourcePosition>,
     dead_letters: Vec<DeadLetter>,
     offsets: BTreeMap<(Arc<str>, i32), i64>,
@@ -165,12 +120,11 @@ impl ChunkBuilder {
         let source = self.sources.len() as u32;
         for event in decoded.events {
             let (series, bucket) = partition_key(&event, self.limits.bucket_ms);
-            // Allocate a key only for a new group: most events join an existing one.
-            match self.groups.get_mut(&(series, bucket) as &dyn GroupKey) {
-                Some(group) => group.push((event, source)),
-                // entry, not insert: even a lookup miss can never replace a group.
-                None => self.groups.entry((series.to_owned(), bucket)).or_default().push((event, source)),
-            }
+            let group = match self.groups.get_mut(series) {
+                Some(buckets) => buckets,
+                None => self.groups.entry(series.to_owned()).or_default(),
+            };
+            group.entry(bucket).or_default().push((event, source));
         }
         let next = self.offsets.entry((at.topic.clone(), at.partition)).or_insert(at.offset + 1);
         *next = (*next).max(at.offset + 1);
@@ -196,7 +150,7 @@ impl ChunkBuilder {
             return None;
         }
         let mut batches = Vec::new();
-        for (_, events) in self.groups.drain() {
+        for events in self.groups.drain().flat_map(|(_, buckets)| buckets.into_values()) {
             let mut batch = Batch::default();
             let mut bytes = 0;
             for (event, source) in events {
