@@ -37,6 +37,56 @@ pub fn default_instance_id() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// Where herd keeps its coordination state in ZooKeeper, and how long a
+/// session outlives its process: shared by the coordinator and the worker.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CoordArgs {
+    /// ZooKeeper path under which herd keeps its coordination state.
+    #[arg(long, env = "HERD_ZK_ROOT", default_value = "/herd")]
+    pub root: String,
+    /// ZooKeeper session timeout in milliseconds: how long after this process
+    /// dies, freezes or is cut off its session ends (a standby coordinator
+    /// then leads; a worker's shards then move).
+    #[arg(long, env = "HERD_SESSION_TIMEOUT_MS", default_value_t = 6000)]
+    pub session_timeout_ms: u64,
+}
+
+/// [`CoordArgs`], validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coord {
+    pub root: String,
+    pub session_timeout: std::time::Duration,
+}
+
+impl CoordArgs {
+    pub fn validate(&self) -> Result<Coord, InvalidSetting> {
+        let root = zk_root("root", &self.root)?;
+        // ZooKeeper negotiates within [2, 20] ticks; the stack's floor is 2 s.
+        if !(2_000..=60_000).contains(&self.session_timeout_ms) {
+            return Err(InvalidSetting::new(
+                "session-timeout-ms",
+                self.session_timeout_ms,
+                "is out of range; expected 2000 to 60000",
+            ));
+        }
+        Ok(Coord { root, session_timeout: std::time::Duration::from_millis(self.session_timeout_ms) })
+    }
+}
+
+/// Kafka's rule for topic names: 1-249 of [a-zA-Z0-9._-], not "." or "..".
+pub fn kafka_topic(field: &'static str, value: &str) -> Result<String, InvalidSetting> {
+    let ok = !value.is_empty()
+        && value.len() <= 249
+        && value != "."
+        && value != ".."
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(InvalidSetting::new(field, value, "is not a valid Kafka topic name; use 1 to 249 of a-z A-Z 0-9 . _ -"))
+    }
+}
+
 /// Validates a ZooKeeper root path for herd's state: absolute, not `/`
 /// itself, no trailing slash, no empty segment.
 pub fn zk_root(field: &'static str, value: &str) -> Result<String, InvalidSetting> {

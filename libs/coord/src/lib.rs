@@ -3,13 +3,18 @@
 //!   shard (Kafka topic-partition);
 //! - [`election`]: one leader among the coordinators, through ZooKeeper, with
 //!   an epoch that grows with every new leader and leader-only writes;
-//! - [`membership`]: the ZooKeeper layout, worker registration and the
-//!   published assignment.
+//! - [`membership`]: the ZooKeeper layout, worker registration, the
+//!   published assignment and the nodes of shards being held;
+//! - [`handoff`]: the pure step from the wanted assignment to the published
+//!   one, so that a shard is granted only once its holder released it.
 //!
-//! Membership, handoff and fencing build on these (issue 4).
+//! Fencing at the database lives in `herd-sink` (`fencing`).
 
 pub mod assign;
 pub mod election;
+pub mod handoff;
 pub mod membership;
+
+pub use handoff::{AssignmentDoc, Holder, ShardGrant};
 
 pub use assign::{assign, Assignment, Shard, Worker};

@@ -6,15 +6,19 @@
 //! | `{root}/leader`       | persistent | the leader      | [`crate::election::LeaderInfo`] |
 //! | `{root}/workers/{id}` | ephemeral  | each worker     | [`WorkerInfo`]              |
 //! | `{root}/assignment`   | persistent | the leader      | [`AssignmentDoc`]           |
+//! | `{root}/owned/{t}:{p}`| ephemeral  | the shard's holder | [`Holder`]               |
 //!
-//! A worker's node lives as long as its session: when the worker dies or its
-//! session expires, the node goes and the leader reassigns its shards.
+//! A worker's nodes live as long as its session: when the worker dies or its
+//! session expires, they go, and the leader reassigns its shards.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use zookeeper_client::{Acls, Client, CreateMode};
 
-use crate::assign::{Assignment, Shard, Worker};
+use crate::assign::{Shard, Worker};
 use crate::election::ElectionError;
+use crate::handoff::{AssignmentDoc, Holder};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerInfo {
@@ -25,40 +29,6 @@ pub struct WorkerInfo {
     pub capacity: u32,
     /// The configuration version it runs (issue 5).
     pub config_version: u64,
-}
-
-/// The leader's published assignment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AssignmentDoc {
-    /// Epoch of the leader that wrote it.
-    pub leader_epoch: i64,
-    pub shards: Vec<OwnedShard>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OwnedShard {
-    pub topic: String,
-    pub partition: i32,
-    pub owner: String,
-}
-
-impl AssignmentDoc {
-    pub fn new(leader_epoch: i64, assignment: &Assignment) -> AssignmentDoc {
-        AssignmentDoc {
-            leader_epoch,
-            shards: assignment
-                .iter()
-                .map(|(s, owner)| OwnedShard { topic: s.topic.clone(), partition: s.partition, owner: owner.clone() })
-                .collect(),
-        }
-    }
-
-    pub fn assignment(&self) -> Assignment {
-        self.shards
-            .iter()
-            .map(|s| (Shard { topic: s.topic.clone(), partition: s.partition }, s.owner.clone()))
-            .collect()
-    }
 }
 
 pub fn workers_dir(root: &str) -> String {
@@ -116,13 +86,107 @@ pub async fn workers(client: &Client, root: &str) -> Result<Vec<WorkerInfo>, Ele
     Ok(out)
 }
 
-/// The published assignment, if any.
+/// The published assignment, if any, with its epochs resolved. A document
+/// that does not parse (written by hand) reads as none, and is logged by the
+/// caller's next round.
 pub async fn read_assignment(client: &Client, root: &str) -> Result<Option<AssignmentDoc>, ElectionError> {
     match client.get_data(&assignment_path(root)).await {
-        Ok((data, _)) => Ok(serde_json::from_slice(&data).ok()),
+        Ok((data, stat)) => Ok(parse_assignment(&data, stat.mzxid)),
         Err(zookeeper_client::Error::NoNode) => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+pub fn parse_assignment(data: &[u8], mzxid: i64) -> Option<AssignmentDoc> {
+    serde_json::from_slice::<AssignmentDoc>(data).ok().map(|d| d.resolved(mzxid))
+}
+
+/// Watches `{root}/assignment`: the current document (None if absent or
+/// unreadable) and a watch that fires on its next change or creation.
+pub async fn watch_assignment(
+    client: &Client,
+    root: &str,
+) -> Result<(Option<AssignmentDoc>, zookeeper_client::OneshotWatcher), ElectionError> {
+    let path = assignment_path(root);
+    loop {
+        match client.get_and_watch_data(&path).await {
+            Ok((data, stat, watcher)) => return Ok((parse_assignment(&data, stat.mzxid), watcher)),
+            Err(zookeeper_client::Error::NoNode) => {}
+            Err(e) => return Err(e.into()),
+        }
+        match client.check_and_watch_stat(&path).await {
+            // Created meanwhile: read it.
+            Ok((Some(_), _)) => continue,
+            Ok((None, watcher)) => return Ok((None, watcher)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+pub fn owned_dir(root: &str) -> String {
+    format!("{root}/owned")
+}
+
+pub fn owned_path(root: &str, shard: &Shard) -> String {
+    format!("{}/{}:{}", owned_dir(root), shard.topic, shard.partition)
+}
+
+/// Marks `holder`'s shard as held, for the life of `client`'s session.
+/// Ok(false): another worker holds it (it has not released it yet).
+pub async fn hold(client: &Client, root: &str, holder: &Holder) -> Result<bool, ElectionError> {
+    let shard = Shard { topic: holder.topic.clone(), partition: holder.partition };
+    let path = owned_path(root, &shard);
+    let data = serde_json::to_vec(holder).expect("serializable");
+    let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+    match client.create(&path, &data, &ephemeral).await {
+        Ok(_) => Ok(true),
+        Err(zookeeper_client::Error::NoNode) => {
+            ensure_path(client, &owned_dir(root)).await?;
+            client.create(&path, &data, &ephemeral).await?;
+            Ok(true)
+        }
+        Err(zookeeper_client::Error::NodeExists) => {
+            // Ours already, by this very session (a retried create whose answer was lost)?
+            match client.get_data(&path).await {
+                Ok((_, stat)) => Ok(stat.ephemeral_owner == client.session_id().0),
+                Err(zookeeper_client::Error::NoNode) => Ok(false),
+                Err(e) => Err(e.into()),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Releases a shard held by this session (no-op if not held).
+pub async fn release(client: &Client, root: &str, shard: &Shard) -> Result<(), ElectionError> {
+    match client.delete(&owned_path(root, shard), None).await {
+        Ok(()) | Err(zookeeper_client::Error::NoNode) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Who holds which shard, and a watch that fires when a shard is taken or
+/// released.
+pub async fn holders(
+    client: &Client,
+    root: &str,
+) -> Result<(BTreeMap<Shard, Holder>, zookeeper_client::OneshotWatcher), ElectionError> {
+    let dir = owned_dir(root);
+    ensure_path(client, &dir).await?;
+    let (names, _, watcher) = client.get_and_watch_children(&dir).await?;
+    let mut out = BTreeMap::new();
+    for name in names {
+        match client.get_data(&format!("{dir}/{name}")).await {
+            Ok((data, _)) => {
+                if let Ok(h) = serde_json::from_slice::<Holder>(&data) {
+                    out.insert(Shard { topic: h.topic.clone(), partition: h.partition }, h);
+                }
+            }
+            Err(zookeeper_client::Error::NoNode) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok((out, watcher))
 }
 
 pub fn as_assign_input(workers: &[WorkerInfo]) -> Vec<Worker> {

@@ -16,7 +16,13 @@ pub const END_TO_END_LATENCY: &str = "herd_end_to_end_latency_seconds";
 /// Labels `topic`, `partition`: messages behind the partition's end.
 pub const PARTITION_LAG: &str = "herd_partition_lag_messages";
 pub const CHUNKS_IN_FLIGHT: &str = "herd_chunks_in_flight";
-pub const OFFSET_COMMITS: &str = "herd_offset_commits_total";
+pub const CHECKPOINTS: &str = "herd_checkpoints_total";
+/// Checkpoints Cassandra refused because a newer grant holds the shard.
+pub const CHECKPOINTS_FENCED: &str = "herd_checkpoints_fenced_total";
+/// Messages of a shard stopped meanwhile (prefetched), skipped.
+pub const MESSAGES_SKIPPED: &str = "herd_messages_skipped_total";
+/// Shards this worker runs.
+pub const SHARDS_RUNNING: &str = "herd_shards_running";
 
 /// Registers descriptions, so that /metrics says what each metric means.
 pub fn describe() {
@@ -32,5 +38,8 @@ pub fn describe() {
     describe_histogram!(END_TO_END_LATENCY, Unit::Seconds, "Event time to write acknowledged, oldest event per chunk");
     describe_gauge!(PARTITION_LAG, Unit::Count, "Messages between the consumer position and the partition end");
     describe_gauge!(CHUNKS_IN_FLIGHT, Unit::Count, "Chunks being written");
-    describe_counter!(OFFSET_COMMITS, Unit::Count, "Offset commits sent to Kafka");
+    describe_counter!(CHECKPOINTS, Unit::Count, "Shard checkpoints accepted by Cassandra");
+    describe_counter!(CHECKPOINTS_FENCED, Unit::Count, "Shard checkpoints refused because a newer grant holds the shard");
+    describe_counter!(MESSAGES_SKIPPED, Unit::Count, "Prefetched messages of stopped shards, skipped");
+    describe_gauge!(SHARDS_RUNNING, Unit::Count, "Shards this worker runs");
 }

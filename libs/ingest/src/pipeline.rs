@@ -8,13 +8,20 @@
 //! - the dispatcher writes each chunk in its own task: every CQL batch under
 //!   a global cap on requests in flight, retried with backoff and jitter,
 //!   and every dead letter sent and acknowledged by Kafka;
-//! - the committer commits a chunk's offsets only once it and every earlier
-//!   chunk are done ([`CommitSequencer`]), so an offset never passes an
-//!   event that is not stored or dead-lettered.
+//! - the committer checkpoints a chunk's offsets only once it and every
+//!   earlier chunk are done ([`CommitSequencer`]), so a checkpoint never
+//!   passes an event that is not stored or dead-lettered. Checkpoints go to
+//!   Cassandra, conditioned on the epoch of the shard's grant; a refused one
+//!   means a newer owner holds the shard, which is reported as
+//!   [`ShardEvent::Fenced`].
+//!
+//! Which shards run is decided outside, through [`Control`]: `Start` after a
+//! grant was claimed, `Stop` to release one (it answers once everything read
+//! from the shard is checkpointed; see [`crate::shards`]).
 //!
 //! Shutdown (the token is cancelled): the reader stops consuming and hands
-//! over its partial chunk, the dispatcher drains, the committer makes a final
-//! synchronous commit.
+//! over its partial chunk, the dispatcher drains, the committer writes the
+//! last checkpoints.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,7 +32,7 @@ use herd_model::{json, Event};
 use herd_sink::Writer;
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff;
@@ -34,7 +41,35 @@ use crate::commit::CommitSequencer;
 use crate::dead_letter::{DeadLetter, Stage};
 use crate::metrics as m;
 use crate::settings::{IngestSettings, OnWriteFailure};
-use crate::source::KafkaSource;
+use crate::shards::{Book, ShardKey, Stopped};
+use crate::source::{KafkaSource, StartAt};
+
+/// What the pipeline is told about shards.
+#[derive(Debug)]
+pub enum Control {
+    /// Read the shard from `at`, checkpointing under `epoch` (already claimed).
+    Start { topic: String, partition: i32, epoch: i64, at: StartAt },
+    /// Stop reading the shard; `done` answers once what was read is checkpointed.
+    Stop { topic: String, partition: i32, done: oneshot::Sender<Stopped> },
+}
+
+/// What the pipeline reports about shards on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardEvent {
+    /// Cassandra refused a checkpoint: a newer grant holds the shard. The
+    /// pipeline no longer checkpoints it; the owner should stop it.
+    Fenced { topic: String, partition: i32, epoch: i64, reason: String },
+}
+
+/// What the committer hears, in causal order: the reader's shard changes
+/// and the dispatcher's finished chunks share one channel, so a shard's
+/// start is always seen before its first chunk and its release after its
+/// last one.
+enum ToCommitter {
+    Chunk(u64, Result<Vec<CommitOffset>, String>),
+    Start(ShardKey, i64, Option<i64>),
+    Release(ShardKey, Option<i64>, oneshot::Sender<Stopped>),
+}
 
 /// Sends dead letters; retries until Kafka acknowledges, since a dead letter
 /// that is not stored must not let its offset be committed.
@@ -111,6 +146,11 @@ pub struct Pipeline {
     pub source: KafkaSource,
     pub writer: Writer,
     pub dead_letters: DeadLetterSink,
+    /// Checkpoints: the session and prepared statements of herd-sink's fencing.
+    pub session: Arc<scylla::client::session::Session>,
+    pub fencing: herd_sink::fencing::Fencing,
+    pub control: mpsc::Receiver<Control>,
+    pub events: mpsc::UnboundedSender<ShardEvent>,
 }
 
 impl Pipeline {
@@ -122,6 +162,10 @@ impl Pipeline {
             source,
             writer,
             dead_letters,
+            session,
+            fencing,
+            mut control,
+            events,
         } = self;
         m::describe();
         let limits = Limits {
@@ -144,21 +188,61 @@ impl Pipeline {
         // Stops the reader when a chunk fails under the stop policy.
         let failed = CancellationToken::new();
         let (chunk_tx, mut chunk_rx) = mpsc::channel::<Chunk>(1);
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u64, Result<Vec<CommitOffset>, String>)>();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<ToCommitter>();
         let messages = AtomicU64::new(0);
 
+        let book_tx = done_tx.clone();
         let reader = async {
             // Owned by this block, so that every way out of it (including the
-            // early returns) closes the channel and lets the dispatcher finish.
+            // early returns) closes the channels and lets the others finish.
             let chunk_tx = chunk_tx;
+            let book_tx = book_tx;
             let mut builder = ChunkBuilder::new(limits);
+            // Running shards: the offset after the last message read (None: none yet).
+            let mut running: std::collections::HashMap<ShardKey, Option<i64>> = Default::default();
             let mut topic: Option<Arc<str>> = None;
+            let mut control_open = true;
             loop {
                 let deadline = builder.deadline();
                 tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => break,
                     _ = failed.cancelled() => return,
+                    command = control.recv(), if control_open => match command {
+                        None => control_open = false,
+                        Some(Control::Start { topic, partition, epoch, at }) => {
+                            let key: ShardKey = (topic.as_str().into(), partition);
+                            if running.contains_key(&key) {
+                                tracing::warn!(%topic, partition, "shard already running; start ignored");
+                                continue;
+                            }
+                            if let Err(e) = source.start(&topic, partition, at) {
+                                tracing::error!(%topic, partition, error = %e, "cannot start reading the shard");
+                                let _ = events.send(ShardEvent::Fenced { topic, partition, epoch, reason: format!("Kafka refused the assignment: {e}") });
+                                continue;
+                            }
+                            let from = match at { StartAt::Offset(o) => Some(o), StartAt::Beginning => None };
+                            tracing::info!(%topic, partition, epoch, from = ?from, "shard started");
+                            running.insert(key.clone(), None);
+                            let _ = book_tx.send(ToCommitter::Start(key, epoch, from));
+                        }
+                        Some(Control::Stop { topic, partition, done }) => {
+                            let key: ShardKey = (topic.as_str().into(), partition);
+                            let Some(until) = running.remove(&key) else {
+                                let _ = done.send(Stopped::NotRunning);
+                                continue;
+                            };
+                            if let Err(e) = source.stop(&topic, partition) {
+                                tracing::warn!(%topic, partition, error = %e, "Kafka refused to unassign the shard; its messages are dropped from now on");
+                            }
+                            // Hand over what was read, so the release does not wait for the linger.
+                            if let Some(chunk) = builder.take() {
+                                if chunk_tx.send(chunk).await.is_err() { return; }
+                            }
+                            tracing::info!(%topic, partition, until = ?until, "shard stopping: checkpointing what was read");
+                            let _ = book_tx.send(ToCommitter::Release(key, until, done));
+                        }
+                    },
                     _ = sleep_until(deadline) => {
                         if let Some(chunk) = builder.take() {
                             if chunk_tx.send(chunk).await.is_err() { return; }
@@ -166,16 +250,22 @@ impl Pipeline {
                     }
                     received = source.recv() => match received {
                         Ok(msg) => {
-                            let content_type = msg.headers().and_then(|h| {
-                                h.iter().find(|h| h.key.eq_ignore_ascii_case(herd_model::CONTENT_TYPE_HEADER)).and_then(|h| h.value)
-                            });
-                            let decoded = herd_model::decode(msg.payload(), content_type);
-                            messages.fetch_add(1, Ordering::Relaxed);
                             // One shared name per topic, not an allocation per message.
                             if topic.as_deref() != Some(msg.topic()) {
                                 topic = Some(msg.topic().into());
                             }
                             let topic = topic.clone().expect("set above");
+                            // A message of a shard stopped meanwhile (prefetched): not ours to handle.
+                            let Some(last) = running.get_mut(&(topic.clone(), msg.partition())) else {
+                                metrics::counter!(m::MESSAGES_SKIPPED).increment(1);
+                                continue;
+                            };
+                            *last = Some(msg.offset() + 1);
+                            let content_type = msg.headers().and_then(|h| {
+                                h.iter().find(|h| h.key.eq_ignore_ascii_case(herd_model::CONTENT_TYPE_HEADER)).and_then(|h| h.value)
+                            });
+                            let decoded = herd_model::decode(msg.payload(), content_type);
+                            messages.fetch_add(1, Ordering::Relaxed);
                             let at = SourcePosition { topic, partition: msg.partition(), offset: msg.offset() };
                             builder.add(at, msg.key(), msg.payload(), content_type, decoded, Instant::now());
                             if builder.is_full() {
@@ -190,7 +280,7 @@ impl Pipeline {
                     }
                 }
             }
-            // Shutdown: hand over what was consumed, so it is stored and committed.
+            // Shutdown: hand over what was consumed, so it is stored and checkpointed.
             if let Some(chunk) = builder.take() {
                 let _ = chunk_tx.send(chunk).await;
             }
@@ -221,7 +311,7 @@ impl Pipeline {
                     let result = write_chunk(&shared, chunk).await;
                     metrics::gauge!(m::CHUNKS_IN_FLIGHT).decrement(1.0);
                     drop(slot);
-                    let _ = done_tx.send((id, result));
+                    let _ = done_tx.send(ToCommitter::Chunk(id, result));
                 });
                 // Reap finished tasks as we go, so the set stays small.
                 while tasks.try_join_next().is_some() {}
@@ -232,33 +322,52 @@ impl Pipeline {
 
         let committer = async {
             let mut sequencer = CommitSequencer::default();
-            let mut committed: std::collections::BTreeMap<(Arc<str>, i32), i64> = Default::default();
+            let mut book: Book<oneshot::Sender<Stopped>> = Book::default();
             let mut chunks = 0;
-            while let Some((id, result)) = done_rx.recv().await {
-                match result {
-                    Ok(offsets) => {
-                        let ready = sequencer.complete(id, offsets);
-                        if let Err(e) = source.commit(&ready, false) {
-                            tracing::warn!(error = %e, "offset commit failed; the next commit covers it");
-                        }
-                        for o in ready {
-                            committed.insert((o.topic, o.partition), o.next);
-                        }
-                        chunks += 1;
+            let mut retry_after_failure = false;
+            loop {
+                // Wait for news; after a failed checkpoint, retry within 500 ms anyway.
+                let first = if retry_after_failure {
+                    match tokio::time::timeout(Duration::from_millis(500), done_rx.recv()).await {
+                        Ok(m) => m.map(Some),
+                        Err(_) => Some(None),
                     }
-                    Err(reason) => {
-                        failed.cancel();
-                        return Err(PipelineError::WriteFailed(reason));
+                } else {
+                    done_rx.recv().await.map(Some)
+                };
+                let Some(first) = first else { break };
+                // Take everything already queued, so that checkpoints coalesce.
+                let mut batch: Vec<ToCommitter> = first.into_iter().collect();
+                while let Ok(m) = done_rx.try_recv() {
+                    batch.push(m);
+                }
+                for m in batch {
+                    match m {
+                        ToCommitter::Chunk(id, Ok(offsets)) => {
+                            book.ready(&sequencer.complete(id, offsets));
+                            chunks += 1;
+                        }
+                        ToCommitter::Chunk(_, Err(reason)) => {
+                            failed.cancel();
+                            return Err(PipelineError::WriteFailed(reason));
+                        }
+                        ToCommitter::Start(key, epoch, from) => book.start(key, epoch, from),
+                        ToCommitter::Release(key, until, done) => book.release(key, until, done),
                     }
                 }
+                retry_after_failure = !checkpoint(&session, &fencing, &mut book, &events).await;
+                for (_, done, stopped) in book.take_done() {
+                    let _ = done.send(stopped);
+                }
             }
-            // Everything is drained: make the last commit a synchronous one.
-            let last: Vec<CommitOffset> = committed
-                .into_iter()
-                .map(|((topic, partition), next)| CommitOffset { topic, partition, next })
-                .collect();
-            if let Err(e) = source.commit(&last, true) {
-                tracing::warn!(error = %e, "final offset commit failed; the last chunks are read again on restart (writes are idempotent)");
+            // Everything is drained: write the last checkpoints (the binary bounds how long).
+            let mut attempt = 0;
+            while !checkpoint(&session, &fencing, &mut book, &events).await {
+                tokio::time::sleep(backoff::delay(attempt, Duration::from_millis(100), Duration::from_secs(2), rand::random())).await;
+                attempt += 1;
+            }
+            for (_, done, stopped) in book.take_done() {
+                let _ = done.send(stopped);
             }
             Ok(chunks)
         };
@@ -272,6 +381,46 @@ impl Pipeline {
             chunks_committed,
         })
     }
+}
+
+/// Writes every pending checkpoint, concurrently. Returns false if some
+/// could not be written (Cassandra unavailable): they stay pending.
+async fn checkpoint(
+    session: &scylla::client::session::Session,
+    fencing: &herd_sink::fencing::Fencing,
+    book: &mut Book<oneshot::Sender<Stopped>>,
+    events: &mpsc::UnboundedSender<ShardEvent>,
+) -> bool {
+    use herd_sink::fencing::FenceError;
+    let pending = book.to_commit();
+    if pending.is_empty() {
+        return true;
+    }
+    let results = futures::future::join_all(pending.iter().map(|((topic, partition), epoch, next)| {
+        fencing.commit(session, topic, *partition, *epoch, *next)
+    }))
+    .await;
+    let mut all = true;
+    for ((key, epoch, next), result) in pending.into_iter().zip(results) {
+        match result {
+            Ok(()) => {
+                metrics::counter!(m::CHECKPOINTS).increment(1);
+                book.committed(&key, epoch, next);
+            }
+            Err(e @ FenceError::Fenced { .. }) => {
+                metrics::counter!(m::CHECKPOINTS_FENCED).increment(1);
+                if book.fenced(&key, epoch) {
+                    tracing::warn!(topic = %key.0, partition = key.1, epoch, error = %e, "checkpoint refused: a newer owner holds the shard; it is no longer checkpointed here");
+                    let _ = events.send(ShardEvent::Fenced { topic: key.0.to_string(), partition: key.1, epoch, reason: e.to_string() });
+                }
+            }
+            Err(e) => {
+                all = false;
+                tracing::warn!(topic = %key.0, partition = key.1, error = %e, "checkpoint failed; retrying (the shard's offsets stay behind meanwhile)");
+            }
+        }
+    }
+    all
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -6,15 +6,6 @@ use std::time::Duration;
 /// [`IngestArgs::validate`].
 #[derive(Debug, Clone, clap::Args)]
 pub struct IngestArgs {
-    /// Kafka topics to ingest, comma-separated.
-    #[arg(long, env = "HERD_TOPICS", value_delimiter = ',', required = true)]
-    pub topics: Vec<String>,
-
-    /// Kafka consumer group of the workers (until the coordinator assigns
-    /// partitions; see issue 4).
-    #[arg(long, env = "HERD_GROUP_ID", default_value = "herd-worker")]
-    pub group_id: String,
-
     /// A chunk of work is cut at this many events...
     #[arg(long, env = "HERD_BATCH_MAX_ROWS", default_value_t = 5_000)]
     pub batch_max_rows: usize,
@@ -83,8 +74,6 @@ pub enum OnWriteFailure {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngestSettings {
-    pub topics: Vec<String>,
-    pub group_id: String,
     pub batch_max_rows: NonZeroUsize,
     pub batch_max_bytes: NonZeroUsize,
     pub linger: Duration,
@@ -128,56 +117,12 @@ fn nonzero(field: &'static str, value: usize, max: usize) -> Result<NonZeroUsize
     range(field, value, 1, max).map(|v| NonZeroUsize::new(v).expect("checked >= 1"))
 }
 
-/// Kafka's rule for topic names: 1-249 of [a-zA-Z0-9._-], not "." or "..".
-fn valid_topic(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 249
-        && name != "."
-        && name != ".."
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-}
-
 impl IngestArgs {
     pub fn validate(&self) -> Result<IngestSettings, SettingsError> {
-        let topic_err = |field, value: &str| SettingsError {
-            field,
-            value: value.to_owned(),
-            problem: "is not a valid Kafka topic name; use 1 to 249 of a-z A-Z 0-9 . _ -".into(),
-        };
-        if self.topics.is_empty() {
-            return Err(SettingsError {
-                field: "topics",
-                value: String::new(),
-                problem: "is empty; name at least one topic".into(),
-            });
-        }
-        for t in &self.topics {
-            if !valid_topic(t) {
-                return Err(topic_err("topics", t));
-            }
-        }
-        if !valid_topic(&self.dead_letter_topic) {
-            return Err(topic_err("dead-letter-topic", &self.dead_letter_topic));
-        }
-        if self.topics.contains(&self.dead_letter_topic) {
-            return Err(SettingsError {
-                field: "dead-letter-topic",
-                value: self.dead_letter_topic.clone(),
-                problem: "is also an ingested topic; dead letters would be ingested again".into(),
-            });
-        }
-        if self.group_id.trim().is_empty() {
-            return Err(SettingsError {
-                field: "group-id",
-                value: self.group_id.clone(),
-                problem: "is empty".into(),
-            });
-        }
+        herd_config::kafka_topic("dead-letter-topic", &self.dead_letter_topic)?;
         let initial = range("retry-initial-ms", self.retry_initial_ms, 1, 60_000)?;
         let max = range("retry-max-ms", self.retry_max_ms, initial, 600_000)?;
         Ok(IngestSettings {
-            topics: self.topics.clone(),
-            group_id: self.group_id.clone(),
             batch_max_rows: nonzero("batch-max-rows", self.batch_max_rows, 1_000_000)?,
             batch_max_bytes: nonzero("batch-max-bytes", self.batch_max_bytes, 1 << 30)?,
             linger: Duration::from_millis(range("linger-ms", self.linger_ms, 0, 60_000)?),
@@ -224,9 +169,6 @@ pub(crate) mod tests {
 
     pub fn args(extra: &[&str]) -> IngestArgs {
         let mut argv = vec!["test"];
-        if !extra.contains(&"--topics") {
-            argv.extend(["--topics", "events"]);
-        }
         argv.extend_from_slice(extra);
         Cli::try_parse_from(argv).unwrap().ingest
     }
@@ -234,13 +176,9 @@ pub(crate) mod tests {
     #[test]
     fn defaults_validate() {
         let s = args(&[]).validate().unwrap();
-        assert_eq!(s.topics, vec!["events"]);
         assert_eq!(s.on_write_failure, OnWriteFailure::DeadLetter);
         assert_eq!(s.retry.unavailable_budget, None);
-        let s = args(&["--topics", "a,b", "--retry-unavailable-secs", "30", "--on-write-failure", "stop"])
-            .validate()
-            .unwrap();
-        assert_eq!(s.topics, vec!["a", "b"]);
+        let s = args(&["--retry-unavailable-secs", "30", "--on-write-failure", "stop"]).validate().unwrap();
         assert_eq!(s.retry.unavailable_budget, Some(Duration::from_secs(30)));
         assert_eq!(s.on_write_failure, OnWriteFailure::Stop);
     }
@@ -252,8 +190,7 @@ pub(crate) mod tests {
             (&["--cql-batch-max-bytes", "60000"], "cql-batch-max-bytes: \"60000\" is out of range"),
             (&["--retry-initial-ms", "500", "--retry-max-ms", "100"], "retry-max-ms: \"100\" is out of range; expected 500"),
             (&["--on-write-failure", "ignore"], "on-write-failure: \"ignore\" is not a policy"),
-            (&["--dead-letter-topic", "events"], "dead-letter-topic: \"events\" is also an ingested topic"),
-            (&["--topics", "bad topic"], "topics: \"bad topic\" is not a valid Kafka topic name"),
+            (&["--dead-letter-topic", "bad topic"], "dead-letter-topic: \"bad topic\" is not a valid Kafka topic name"),
         ] {
             let e = args(argv).validate().unwrap_err().to_string();
             assert!(e.starts_with(expected), "wanted {expected:?}, got {e:?}");

@@ -116,6 +116,12 @@ impl Fencing {
             owner: String::new(),
             next_offset: None,
         });
+        // Claimed before under this very grant (the owner restarted the
+        // shard, or a retried claim whose answer was lost): an epoch is
+        // granted to one owner only, so this is still ours.
+        if current.epoch == epoch && current.owner == owner {
+            return Ok(current);
+        }
         Err(FenceError::Fenced {
             topic: topic.to_owned(),
             partition,
@@ -160,6 +166,29 @@ impl Fencing {
             .map_err(|e| unavailable(e.to_string()))
             .map(|row| row.map(|(epoch, owner, next_offset)| Checkpoint { epoch, owner, next_offset }))
     }
+}
+
+/// Every shard's checkpoint in `keyspace`, sorted by (topic, partition), for
+/// operators (herdctl status) and tests. A full scan of a small table.
+pub async fn all_checkpoints(session: &Session, keyspace: &str) -> Result<Vec<(String, i32, Checkpoint)>, String> {
+    let mut statement = scylla::statement::Statement::new(format!(
+        "SELECT topic, partition, epoch, owner, next_offset FROM {keyspace}.shard_checkpoints"
+    ));
+    statement.set_consistency(Consistency::Quorum);
+    let rows = session
+        .query_unpaged(statement, &[])
+        .await
+        .map_err(|e| e.to_string())?
+        .into_rows_result()
+        .map_err(|e| e.to_string())?;
+    let mut out = rows
+        .rows::<(String, i32, i64, String, Option<i64>)>()
+        .map_err(|e| e.to_string())?
+        .map(|r| r.map(|(t, p, epoch, owner, next_offset)| (t, p, Checkpoint { epoch, owner, next_offset })))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    Ok(out)
 }
 
 async fn lwt(

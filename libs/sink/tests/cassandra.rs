@@ -160,6 +160,9 @@ async fn a_newer_epoch_fences_the_older_owner_at_the_database() {
         );
     }
     f.claim(&session, "events", 1, 1, "worker-a").await.expect("another shard");
+    // The holder of a grant may claim it again (a restarted shard) and resumes from its checkpoint.
+    let again = f.claim(&session, "events", 0, 2, "worker-b").await.expect("same grant, same owner");
+    assert_eq!(again.next_offset, Some(200));
 
     // Concurrent claims: whatever the interleaving, the highest epoch ends up owning.
     let claims = (1..=10).map(|epoch| {

@@ -19,3 +19,36 @@ pub async fn stored_identities(session: &Session, keyspace: &str) -> Vec<(String
         .await
         .expect("read points")
 }
+
+/// Sum over the partitions of `topic` of (checkpointed next offset in
+/// `keyspace`, end offset in Kafka).
+pub async fn checkpointed_and_end(session: &Session, keyspace: &str, topic: &str) -> (i64, i64) {
+    let checkpoints = herd_sink::fencing::all_checkpoints(session, keyspace).await.unwrap_or_default();
+    let checkpointed = checkpoints
+        .iter()
+        .filter(|(t, _, _)| t == topic)
+        .filter_map(|(_, _, c)| c.next_offset)
+        .sum();
+    let (e, t) = (crate::endpoints(), topic.to_owned());
+    let end = tokio::task::spawn_blocking(move || crate::kafka::end_offsets(&e, &t).values().sum())
+        .await
+        .expect("end offsets");
+    (checkpointed, end)
+}
+
+/// Waits until every message of `topic` is checkpointed in `keyspace`;
+/// panics after `limit` with how far it got.
+pub async fn wait_all_checkpointed(session: &Session, keyspace: &str, topic: &str, limit: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let (checkpointed, end) = checkpointed_and_end(session, keyspace, topic).await;
+        if checkpointed == end {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{checkpointed} of {end} messages of {topic} checkpointed in {keyspace} within {limit:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}

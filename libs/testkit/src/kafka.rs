@@ -1,13 +1,14 @@
 //! Kafka helpers for tests: produce and learn where each message landed,
-//! compare a group's committed offsets with the partitions' ends.
+//! read partitions' ends, read a topic back.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use herd_config::Endpoints;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 
 /// One message to produce.
 pub struct Outgoing {
@@ -36,56 +37,19 @@ pub async fn produce(producer: &FutureProducer, topic: &str, messages: &[Outgoin
     positions
 }
 
-fn offsets_consumer(endpoints: &Endpoints, group: &str) -> BaseConsumer {
-    ClientConfig::new()
+/// The end offset (high watermark) of each partition of `topic`.
+pub fn end_offsets(endpoints: &Endpoints, topic: &str) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", endpoints.kafka_bootstrap())
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
         .create()
-        .expect("offsets consumer")
-}
-
-/// Sum over the topic's partitions of (committed offset of `group`, end offset).
-pub fn committed_and_end(endpoints: &Endpoints, topic: &str, group: &str) -> (i64, i64) {
-    let consumer = offsets_consumer(endpoints, group);
+        .expect("offsets consumer");
     let timeout = Duration::from_secs(10);
     let metadata = consumer.fetch_metadata(Some(topic), timeout).expect("topic metadata");
-    let partitions: Vec<i32> = metadata.topics()[0].partitions().iter().map(|p| p.id()).collect();
-    let mut tpl = TopicPartitionList::new();
-    for &p in &partitions {
-        tpl.add_partition(topic, p);
-    }
-    let committed = consumer.committed_offsets(tpl, timeout).expect("committed offsets");
-    let mut sum_committed = 0;
-    let mut sum_end = 0;
-    for &p in &partitions {
-        let (_, high) = consumer.fetch_watermarks(topic, p, timeout).expect("watermarks");
-        sum_end += high;
-        if let Some(Offset::Offset(o)) = committed.find_partition(topic, p).map(|e| e.offset()) {
-            sum_committed += o;
-        }
-    }
-    (sum_committed, sum_end)
-}
-
-/// Waits until `group` has committed every message of `topic`; panics after
-/// `limit` with how far it got.
-pub async fn wait_all_committed(endpoints: &Endpoints, topic: &str, group: &str, limit: Duration) {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let (committed, end) = {
-            let (e, t, g) = (endpoints.clone(), topic.to_owned(), group.to_owned());
-            tokio::task::spawn_blocking(move || committed_and_end(&e, &t, &g)).await.unwrap()
-        };
-        if committed == end {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "group {group} committed {committed} of {end} messages of {topic} within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| (p.id(), consumer.fetch_watermarks(topic, p.id(), timeout).expect("watermarks").1))
+        .collect()
 }
 
 /// Every record of `topic` (all partitions, from the start) until `count`

@@ -12,6 +12,26 @@ pub mod cassandra;
 pub mod kafka;
 pub mod process;
 
+/// Deletes `root` and everything under it (a test's znode tree), ignoring
+/// nodes that are gone meanwhile.
+pub async fn delete_zk_tree(root: &str) {
+    let Ok(zk) = herd_clients::zookeeper::connect(&endpoints(), std::time::Duration::from_secs(4)).await else { return };
+    let mut stack = vec![(root.to_owned(), false)];
+    while let Some((path, expanded)) = stack.pop() {
+        if expanded {
+            let _ = zk.delete(&path, None).await;
+            continue;
+        }
+        stack.push((path.clone(), true));
+        if let Ok(children) = zk.list_children(&path).await {
+            for c in children {
+                stack.push((format!("{path}/{c}"), false));
+            }
+        }
+    }
+    herd_clients::zookeeper::close(zk, std::time::Duration::from_secs(2)).await;
+}
+
 /// Runs `deploy/local/stack` with `args` (e.g. `["stop", "cassandra"]`),
 /// for fault tests that stop and restart a real server. Panics if it fails.
 pub fn stack(args: &[&str]) {

@@ -2,18 +2,20 @@
 //! leader watches the registered workers and the partitions of --topics, and
 //! publishes the shard assignment at {root}/assignment (a leader-only write).
 //! It leads while its ZooKeeper session lives and hands over to a standby
-//! when it ends. Workers following the assignment, with fenced checkpoints,
-//! is the next step of issue 4.
+//! when it ends. A shard moves only once its holder released it (see
+//! herd_coord::handoff); every grant carries a fencing epoch that the workers'
+//! checkpoints in Cassandra are conditioned on.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use herd_config::ConnectArgs;
-use herd_coord::assign::{assign, Assignment, Shard};
+use herd_config::{ConnectArgs, CoordArgs};
+use herd_coord::assign::{assign, Shard};
 use herd_coord::election::{self, ElectionError, Leadership};
-use herd_coord::membership::{self, AssignmentDoc};
+use herd_coord::handoff::{self, AssignmentDoc};
+use herd_coord::membership;
 use herd_telemetry::{BadInput, Exit, LogArgs};
 use tokio_util::sync::CancellationToken;
 
@@ -28,9 +30,8 @@ struct Cli {
     connect: ConnectArgs,
     #[command(flatten)]
     log: LogArgs,
-    /// ZooKeeper path under which herd keeps its coordination state.
-    #[arg(long, env = "HERD_ZK_ROOT", default_value = "/herd")]
-    root: String,
+    #[command(flatten)]
+    coord: CoordArgs,
     /// This coordinator's name in ZooKeeper and logs [default: host-pid].
     #[arg(long, env = "HERD_COORDINATOR_ID")]
     id: Option<String>,
@@ -41,10 +42,6 @@ struct Cli {
     /// are picked up), in seconds. Membership changes act at once.
     #[arg(long, env = "HERD_REFRESH_SECS", default_value_t = 10)]
     refresh_secs: u64,
-    /// ZooKeeper session timeout in milliseconds: how long after this
-    /// coordinator dies or is cut off a standby takes over.
-    #[arg(long, env = "HERD_SESSION_TIMEOUT_MS", default_value_t = 6000)]
-    session_timeout_ms: u64,
     /// Validate flags and environment, print the effective settings, and exit.
     #[arg(long)]
     check_config: bool,
@@ -58,46 +55,41 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode, Exit> {
     herd_telemetry::init_logging(&cli.log, "info").bad_input()?;
     let endpoints = cli.connect.validate().bad_input()?;
-    herd_config::zk_root("root", &cli.root).bad_input()?;
-    // ZooKeeper negotiates within [2, 20] ticks; the stack's floor is 2 s.
-    if !(2_000..=60_000).contains(&cli.session_timeout_ms) {
-        return Err(Exit::BadInput(anyhow::anyhow!(
-            "session-timeout-ms: {} is out of range; expected 2000 to 60000",
-            cli.session_timeout_ms
-        )));
+    let coord = cli.coord.validate().bad_input()?;
+    for topic in &cli.topics {
+        herd_config::kafka_topic("topics", topic).bad_input()?;
     }
     let id = cli.id.unwrap_or_else(herd_config::default_instance_id);
     if cli.check_config {
-        println!("configuration ok: {endpoints:?}\nroot: {}\nid: {id}\nsession timeout: {} ms", cli.root, cli.session_timeout_ms);
+        println!("configuration ok: {endpoints:?}\n{coord:?}\ntopics: {:?}\nid: {id}", cli.topics);
         return Ok(ExitCode::SUCCESS);
     }
-    let client = herd_clients::zookeeper::connect(&endpoints, Duration::from_millis(cli.session_timeout_ms))
+    let client = herd_clients::zookeeper::connect(&endpoints, coord.session_timeout)
         .await
         .context("while connecting to ZooKeeper")?;
     let shutdown = CancellationToken::new();
     tokio::spawn(handle_signals(shutdown.clone()));
 
-    tracing::info!(%id, root = %cli.root, "standing for election");
+    tracing::info!(%id, root = %coord.root, "standing for election");
     let leadership = tokio::select! {
-        l = election::campaign(&client, &cli.root, &id) => l.context("while standing for election")?,
+        l = election::campaign(&client, &coord.root, &id) => l.context("while standing for election")?,
         _ = shutdown.cancelled() => {
             herd_clients::zookeeper::close(client, Duration::from_secs(5)).await;
             tracing::info!("stopped while standing by");
             return Ok(ExitCode::SUCCESS);
         }
     };
-    leadership.publish(&client, &cli.root, &id).await.context("while publishing leadership")?;
+    leadership.publish(&client, &coord.root, &id).await.context("while publishing leadership")?;
     tracing::info!(%id, epoch = leadership.epoch, lock = %leadership.lock_path, "leading");
 
     if cli.topics.is_empty() {
         tracing::warn!("no --topics given: leading, but there is nothing to assign");
     }
-    let ctx = Lead { client: &client, endpoints: &endpoints, root: &cli.root, topics: &cli.topics, leadership: &leadership };
-    let mut previous: Option<Assignment> = None;
+    let ctx = Lead { client: &client, endpoints: &endpoints, root: &coord.root, topics: &cli.topics, leadership: &leadership };
     let mut states = client.state_watcher();
     loop {
-        let watcher = match ctx.round(&mut previous).await {
-            Ok(watcher) => Some(watcher),
+        let watchers = match ctx.round().await {
+            Ok(watchers) => Some(watchers),
             Err(ElectionError::Deposed(why)) => {
                 return Err(anyhow::anyhow!("lost leadership: a leader-only write was refused ({why}); a standby leads now").into());
             }
@@ -106,9 +98,12 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
                 None
             }
         };
+        // Workers joined or left, or a shard was taken or released.
         let membership_changed = async {
-            match watcher {
-                Some(w) => { w.changed().await; }
+            match watchers {
+                Some([workers, holders]) => {
+                    tokio::select! { _ = workers.changed() => {}, _ = holders.changed() => {} }
+                }
                 None => tokio::time::sleep(Duration::from_secs(1)).await,
             }
         };
@@ -143,17 +138,17 @@ struct Lead<'a> {
 }
 
 impl Lead<'_> {
-    /// One assignment round: read workers (arming a watch on them) and
-    /// partitions, assign, publish if anything changed. Returns the watch.
-    async fn round(&self, previous: &mut Option<Assignment>) -> Result<zookeeper_client::OneshotWatcher, ElectionError> {
+    /// One assignment round: read workers and holders (arming watches on
+    /// both) and partitions, assign, plan the handoff, publish if anything
+    /// changed. Returns the two watches.
+    async fn round(&self) -> Result<[zookeeper_client::OneshotWatcher; 2], ElectionError> {
         let dir = membership::workers_dir(self.root);
         membership::ensure_path(self.client, &dir).await?;
-        let (_, _, watcher) = self.client.get_and_watch_children(&dir).await?;
+        let (_, _, workers_watch) = self.client.get_and_watch_children(&dir).await?;
         let workers = membership::workers(self.client, self.root).await?;
-        let before = match previous {
-            Some(p) => p.clone(),
-            None => membership::read_assignment(self.client, self.root).await?.map(|d| d.assignment()).unwrap_or_default(),
-        };
+        let (holders, holders_watch) = membership::holders(self.client, self.root).await?;
+        let previous = membership::read_assignment(self.client, self.root).await?;
+        let before = previous.as_ref().map(AssignmentDoc::target).unwrap_or_default();
         let shards: Vec<Shard> = match herd_clients::kafka::partitions(self.endpoints, self.topics).await {
             Ok(p) => p.into_iter().map(|(topic, partition)| Shard { topic, partition }).collect(),
             Err(e) => {
@@ -161,16 +156,18 @@ impl Lead<'_> {
                 before.keys().cloned().collect()
             }
         };
-        let next = assign(&membership::as_assign_input(&workers), &shards, &before);
-        if previous.as_ref() != Some(&next) {
-            let doc = AssignmentDoc::new(self.leadership.epoch, &next);
+        let target = assign(&membership::as_assign_input(&workers), &shards, &before);
+        let grants = handoff::plan(&target, previous.as_ref().map_or(&[][..], |d| &d.shards), &holders);
+        let doc = AssignmentDoc { leader_epoch: self.leadership.epoch, shards: grants };
+        if previous.as_ref() != Some(&doc) {
             let data = serde_json::to_vec(&doc).expect("serializable");
             self.leadership.write(self.client, &membership::assignment_path(self.root), &data).await?;
-            let moved = next.iter().filter(|(s, o)| before.get(*s).is_some_and(|b| b != *o)).count();
-            tracing::info!(workers = workers.len(), shards = next.len(), moved, "published assignment");
-            *previous = Some(next);
+            let moved = target.iter().filter(|(s, o)| before.get(*s).is_some_and(|b| b != *o)).count();
+            let revoking = doc.shards.iter().filter(|g| g.revoke).count();
+            let new_grants = doc.shards.iter().filter(|g| g.epoch == handoff::NEW_GRANT).count();
+            tracing::info!(workers = workers.len(), shards = target.len(), moved, revoking, new_grants, "published assignment");
         }
-        Ok(watcher)
+        Ok([workers_watch, holders_watch])
     }
 }
 

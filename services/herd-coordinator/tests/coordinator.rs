@@ -94,7 +94,7 @@ async fn wait_assignment(zk: &Client, root: &str, what: &str, done: impl Fn(&Ass
     loop {
         zk.sync(root).await.unwrap();
         if let Some(doc) = membership::read_assignment(zk, root).await.unwrap() {
-            let a = doc.assignment();
+            let a = doc.target();
             if done(&a) {
                 return a;
             }

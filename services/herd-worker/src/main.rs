@@ -1,9 +1,12 @@
-//! herd-worker: consumes Kafka partitions and writes their events into
-//! Cassandra. Nothing is lost (offsets are committed only behind stored or
-//! dead-lettered events) and nothing is duplicated (writes are idempotent).
+//! herd-worker: consumes the Kafka partitions (shards) the coordinator grants
+//! it and writes their events into Cassandra. Nothing is lost (checkpoints
+//! only ever cover stored or dead-lettered events) and nothing is duplicated
+//! (writes are idempotent, and a stale owner's checkpoints are refused by
+//! Cassandra).
 //!
-//! Thin binary: flags and environment, wiring, signals. The pipeline lives in
-//! `libs/ingest`, the Cassandra side in `libs/sink`.
+//! Thin binary: flags and environment, wiring, signals. The pipeline and the
+//! following of the assignment live in `libs/ingest`, the Cassandra side in
+//! `libs/sink`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -12,7 +15,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use herd_config::ConnectArgs;
+use herd_config::{ConnectArgs, CoordArgs};
+use herd_coord::membership::WorkerInfo;
+use herd_ingest::ownership::Ownership;
 use herd_ingest::{DeadLetterSink, IngestArgs, KafkaSource, Pipeline};
 use herd_sink::SinkArgs;
 use herd_telemetry::{BadInput, Exit, LogArgs};
@@ -22,11 +27,13 @@ use tokio_util::sync::CancellationToken;
 #[command(
     name = "herd-worker",
     version,
-    about = "Ingest worker: consumes Kafka topics and writes their events into Cassandra as time series."
+    about = "Ingest worker: consumes the Kafka partitions the coordinator grants it and writes their events into Cassandra as time series."
 )]
 struct Cli {
     #[command(flatten)]
     connect: ConnectArgs,
+    #[command(flatten)]
+    coord: CoordArgs,
     #[command(flatten)]
     log: LogArgs,
     #[command(flatten)]
@@ -36,9 +43,13 @@ struct Cli {
     /// Address of the Prometheus endpoint (GET /metrics).
     #[arg(long, env = "HERD_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     metrics_addr: SocketAddr,
-    /// This worker's name in logs, dead letters and Kafka [default: host-pid].
+    /// This worker's name in ZooKeeper, logs, dead letters and checkpoints
+    /// [default: host-pid]. Keep it across restarts of the same worker.
     #[arg(long, env = "HERD_WORKER_ID")]
     worker_id: Option<String>,
+    /// This worker's share of the shards relative to the others' (0: none).
+    #[arg(long, env = "HERD_CAPACITY", default_value_t = 1)]
+    capacity: u32,
     /// After SIGTERM or SIGINT: how long to drain, write and commit before
     /// giving up with exit code 1, in seconds. A second signal exits at once.
     #[arg(long, env = "HERD_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
@@ -57,6 +68,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode, Exit> {
     herd_telemetry::init_logging(&cli.log, "info").bad_input()?;
     let endpoints = cli.connect.validate().bad_input()?;
+    let coord = cli.coord.validate().bad_input()?;
     let sink = cli.sink.validate().bad_input()?;
     let ingest = cli.ingest.validate().bad_input()?;
     if !(1..=3600).contains(&cli.shutdown_timeout_secs) {
@@ -65,9 +77,15 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
             cli.shutdown_timeout_secs
         )));
     }
+    if cli.capacity > 1000 {
+        return Err(Exit::BadInput(anyhow::anyhow!("capacity: {} is out of range; expected 0 to 1000", cli.capacity)));
+    }
     let worker_id = cli.worker_id.unwrap_or_else(herd_config::default_instance_id);
+    if worker_id.is_empty() || worker_id.contains('/') || worker_id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Exit::BadInput(anyhow::anyhow!("worker-id: {worker_id:?} is not usable as a ZooKeeper node name; use letters, digits, - _ . :")));
+    }
     if cli.check_config {
-        println!("configuration ok:\n{endpoints:#?}\n{sink:#?}\n{ingest:#?}\nworker id: {worker_id}");
+        println!("configuration ok:\n{endpoints:#?}\n{coord:#?}\n{sink:#?}\n{ingest:#?}\nworker id: {worker_id}\ncapacity: {}", cli.capacity);
         return Ok(ExitCode::SUCCESS);
     }
     herd_telemetry::install_metrics(cli.metrics_addr).bad_input()?;
@@ -75,54 +93,81 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
     let session = herd_clients::cassandra::session(&endpoints)
         .await
         .context("while connecting to Cassandra")?;
+    let session = Arc::new(session);
     let applied = herd_sink::schema::migrate(&session, &sink)
         .await
         .context("while migrating the schema")?;
-    let writer = herd_sink::Writer::prepare(Arc::new(session), sink)
+    let fencing = herd_sink::fencing::Fencing::prepare(&session, &sink.keyspace)
+        .await
+        .context("while preparing checkpoint statements")?;
+    let writer = herd_sink::Writer::prepare(session.clone(), sink)
         .await
         .context("while preparing statements")?;
     // -1: the broker's default partitions and replication.
     herd_clients::kafka::ensure_topic(&endpoints, &ingest.dead_letter_topic, -1, -1)
         .await
         .context("while creating the dead-letter topic")?;
-    let source = KafkaSource::consumer_group(&endpoints, &worker_id, &ingest.group_id, &ingest.topics)
-        .map_err(|e| anyhow::anyhow!("while joining consumer group {}: {e}", ingest.group_id))?;
+    let source = KafkaSource::new(&endpoints, &worker_id).map_err(|e| anyhow::anyhow!("while creating the Kafka consumer: {e}"))?;
     let dead_letters = DeadLetterSink {
         producer: herd_clients::kafka::producer(&endpoints, &worker_id).context("while creating the dead-letter producer")?,
         topic: ingest.dead_letter_topic.clone(),
         worker: worker_id.clone(),
     };
     tracing::info!(
-        worker = %worker_id, topics = ?ingest.topics, group = %ingest.group_id, migrations_applied = ?applied,
+        worker = %worker_id, root = %coord.root, migrations_applied = ?applied,
         metrics = %cli.metrics_addr, "worker started"
     );
 
     let shutdown = CancellationToken::new();
     tokio::spawn(handle_signals(shutdown.clone()));
+    let (control_tx, control_rx) = tokio::sync::mpsc::channel(64);
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let ownership = tokio::spawn(
+        Ownership {
+            endpoints: endpoints.clone(),
+            coord: coord.clone(),
+            info: WorkerInfo { id: worker_id.clone(), address: cli.metrics_addr.to_string(), capacity: cli.capacity, config_version: 0 },
+            session: session.clone(),
+            fencing: fencing.clone(),
+            control: control_tx,
+            events: events_rx,
+            dead_letter_topic: ingest.dead_letter_topic.clone(),
+        }
+        .run(shutdown.clone()),
+    );
     let mut pipeline = tokio::spawn(
         Pipeline {
             settings: ingest,
             source,
             writer,
             dead_letters,
+            session,
+            fencing,
+            control: control_rx,
+            events: events_tx,
         }
         .run(shutdown.clone()),
     );
+    let limit = Duration::from_secs(cli.shutdown_timeout_secs);
     let result = tokio::select! {
         result = &mut pipeline => result,
         _ = shutdown.cancelled() => {
-            let limit = Duration::from_secs(cli.shutdown_timeout_secs);
             match tokio::time::timeout(limit, &mut pipeline).await {
                 Ok(result) => result,
                 Err(_) => {
                     return Err(anyhow::anyhow!(
-                        "shutdown did not finish within {} s (is Cassandra or Kafka down?); uncommitted messages are read again on restart",
+                        "shutdown did not finish within {} s (is Cassandra or Kafka down?); messages not checkpointed are read again by the shards' next owners",
                         limit.as_secs()
                     ).into());
                 }
             }
         }
     };
+    // The pipeline has checkpointed what it could: now let go of the shards.
+    shutdown.cancel();
+    if let Ok(Ok(Some(zk))) = tokio::time::timeout(limit, ownership).await {
+        herd_clients::zookeeper::close(zk, Duration::from_secs(5)).await;
+    }
     let summary = result.context("the pipeline task failed")??;
     tracing::info!(
         messages = summary.messages, events_written = summary.events_written,
@@ -140,9 +185,9 @@ async fn handle_signals(shutdown: CancellationToken) {
         return;
     };
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tracing::info!("signal received: stopping consumption, then draining, writing and committing (a second signal exits at once)");
+    tracing::info!("signal received: stopping consumption, then draining, writing and checkpointing (a second signal exits at once)");
     shutdown.cancel();
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tracing::warn!("second signal: exiting now without committing; uncommitted messages are read again on restart");
+    tracing::warn!("second signal: exiting now without checkpointing; what was not checkpointed is read again by the shards' next owners");
     std::process::exit(130);
 }

@@ -5,9 +5,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{assert_exactly, events, identities, messages, session, start_worker, Encoding, Names};
+use common::{assert_exactly, events, identities, messages, session, start_coordinator, start_worker, Encoding, Names};
 use herd_model::{arrow_ipc, Event};
-use herd_testkit::kafka::{committed_and_end, produce, read_all, wait_all_committed, Outgoing};
+use herd_testkit::kafka::{produce, read_all, Outgoing};
 use herd_testkit::endpoints;
 use rdkafka::message::{Headers, Message};
 
@@ -27,6 +27,7 @@ fn producer() -> rdkafka::producer::FutureProducer {
 async fn two_hundred_thousand_events_in_both_encodings_are_stored_exactly_once() {
     let names = Names::new("ingest");
     topic(&names).await;
+    let _coordinator = start_coordinator(&names, "coord");
     let single = events("json-single", 50_000, 500);
     let lines = events("json-lines", 50_000, 500);
     let arrow = events("arrow", 100_000, 500);
@@ -38,7 +39,7 @@ async fn two_hundred_thousand_events_in_both_encodings_are_stored_exactly_once()
     produce(&producer, &names.topic, &outgoing).await;
 
     let mut worker = start_worker("ingest", &names.worker_args(&[]));
-    wait_all_committed(&endpoints(), &names.topic, &names.group, DRAIN).await;
+    names.wait_all_checkpointed(DRAIN).await;
     let status = worker.terminate(Duration::from_secs(60));
     assert!(status.success(), "SIGTERM: clean exit, got {status}\n{}", worker.log_tail());
 
@@ -53,6 +54,7 @@ async fn two_hundred_thousand_events_in_both_encodings_are_stored_exactly_once()
 async fn kill_dash_nine_mid_stream_then_restart_loses_and_duplicates_nothing() {
     let names = Names::new("kill9");
     topic(&names).await;
+    let _coordinator = start_coordinator(&names, "coord");
     let json = events("json", 40_000, 200);
     let arrow = events("arrow", 120_000, 200);
     let mut outgoing = messages(&json, Encoding::JsonLines(50));
@@ -62,11 +64,9 @@ async fn kill_dash_nine_mid_stream_then_restart_loses_and_duplicates_nothing() {
     // Small chunks, so that there are many commits to interrupt.
     let args = names.worker_args(&["--batch-max-rows", "2000"]);
     let mut worker = start_worker("kill9-first", &args);
-    let (topic, group) = (names.topic.clone(), names.group.clone());
     let deadline = tokio::time::Instant::now() + DRAIN;
     let (committed, end) = loop {
-        let (t, g) = (topic.clone(), group.clone());
-        let (c, e) = tokio::task::spawn_blocking(move || committed_and_end(&endpoints(), &t, &g)).await.unwrap();
+        let (c, e) = names.checkpointed_and_end().await;
         if c * 5 >= e {
             break (c, e);
         }
@@ -77,7 +77,7 @@ async fn kill_dash_nine_mid_stream_then_restart_loses_and_duplicates_nothing() {
     assert!(committed < end, "the kill must land mid-stream: {committed} of {end} committed");
 
     let mut worker = start_worker("kill9-second", &args);
-    wait_all_committed(&endpoints(), &names.topic, &names.group, DRAIN).await;
+    names.wait_all_checkpointed(DRAIN).await;
     assert!(worker.terminate(Duration::from_secs(60)).success(), "{}", worker.log_tail());
 
     let expected: BTreeSet<_> = identities(&json).into_iter().chain(identities(&arrow)).collect();
@@ -100,6 +100,7 @@ struct ExpectedLetter {
 async fn malformed_events_go_to_the_dead_letter_topic_and_good_ones_are_stored() {
     let names = Names::new("dlq");
     topic(&names).await;
+    let _coordinator = start_coordinator(&names, "coord");
     let good = events("good", 19_800, 100);
     let mut outgoing: Vec<Outgoing> = Vec::new();
     let mut expected: Vec<ExpectedLetter> = Vec::new();
@@ -158,7 +159,7 @@ async fn malformed_events_go_to_the_dead_letter_topic_and_good_ones_are_stored()
     let positions = produce(&producer(), &names.topic, &outgoing).await;
 
     let mut worker = start_worker("dlq", &names.worker_args(&[]));
-    wait_all_committed(&endpoints(), &names.topic, &names.group, DRAIN).await;
+    names.wait_all_checkpointed(DRAIN).await;
     assert!(worker.terminate(Duration::from_secs(60)).success(), "{}", worker.log_tail());
     assert_exactly(&session().await, &names.keyspace, &identities(&good)).await;
 
@@ -211,20 +212,21 @@ async fn refused_writes_are_dead_lettered_or_stop_the_worker() {
     for policy in ["dead-letter", "stop"] {
         let names = Names::new(if policy == "stop" { "refused_stop" } else { "refused_dlq" });
         topic(&names).await;
+        let _coordinator = start_coordinator(&names, "coord");
         let producer = producer();
         let first = events("first", 1_000, 10);
         produce(&producer, &names.topic, &messages(&first, Encoding::Arrow(100))).await;
         let mut args = names.worker_args(&fast_retry);
         args.extend(["--on-write-failure".to_owned(), policy.to_owned()]);
         let mut worker = start_worker(&format!("refused-{policy}"), &args);
-        wait_all_committed(&endpoints(), &names.topic, &names.group, DRAIN).await;
+        names.wait_all_checkpointed(DRAIN).await;
 
         drop_points_table(&names.keyspace).await;
         let refused = events("refused", 300, 10);
         produce(&producer, &names.topic, &messages(&refused, Encoding::JsonLines(30))).await;
 
         if policy == "dead-letter" {
-            wait_all_committed(&endpoints(), &names.topic, &names.group, DRAIN).await;
+            names.wait_all_checkpointed(DRAIN).await;
             assert!(worker.terminate(Duration::from_secs(60)).success(), "{}", worker.log_tail());
             let letters = tokio::task::spawn_blocking({
                 let dlq = names.dead_letters.clone();
@@ -248,8 +250,7 @@ async fn refused_writes_are_dead_lettered_or_stop_the_worker() {
             }
             let status = worker.terminate(Duration::from_secs(1));
             assert_eq!(status.code(), Some(1), "stopped with an error\n{}", worker.log_tail());
-            let (t, g) = (names.topic.clone(), names.group.clone());
-            let (committed, end) = tokio::task::spawn_blocking(move || committed_and_end(&endpoints(), &t, &g)).await.unwrap();
+            let (committed, end) = names.checkpointed_and_end().await;
             assert!(committed < end, "the refused events' offsets are not committed ({committed} of {end})");
         }
         names.cleanup().await;

@@ -17,17 +17,49 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+const LOG: (&str, &str) = ("HERD_LOG", "info,scylla=warn,zookeeper_client=warn");
+
+/// The ZooKeeper session timeout of the tests' workers and coordinators.
+pub const SESSION_TIMEOUT_MS: u64 = 4000;
+
+/// Starts a worker named `name` (its id in ZooKeeper and the checkpoints).
 pub fn start_worker(name: &str, args: &[String]) -> Worker {
     let mut args = args.to_vec();
-    args.extend(["--metrics-addr".to_owned(), format!("127.0.0.1:{}", free_port())]);
-    Worker::start(env!("CARGO_BIN_EXE_herd-worker"), name, &args, &[("HERD_LOG", "info,scylla=warn,zookeeper_client=warn")])
+    args.extend(["--metrics-addr".to_owned(), format!("127.0.0.1:{}", free_port()), "--worker-id".to_owned(), name.to_owned()]);
+    Worker::start(env!("CARGO_BIN_EXE_herd-worker"), name, &args, &[LOG])
+}
+
+/// Starts a coordinator for the test's topic and root.
+pub fn start_coordinator(names: &Names, name: &str) -> herd_testkit::process::Process {
+    let args: Vec<String> = [
+        "--root", &names.root, "--topics", &names.topic, "--id", name,
+        "--session-timeout-ms", &SESSION_TIMEOUT_MS.to_string(), "--refresh-secs", "2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    herd_testkit::process::Process::start(&sibling_binary("herd-coordinator"), name, &args, &[LOG])
+}
+
+/// Another binary of the workspace, built next to herd-worker (cargo only
+/// names a package's own binaries to its tests).
+pub fn sibling_binary(name: &str) -> String {
+    let worker = std::path::Path::new(env!("CARGO_BIN_EXE_herd-worker"));
+    let path = worker.with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run the tests with `cargo test --workspace` (deploy/local/test does)",
+        path.display()
+    );
+    path.to_string_lossy().into_owned()
 }
 
 /// Names of one test's resources on the shared stack.
 pub struct Names {
     pub topic: String,
     pub keyspace: String,
-    pub group: String,
+    /// The test's ZooKeeper root.
+    pub root: String,
     pub dead_letters: String,
 }
 
@@ -37,12 +69,12 @@ impl Names {
         Names {
             topic: format!("{base}_in"),
             keyspace: base.clone(),
-            group: format!("{base}_group"),
+            root: format!("/herd_tests/{base}"),
             dead_letters: format!("{base}_dlq"),
         }
     }
 
-    /// Drops the keyspace and deletes the topics, so that the shared stack
+    /// Drops the keyspace, deletes the topics and the znodes, so that the shared stack
     /// does not grow with every run. Called at the end of a passing test; a
     /// failing one leaves them for inspection.
     pub async fn cleanup(&self) {
@@ -53,11 +85,22 @@ impl Names {
                 .delete_topics(&[&self.topic, &self.dead_letters], &rdkafka::admin::AdminOptions::new())
                 .await;
         }
+        herd_testkit::delete_zk_tree(&self.root).await;
+    }
+
+    /// Sum over the topic's partitions of (checkpointed offset, end offset).
+    pub async fn checkpointed_and_end(&self) -> (i64, i64) {
+        herd_testkit::cassandra::checkpointed_and_end(&session().await, &self.keyspace, &self.topic).await
+    }
+
+    /// Waits until every message of the topic is checkpointed.
+    pub async fn wait_all_checkpointed(&self, limit: std::time::Duration) {
+        herd_testkit::cassandra::wait_all_checkpointed(&session().await, &self.keyspace, &self.topic, limit).await
     }
 
     pub fn worker_args(&self, extra: &[&str]) -> Vec<String> {
         let mut args: Vec<String> = [
-            "--topics", &self.topic, "--keyspace", &self.keyspace, "--group-id", &self.group,
+            "--root", &self.root, "--keyspace", &self.keyspace, "--session-timeout-ms", &SESSION_TIMEOUT_MS.to_string(),
             "--dead-letter-topic", &self.dead_letters, "--bucket-secs", "3600",
         ]
         .iter()
