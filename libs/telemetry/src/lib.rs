@@ -34,9 +34,12 @@ pub fn filter(args: &LogArgs, default: &str) -> Result<EnvFilter, TelemetryError
 /// user gave one. Call once, early in `main`.
 pub fn init_logging(args: &LogArgs, default: &str) -> Result<(), TelemetryError> {
     let filter = filter(args, default)?;
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours for people at a terminal, plain text for log files and collectors.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     Ok(())
 }

@@ -1,0 +1,248 @@
+//! Workers following the coordinator on the real stack, with real faults:
+//! kill -9, SIGSTOP past the session timeout, a worker joining, the leading
+//! coordinator killed. Each ends with Cassandra holding exactly the produced
+//! events.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use common::{assert_exactly, events, identities, messages, session, start_coordinator, start_worker, Encoding, Names, SESSION_TIMEOUT_MS};
+use herd_model::Event;
+use herd_sink::fencing::{all_checkpoints, Checkpoint};
+use herd_testkit::endpoints;
+use herd_testkit::kafka::produce;
+
+const DRAIN: Duration = Duration::from_secs(300);
+
+async fn setup(prefix: &str, partitions: i32) -> Names {
+    let names = Names::new(prefix);
+    herd_clients::kafka::ensure_topic(&endpoints(), &names.topic, partitions, 1).await.expect("create topic");
+    names
+}
+
+/// Produces `events` as Arrow messages of 199 events, spread over `secs`
+/// seconds, in the background, so that faults land mid-stream. (199, not
+/// 200: a message's key is its first event's series, and 199 cycles through
+/// every series, so every partition gets messages.)
+fn produce_over(names: &Names, events: &[Event], secs: u64) -> tokio::task::JoinHandle<()> {
+    let producer = herd_clients::kafka::producer(&endpoints(), "faults-producer").expect("producer");
+    let outgoing = messages(events, Encoding::Arrow(199));
+    let topic = names.topic.clone();
+    tokio::spawn(async move {
+        let slices = 20;
+        let per = outgoing.len().div_ceil(slices);
+        for part in outgoing.chunks(per) {
+            produce(&producer, &topic, part).await;
+            tokio::time::sleep(Duration::from_millis(secs * 1000 / slices as u64)).await;
+        }
+    })
+}
+
+/// (topic partition) -> checkpoint row, for the test's topic.
+async fn checkpoints(names: &Names) -> BTreeMap<i32, Checkpoint> {
+    all_checkpoints(&session().await, &names.keyspace)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(t, _, _)| *t == names.topic)
+        .map(|(_, p, c)| (p, c))
+        .collect()
+}
+
+/// Polls the checkpoint rows until `done` holds; returns them and the wait.
+async fn wait_checkpoints(names: &Names, what: &str, done: impl Fn(&BTreeMap<i32, Checkpoint>) -> bool) -> (BTreeMap<i32, Checkpoint>, Duration) {
+    let started = Instant::now();
+    loop {
+        let c = checkpoints(names).await;
+        if done(&c) {
+            return (c, started.elapsed());
+        }
+        assert!(started.elapsed() < DRAIN, "no checkpoints where {what} within {DRAIN:?}: {c:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `worker` has checkpointed at least one of its shards.
+fn checkpointed_by(c: &BTreeMap<i32, Checkpoint>, worker: &str) -> bool {
+    c.values().any(|c| c.owner == worker && c.next_offset.is_some())
+}
+
+fn owned_by(c: &BTreeMap<i32, Checkpoint>, worker: &str) -> BTreeSet<i32> {
+    c.iter().filter(|(_, c)| c.owner == worker).map(|(p, _)| *p).collect()
+}
+
+/// kill -9 of one of two workers mid-stream: the survivor claims its shards
+/// (with higher epochs) and resumes them from their checkpoints; nothing is
+/// lost or stored twice. Prints how long the shards were without an owner.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_worker_s_shards_resume_on_the_other_and_nothing_is_lost_or_duplicated() {
+    let names = setup("faultkill", 6).await;
+    let _coordinator = start_coordinator(&names, &format!("{}-coord", names.keyspace));
+    let args = names.worker_args(&["--batch-max-rows", "2000"]);
+    let mut w1 = start_worker("kill-w1", &args);
+    let mut w2 = start_worker("kill-w2", &args);
+    let all = events("kill", 120_000, 300);
+    let producing = produce_over(&names, &all, 20);
+
+    let (before, _) = wait_checkpoints(&names, "both workers checkpoint", |c| {
+        c.len() == 6 && owned_by(c, "kill-w1").len() == 3 && owned_by(c, "kill-w2").len() == 3 && checkpointed_by(c, "kill-w1") && checkpointed_by(c, "kill-w2")
+    })
+    .await;
+    let victims = owned_by(&before, "kill-w1");
+    let checkpointed: i64 = before.values().filter_map(|c| c.next_offset).sum();
+    w1.kill9();
+    assert!(checkpointed < all.len().div_ceil(199) as i64, "the kill must land mid-stream: {checkpointed} messages checkpointed");
+    let (after, took) = wait_checkpoints(&names, "kill-w2 claimed every shard of kill-w1", |c| owned_by(c, "kill-w2").len() == 6).await;
+    eprintln!(
+        "dead-worker shard resume: {} ms from kill -9 to the survivor's claim of all {} shards (session timeout {SESSION_TIMEOUT_MS} ms)",
+        took.as_millis(),
+        victims.len()
+    );
+    for p in &victims {
+        assert!(after[p].epoch > before[p].epoch, "partition {p}: the new grant's epoch must be higher: {:?} then {:?}", before[p], after[p]);
+    }
+    producing.await.unwrap();
+    names.wait_all_checkpointed(DRAIN).await;
+    assert!(w2.terminate(Duration::from_secs(60)).success(), "{}", w2.log_tail());
+    assert_exactly(&session().await, &names.keyspace, &identities(&all)).await;
+    names.cleanup().await;
+}
+
+/// A worker frozen (SIGSTOP) past its session timeout while it has writes
+/// in flight: its shards move to the other worker; once resumed it stops
+/// every shard, no checkpoint ever goes backwards (a stale one would be its
+/// older offset, and Cassandra refuses it), it rejoins under newer epochs,
+/// and nothing is lost or stored twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_paused_past_its_session_timeout_is_fenced_and_rejoins_cleanly() {
+    let names = setup("faultpause", 4).await;
+    let _coordinator = start_coordinator(&names, &format!("{}-coord", names.keyspace));
+    let args = names.worker_args(&["--batch-max-rows", "1000"]);
+    let mut w1 = start_worker("pause-w1", &args);
+    let mut w2 = start_worker("pause-w2", &args);
+    let all = events("pause", 120_000, 300);
+    let producing = produce_over(&names, &all, 25);
+
+    let (before, _) = wait_checkpoints(&names, "both workers checkpoint", |c| {
+        c.len() == 4 && owned_by(c, "pause-w1").len() == 2 && owned_by(c, "pause-w2").len() == 2 && checkpointed_by(c, "pause-w1") && checkpointed_by(c, "pause-w2")
+    })
+    .await;
+    w1.signal(libc::SIGSTOP);
+    let paused_at = Instant::now();
+    let (moved, took) = wait_checkpoints(&names, "pause-w2 claimed every shard", |c| owned_by(c, "pause-w2").len() == 4).await;
+    eprintln!("paused worker's shards resumed elsewhere after {} ms (session timeout {SESSION_TIMEOUT_MS} ms)", took.as_millis());
+    assert!(paused_at.elapsed() >= Duration::from_millis(SESSION_TIMEOUT_MS), "the shards moved only after the session could expire");
+
+    // Resume the frozen worker and watch every checkpoint while it wakes up.
+    w1.signal(libc::SIGCONT);
+    let mut last = moved.clone();
+    let watch_until = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < watch_until {
+        let now = checkpoints(&names).await;
+        for (p, c) in &now {
+            let prev = &last[p];
+            assert!(c.epoch >= prev.epoch, "partition {p}: epoch went back from {} to {}", prev.epoch, c.epoch);
+            if c.epoch == prev.epoch {
+                assert!(
+                    c.next_offset >= prev.next_offset,
+                    "partition {p}: checkpoint went back from {:?} to {:?} under epoch {} (a stale owner's write got through)",
+                    prev.next_offset, c.next_offset, c.epoch
+                );
+            }
+        }
+        last = now;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(w1.is_running(), "the resumed worker keeps running\n{}", w1.log_tail());
+    assert!(
+        w1.log().contains("ZooKeeper session ended: stopping every shard"),
+        "the resumed worker noticed its session had expired and stopped its shards\n{}",
+        w1.log_tail()
+    );
+    // Rejoined: it owns shards again, under grants newer than the ones it lost.
+    let (rejoined, _) = wait_checkpoints(&names, "pause-w1 owns shards again", |c| !owned_by(c, "pause-w1").is_empty()).await;
+    for p in owned_by(&rejoined, "pause-w1") {
+        assert!(rejoined[&p].epoch > before[&p].epoch, "partition {p}: rejoined under a newer grant");
+    }
+    producing.await.unwrap();
+    names.wait_all_checkpointed(DRAIN).await;
+    assert!(w1.terminate(Duration::from_secs(60)).success(), "{}", w1.log_tail());
+    assert!(w2.terminate(Duration::from_secs(60)).success(), "{}", w2.log_tail());
+    assert_exactly(&session().await, &names.keyspace, &identities(&all)).await;
+    names.cleanup().await;
+}
+
+/// A second worker joins a running one: only the shards that move are
+/// stopped and handed over (revoke, checkpoint, release, new grant); the
+/// others keep their grant and keep advancing meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_joining_worker_pauses_only_the_shards_that_move() {
+    let names = setup("faultjoin", 6).await;
+    let _coordinator = start_coordinator(&names, &format!("{}-coord", names.keyspace));
+    let args = names.worker_args(&["--batch-max-rows", "1000"]);
+    let mut w1 = start_worker("join-w1", &args);
+    let all = events("join", 120_000, 300);
+    let producing = produce_over(&names, &all, 25);
+    let (before, _) = wait_checkpoints(&names, "join-w1 checkpoints every shard", |c| {
+        c.len() == 6 && owned_by(c, "join-w1").len() == 6 && checkpointed_by(c, "join-w1")
+    })
+    .await;
+
+    let mut w2 = start_worker("join-w2", &args);
+    let (after, took) = wait_checkpoints(&names, "join-w2 claimed its share", |c| owned_by(c, "join-w2").len() == 3).await;
+    eprintln!("handoff to a joining worker: {} ms from its start to its claim of 3 shards", took.as_millis());
+    let stayed = owned_by(&after, "join-w1");
+    assert_eq!(stayed.len(), 3, "{after:?}");
+    for p in &stayed {
+        assert_eq!(after[p].epoch, before[p].epoch, "partition {p} did not move and keeps its grant");
+    }
+    for p in owned_by(&after, "join-w2") {
+        assert!(after[&p].epoch > before[&p].epoch, "partition {p}: moved under a newer grant");
+    }
+    // Only the moved shards were stopped by join-w1.
+    let log = w1.log();
+    let stopped: BTreeSet<i32> = log
+        .lines()
+        .filter(|l| l.contains("shard stopping"))
+        .filter_map(|l| l.split(" partition=").nth(1)?.split(' ').next()?.parse().ok())
+        .collect();
+    let moved: BTreeSet<i32> = owned_by(&after, "join-w2");
+    assert_eq!(stopped, moved, "join-w1 stopped exactly the moved shards\n{log}");
+
+    producing.await.unwrap();
+    names.wait_all_checkpointed(DRAIN).await;
+    assert!(w1.terminate(Duration::from_secs(60)).success(), "{}", w1.log_tail());
+    assert!(w2.terminate(Duration::from_secs(60)).success(), "{}", w2.log_tail());
+    assert_exactly(&session().await, &names.keyspace, &identities(&all)).await;
+    names.cleanup().await;
+}
+
+/// The leading coordinator is killed: the standby leads, and a worker
+/// started afterwards receives every shard and ingests everything.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_the_leader_is_killed_the_standby_grants_shards_to_a_new_worker() {
+    let names = setup("faultlead", 4).await;
+    let mut leader = start_coordinator(&names, "lead-a");
+    let zk = herd_clients::zookeeper::connect(&endpoints(), Duration::from_secs(10)).await.expect("zk");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while herd_coord::election::current_leader(&zk, &names.root).await.unwrap().is_none_or(|l| l.id != "lead-a") {
+        assert!(Instant::now() < deadline, "lead-a did not lead\n{}", leader.log_tail());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut standby = start_coordinator(&names, "lead-b");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    leader.kill9();
+    let all = events("lead", 20_000, 100);
+    produce(&herd_clients::kafka::producer(&endpoints(), "p").unwrap(), &names.topic, &messages(&all, Encoding::Arrow(200))).await;
+    let mut worker = start_worker("lead-w", &names.worker_args(&[]));
+    names.wait_all_checkpointed(DRAIN).await;
+    assert_eq!(herd_coord::election::current_leader(&zk, &names.root).await.unwrap().unwrap().id, "lead-b");
+    assert!(checkpoints(&names).await.values().all(|c| c.owner == "lead-w"));
+    assert!(worker.terminate(Duration::from_secs(60)).success(), "{}", worker.log_tail());
+    assert!(standby.terminate(Duration::from_secs(20)).success(), "{}", standby.log_tail());
+    herd_clients::zookeeper::close(zk, Duration::from_secs(2)).await;
+    assert_exactly(&session().await, &names.keyspace, &identities(&all)).await;
+    names.cleanup().await;
+}
