@@ -43,6 +43,24 @@ pub fn stack(args: &[&str]) {
     assert!(status.success(), "deploy/local/stack {} failed: {status}", args.join(" "));
 }
 
+/// The ZooKeeper nodes of the stack as (name, pid, mode), from `stack status`
+/// (mode "leader" or "follower"; empty when the node does not answer).
+pub fn zookeeper_nodes() -> Vec<(String, i32, String)> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/local/stack");
+    let out = std::process::Command::new(script).arg("status").output().expect("stack status");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("zk"))
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let name = f.next()?.to_owned();
+            let pid = f.next()?.parse().ok()?;
+            let mode = l.split("Mode: ").nth(1).unwrap_or("").trim().to_owned();
+            Some((name, pid, mode))
+        })
+        .collect()
+}
+
 /// The stack's endpoints, from the `HERD_*` env vars or the stack defaults.
 /// Panics with the reason on a malformed variable: a test cannot go on.
 pub fn endpoints() -> Endpoints {
