@@ -2,14 +2,14 @@
 //! leader watches the registered workers and the partitions of --topics, and
 //! publishes the shard assignment at {root}/assignment (a leader-only write).
 //! It leads while its ZooKeeper session lives and hands over to a standby
-//! when it ends. A shard moves only once its holder released it (see
+//! when it ends; a coordinator that lost its session or its leadership stands
+//! again, as a standby, with a new session. A shard moves only once its holder released it (see
 //! herd_coord::handoff); every grant carries a fencing epoch that the workers'
 //! checkpoints in Cassandra are conditioned on.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
 use herd_config::{ConnectArgs, CoordArgs};
 use herd_coord::assign::{assign, Shard};
@@ -64,34 +64,67 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
         println!("configuration ok: {endpoints:?}\n{coord:?}\ntopics: {:?}\nid: {id}", cli.topics);
         return Ok(ExitCode::SUCCESS);
     }
-    let client = herd_clients::zookeeper::connect(&endpoints, coord.session_timeout)
-        .await
-        .context("while connecting to ZooKeeper")?;
     let shutdown = CancellationToken::new();
     tokio::spawn(handle_signals(shutdown.clone()));
+    if cli.topics.is_empty() {
+        tracing::warn!("no --topics given: when leading, there is nothing to assign");
+    }
+    let mut first = true;
+    loop {
+        let connected = tokio::select! {
+            c = herd_clients::zookeeper::connect(&endpoints, coord.session_timeout) => c,
+            _ = shutdown.cancelled() => return Ok(ExitCode::SUCCESS),
+        };
+        let client = match connected {
+            Ok(c) => c,
+            // At start-up a wrong address should fail loudly; later, ZooKeeper coming back is waited for.
+            Err(e) if first => return Err(anyhow::Error::new(e).context("while connecting to ZooKeeper").into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open a ZooKeeper session; retrying in 1 s");
+                tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => continue, _ = shutdown.cancelled() => return Ok(ExitCode::SUCCESS) }
+            }
+        };
+        first = false;
+        match serve(client, &endpoints, &coord, &id, &cli.topics, cli.refresh_secs, &shutdown).await {
+            Ok(()) => return Ok(ExitCode::SUCCESS),
+            Err(why) => {
+                tracing::warn!(reason = %why, "no longer leading or standing; standing for election again with a new session");
+            }
+        }
+    }
+}
 
+/// One ZooKeeper session: stand, lead, hand over. Ok: stopped by a signal.
+/// Err: the session or the leadership was lost; the caller starts over.
+async fn serve(
+    client: zookeeper_client::Client,
+    endpoints: &herd_config::Endpoints,
+    coord: &herd_config::Coord,
+    id: &str,
+    topics: &[String],
+    refresh_secs: u64,
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
+    let mut states = client.state_watcher();
     tracing::info!(%id, root = %coord.root, "standing for election");
     let leadership = tokio::select! {
-        l = election::campaign(&client, &coord.root, &id) => l.context("while standing for election")?,
+        l = election::campaign(&client, &coord.root, id) => l.map_err(|e| format!("while standing for election: {e}"))?,
+        state = wait_terminated(&mut states) => return Err(format!("the ZooKeeper session ended ({state:?}) while standing by")),
         _ = shutdown.cancelled() => {
             herd_clients::zookeeper::close(client, Duration::from_secs(5)).await;
             tracing::info!("stopped while standing by");
-            return Ok(ExitCode::SUCCESS);
+            return Ok(());
         }
     };
-    leadership.publish(&client, &coord.root, &id).await.context("while publishing leadership")?;
+    leadership.publish(&client, &coord.root, id).await.map_err(|e| format!("while publishing leadership: {e}"))?;
     tracing::info!(%id, epoch = leadership.epoch, lock = %leadership.lock_path, "leading");
 
-    if cli.topics.is_empty() {
-        tracing::warn!("no --topics given: leading, but there is nothing to assign");
-    }
-    let ctx = Lead { client: &client, endpoints: &endpoints, root: &coord.root, topics: &cli.topics, leadership: &leadership };
-    let mut states = client.state_watcher();
+    let ctx = Lead { client: &client, endpoints, root: &coord.root, topics, leadership: &leadership };
     loop {
         let watchers = match ctx.round().await {
             Ok(watchers) => Some(watchers),
             Err(ElectionError::Deposed(why)) => {
-                return Err(anyhow::anyhow!("lost leadership: a leader-only write was refused ({why}); a standby leads now").into());
+                return Err(format!("lost leadership: a leader-only write was refused ({why}); a standby leads now"));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "assignment round failed; retrying in 1 s");
@@ -109,12 +142,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
         };
         tokio::select! {
             _ = membership_changed => {}
-            _ = tokio::time::sleep(Duration::from_secs(cli.refresh_secs.max(1))) => {}
+            _ = tokio::time::sleep(Duration::from_secs(refresh_secs.max(1))) => {}
             state = states.changed() => {
                 if state.is_terminated() {
-                    return Err(anyhow::anyhow!(
-                        "lost leadership: the ZooKeeper session ended ({state:?}), so a standby leads now; restart this coordinator to stand again"
-                    ).into());
+                    return Err(format!("lost leadership: the ZooKeeper session ended ({state:?}), so a standby leads now"));
                 }
                 tracing::warn!(?state, "ZooKeeper connection state changed; still leading while the session lives");
             }
@@ -125,7 +156,16 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
     drop(leadership);
     herd_clients::zookeeper::close(client, Duration::from_secs(5)).await;
     tracing::info!("stepped down");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
+}
+
+async fn wait_terminated(states: &mut zookeeper_client::StateWatcher) -> zookeeper_client::SessionState {
+    loop {
+        let state = states.changed().await;
+        if state.is_terminated() {
+            return state;
+        }
+    }
 }
 
 /// What the leader works with.

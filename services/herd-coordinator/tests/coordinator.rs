@@ -61,7 +61,7 @@ async fn a_standby_leads_after_the_leader_is_killed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_paused_leader_is_deposed_and_exits_when_resumed() {
+async fn a_paused_leader_is_deposed_and_stands_again_as_a_standby_when_resumed() {
     let root = format!("/{}", unique_name("pause"));
     let zk = observer().await;
     let mut c = start("coord-c", &root);
@@ -75,9 +75,19 @@ async fn a_paused_leader_is_deposed_and_exits_when_resumed() {
     assert!(second.epoch > first.epoch);
 
     c.signal(libc::SIGCONT);
-    let status = c.wait(Duration::from_secs(30));
-    assert_eq!(status.code(), Some(1), "the deposed leader exits with an error\n{}", c.log_tail());
+    // The resumed ex-leader learns its session expired and stands again as a
+    // standby with a new session, without touching its successor's record.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !c.log().contains("standing for election again") {
+        assert!(Instant::now() < deadline, "the deposed leader did not stand again\n{}", c.log_tail());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(c.is_running(), "{}", c.log_tail());
     assert_eq!(current_leader(&zk, &root).await.unwrap().unwrap(), second, "the successor's record stands");
+    zk.sync(&format!("{root}/election")).await.unwrap();
+    assert_eq!(zk.list_children(&format!("{root}/election")).await.unwrap().len(), 2, "two candidates again: the leader and the returned standby");
+    assert!(c.terminate(Duration::from_secs(20)).success(), "{}", c.log_tail());
     assert!(d.terminate(Duration::from_secs(20)).success(), "{}", d.log_tail());
 }
 

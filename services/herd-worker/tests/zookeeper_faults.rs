@@ -1,7 +1,8 @@
-//! A ZooKeeper node killed (kill -9) under a running deployment, first the
-//! ensemble's leader, then a follower: the two remaining nodes keep a quorum,
-//! workers and the coordinator reconnect, and ingestion goes on, exactly
-//! once. Alone in its test binary, since it kills servers of the shared stack
+//! ZooKeeper nodes killed (kill -9) under a running deployment: the
+//! ensemble's leader, then a follower (two nodes keep a quorum: ingestion
+//! goes on), then all three for 10 s (workers stop their shards once their
+//! sessions count as expired, and resume when ZooKeeper is back). Exactly
+//! once throughout. Alone in its test binary, since it kills servers of the shared stack
 //! (cargo runs test binaries one at a time); the stack is restored even when
 //! the test fails.
 
@@ -52,18 +53,19 @@ async fn wait_progress(names: &Names, from: i64, at_least: i64, what: &str) -> i
 async fn ingestion_continues_when_a_zookeeper_node_is_killed_leader_or_follower() {
     let names = Names::new("zkfault");
     herd_clients::kafka::ensure_topic(&endpoints(), &names.topic, 4, 1).await.expect("topic");
-    let _coordinator = start_coordinator(&names, &format!("{}-coord", names.keyspace));
+    let mut coordinator = start_coordinator(&names, &format!("{}-coord", names.keyspace));
     let args = names.worker_args(&["--batch-max-rows", "1000"]);
     let mut w1 = start_worker("zk-w1", &args);
     let mut w2 = start_worker("zk-w2", &args);
     let all = events("zk", 150_000, 300);
     let outgoing = messages(&all, Encoding::Arrow(199));
+    let outgoing_total = outgoing.len() as i64;
     let producing = {
         let producer = herd_clients::kafka::producer(&endpoints(), "zk-producer").expect("producer");
         let topic = names.topic.clone();
         tokio::spawn(async move {
-            // About 40 s of steady traffic.
-            for part in outgoing.chunks(outgoing.len().div_ceil(40)) {
+            // About 60 s of steady traffic, longer than the faults below take.
+            for part in outgoing.chunks(outgoing.len().div_ceil(60)) {
                 produce(&producer, &topic, part).await;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -80,10 +82,34 @@ async fn ingestion_continues_when_a_zookeeper_node_is_killed_leader_or_follower(
         assert!(w1.is_running() && w2.is_running(), "workers keep running\n{}\n{}", w1.log_tail(), w2.log_tail());
         stack(&["up"]);
     }
+    // The whole ensemble down for 10 s, longer than the session timeout:
+    // once a client has had no server for its session timeout it counts its
+    // session as expired, so the workers stop every shard (nothing runs
+    // unowned), the coordinator steps down, and all of them start over with
+    // new sessions when ZooKeeper is back; ingestion then resumes from the
+    // checkpoints.
+    let nodes = zookeeper_nodes();
+    for (name, pid, _) in &nodes {
+        // SAFETY: kill(2) on the pids the stack script recorded for its servers.
+        assert_eq!(unsafe { libc::kill(*pid, libc::SIGKILL) }, 0, "kill -9 {name} ({pid})");
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    for w in [&w1, &w2] {
+        assert!(w.log().contains("ZooKeeper session ended: stopping every shard"), "{}", w.log_tail());
+    }
+    stack(&["up"]);
+    let back_at = Instant::now();
+    let (checkpointed, _) = names.checkpointed_and_end().await;
+    let remaining = outgoing_total - checkpointed;
+    assert!(remaining > 0, "production ended before the ensemble came back; lengthen it");
+    wait_progress(&names, checkpointed, remaining.min(40), "after the ZooKeeper ensemble came back").await;
+    eprintln!("ZooKeeper ensemble back: ingestion progressed again within {} ms", back_at.elapsed().as_millis());
     producing.await.unwrap();
     names.wait_all_checkpointed(Duration::from_secs(300)).await;
     assert!(w1.terminate(Duration::from_secs(60)).success(), "{}", w1.log_tail());
     assert!(w2.terminate(Duration::from_secs(60)).success(), "{}", w2.log_tail());
+    // The coordinator lost its session with the ensemble and stood again.
+    assert!(coordinator.terminate(Duration::from_secs(20)).success(), "{}", coordinator.log_tail());
     assert_exactly(&session().await, &names.keyspace, &identities(&all)).await;
     names.cleanup().await;
 }
