@@ -171,3 +171,22 @@ pub async fn partitions(endpoints: &Endpoints, topics: &[String]) -> Result<Vec<
     })
     .await
 }
+
+/// The end offset (high watermark) of each of `shards` (topic, partition);
+/// shards whose offsets cannot be read are left out.
+pub async fn end_offsets(
+    endpoints: &Endpoints,
+    shards: Vec<(String, i32)>,
+) -> Result<std::collections::BTreeMap<(String, i32), i64>, ClientError> {
+    let timeout = endpoints.connect_timeout;
+    with_metadata(endpoints, move |client, _| {
+        shards
+            .into_iter()
+            .filter_map(|(topic, partition)| {
+                let (_, high) = client.fetch_watermarks(&topic, partition, timeout).ok()?;
+                Some(((topic, partition), high))
+            })
+            .collect()
+    })
+    .await
+}

@@ -240,6 +240,23 @@ async fn after_the_leader_is_killed_the_standby_grants_shards_to_a_new_worker() 
     names.wait_all_checkpointed(DRAIN).await;
     assert_eq!(herd_coord::election::current_leader(&zk, &names.root).await.unwrap().unwrap().id, "lead-b");
     assert!(checkpoints(&names).await.values().all(|c| c.owner == "lead-w"));
+
+    // herdctl status shows the same: the standby leads, every shard is lead-w's, nothing lags.
+    let out = std::process::Command::new(common::sibling_binary("herdctl"))
+        .args(["status", "--json", "--root", &names.root, "--keyspace", &names.keyspace])
+        .output()
+        .expect("run herdctl");
+    assert!(out.status.success(), "herdctl status: {}", String::from_utf8_lossy(&out.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("herdctl status --json is JSON");
+    assert_eq!(status["leader"]["id"], "lead-b", "{status}");
+    let shards = status["shards"].as_array().expect("shards");
+    assert_eq!(shards.len(), 4, "{status}");
+    for s in shards {
+        assert_eq!((s["owner"].as_str(), s["holder"].as_str(), s["state"].as_str()), (Some("lead-w"), Some("lead-w"), Some("granted")), "{s}");
+        assert_eq!(s["lag"], 0, "{s}");
+        // An empty partition has no checkpoint yet.
+        assert!(s["checkpoint"] == s["end_offset"] || (s["checkpoint"].is_null() && s["end_offset"] == 0), "{s}");
+    }
     assert!(worker.terminate(Duration::from_secs(60)).success(), "{}", worker.log_tail());
     assert!(standby.terminate(Duration::from_secs(20)).success(), "{}", standby.log_tail());
     herd_clients::zookeeper::close(zk, Duration::from_secs(2)).await;

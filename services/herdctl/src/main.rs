@@ -21,12 +21,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Show the leading coordinator, the registered workers and the shard
-    /// assignment, as recorded in ZooKeeper.
+    /// Show the leading coordinator, the registered workers, and every shard
+    /// with its owner, grant epoch, checkpoint and lag (end offset in Kafka
+    /// minus the checkpoint in Cassandra).
     Status {
         /// ZooKeeper path of the herd deployment.
         #[arg(long, env = "HERD_ZK_ROOT", default_value = "/herd")]
         root: String,
+        /// Cassandra keyspace holding the shards' checkpoints (for lag).
+        #[arg(long, env = "HERD_KEYSPACE", default_value = "herd")]
+        keyspace: String,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -41,6 +45,60 @@ enum Command {
     },
 }
 
+/// One shard in `herdctl status`.
+#[derive(serde::Serialize)]
+struct ShardStatus {
+    topic: String,
+    partition: i32,
+    owner: String,
+    epoch: i64,
+    state: &'static str,
+    next_owner: Option<String>,
+    /// The worker holding it now (its owned node), if any.
+    holder: Option<String>,
+    /// The next offset to read, as checkpointed in Cassandra.
+    checkpoint: Option<i64>,
+    end_offset: Option<i64>,
+    lag: Option<i64>,
+}
+
+type ShardKey = (String, i32);
+
+/// End offsets from Kafka and checkpoints from Cassandra, each best effort:
+/// what could not be read is reported in the third value.
+async fn lag_inputs(
+    endpoints: &herd_config::Endpoints,
+    keyspace: &str,
+    shards: Vec<ShardKey>,
+) -> (
+    std::collections::BTreeMap<ShardKey, i64>,
+    std::collections::BTreeMap<ShardKey, herd_sink::fencing::Checkpoint>,
+    Vec<String>,
+) {
+    let mut problems = Vec::new();
+    let ends = match herd_clients::kafka::end_offsets(endpoints, shards).await {
+        Ok(e) => e,
+        Err(e) => {
+            problems.push(format!("no lag: cannot read end offsets from Kafka: {e}"));
+            Default::default()
+        }
+    };
+    let checkpoints = match herd_clients::cassandra::session(endpoints).await {
+        Ok(session) => match herd_sink::fencing::all_checkpoints(&session, keyspace).await {
+            Ok(rows) => rows.into_iter().map(|(t, p, c)| ((t, p), c)).collect(),
+            Err(e) => {
+                problems.push(format!("no checkpoints: cannot read {keyspace}.shard_checkpoints (is --keyspace right?): {e}"));
+                Default::default()
+            }
+        },
+        Err(e) => {
+            problems.push(format!("no checkpoints: cannot connect to Cassandra: {e}"));
+            Default::default()
+        }
+    };
+    (ends, checkpoints, problems)
+}
+
 fn main() -> ExitCode {
     herd_telemetry::report("herdctl", run(Cli::parse()))
 }
@@ -50,7 +108,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
     herd_telemetry::init_logging(&cli.log, "warn").bad_input()?;
     let endpoints = cli.connect.validate().bad_input()?;
     match cli.command {
-        Command::Status { root, json } => {
+        Command::Status { root, keyspace, json } => {
             use herd_coord::{election, membership};
             let root = herd_config::zk_root("root", &root).bad_input()?;
             let zk = herd_clients::zookeeper::connect(&endpoints, std::time::Duration::from_secs(6))
@@ -58,10 +116,41 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
                 .context("while connecting to ZooKeeper")?;
             let leader = election::current_leader(&zk, &root).await.context("while reading the leader")?;
             let workers = membership::workers(&zk, &root).await.context("while reading the workers")?;
+            zk.sync(&membership::assignment_path(&root)).await.ok();
             let assignment = membership::read_assignment(&zk, &root).await.context("while reading the assignment")?;
+            let (holders, _) = membership::holders(&zk, &root).await.context("while reading who holds which shard")?;
             herd_clients::zookeeper::close(zk, std::time::Duration::from_secs(2)).await;
+            let grants = assignment.as_ref().map(|d| d.shards.clone()).unwrap_or_default();
+            // Lag needs Kafka and Cassandra; without them, status still shows ZooKeeper's view.
+            let shard_ids: Vec<(String, i32)> = grants.iter().map(|g| (g.topic.clone(), g.partition)).collect();
+            let (ends, checkpoints, problems) = lag_inputs(&endpoints, &keyspace, shard_ids).await;
+            let rows: Vec<ShardStatus> = grants
+                .iter()
+                .map(|g| {
+                    let key = (g.topic.clone(), g.partition);
+                    let checkpoint = checkpoints.get(&key).and_then(|c| c.next_offset);
+                    let end = ends.get(&key).copied();
+                    ShardStatus {
+                        topic: g.topic.clone(),
+                        partition: g.partition,
+                        owner: g.owner.clone(),
+                        epoch: g.epoch,
+                        state: if g.revoke { "revoking" } else { "granted" },
+                        next_owner: g.next_owner.clone(),
+                        holder: holders.get(&g.shard()).map(|h| h.worker.clone()),
+                        checkpoint,
+                        end_offset: end,
+                        // No checkpoint yet: everything from the start is lag.
+                        lag: end.map(|e| e - checkpoint.unwrap_or(0)),
+                    }
+                })
+                .collect();
             if json {
-                let out = serde_json::json!({ "root": root, "leader": leader, "workers": workers, "assignment": assignment });
+                let out = serde_json::json!({
+                    "root": root, "keyspace": keyspace, "leader": leader, "workers": workers,
+                    "leader_epoch_of_assignment": assignment.as_ref().map(|d| d.leader_epoch),
+                    "shards": rows, "problems": problems,
+                });
                 println!("{}", serde_json::to_string_pretty(&out).context("while encoding JSON")?);
                 return Ok(ExitCode::SUCCESS);
             }
@@ -76,15 +165,25 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
             match &assignment {
                 None => println!("assignment: none published"),
                 Some(doc) => {
-                    println!(
-                        "assignment: {} shards, by the leader of epoch {} (workers do not follow it yet: they share partitions through a Kafka consumer group)",
-                        doc.shards.len(),
-                        doc.leader_epoch
-                    );
-                    for s in &doc.shards {
-                        println!("  {}/{:<5} {}", s.topic, s.partition, s.owner);
+                    let total: i64 = rows.iter().filter_map(|r| r.lag).sum();
+                    println!("shards: {} (assigned by the leader of epoch {}), total lag {total}", rows.len(), doc.leader_epoch);
+                    println!("  {:<32} {:<20} {:<12} {:<9} {:>12} {:>12} {:>10}", "SHARD", "OWNER", "EPOCH", "STATE", "CHECKPOINT", "END", "LAG");
+                    let show = |v: Option<i64>| v.map_or("-".to_owned(), |v| v.to_string());
+                    for r in &rows {
+                        let state = match (&r.next_owner, r.state) {
+                            (Some(next), "revoking") => format!("revoking → {next}"),
+                            (_, state) if r.holder.as_deref() != Some(&r.owner) && state == "granted" => "granted, not taken".to_owned(),
+                            (_, state) => state.to_owned(),
+                        };
+                        println!(
+                            "  {:<32} {:<20} {:<12} {:<9} {:>12} {:>12} {:>10}",
+                            format!("{}/{}", r.topic, r.partition), r.owner, r.epoch, state, show(r.checkpoint), show(r.end_offset), show(r.lag)
+                        );
                     }
                 }
+            }
+            for p in &problems {
+                eprintln!("herdctl: {p}");
             }
             Ok(ExitCode::SUCCESS)
         }
