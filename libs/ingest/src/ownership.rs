@@ -188,10 +188,10 @@ impl Ownership {
                 _ = assignment_changed => {}
                 _ = tokio::time::sleep(RETRY), if retry_soon || !unreleased.is_empty() => {}
                 event = self.events.recv() => match event {
-                    Some(ShardEvent::Fenced { topic, partition, epoch, reason }) => {
+                    Some(ShardEvent::Fenced { topic, partition, epoch, reason } | ShardEvent::StartFailed { topic, partition, epoch, reason }) => {
                         let shard = Shard { topic, partition };
                         if running.get(&shard) == Some(&epoch) {
-                            tracing::warn!(topic = %shard.topic, partition, epoch, %reason, "shard fenced: stopping it");
+                            tracing::warn!(topic = %shard.topic, partition, epoch, %reason, "shard fenced or not startable: stopping it, retrying in 1 s if still granted");
                             self.stop_all(std::slice::from_ref(&shard)).await;
                             running.remove(&shard);
                             cooldown.insert(shard.clone(), tokio::time::Instant::now() + RETRY);

@@ -59,6 +59,8 @@ pub enum ShardEvent {
     /// Cassandra refused a checkpoint: a newer grant holds the shard. The
     /// pipeline no longer checkpoints it; the owner should stop it.
     Fenced { topic: String, partition: i32, epoch: i64, reason: String },
+    /// Kafka refused to start reading the shard; it is not running.
+    StartFailed { topic: String, partition: i32, epoch: i64, reason: String },
 }
 
 /// What the committer hears, in causal order: the reader's shard changes
@@ -218,7 +220,7 @@ impl Pipeline {
                             }
                             if let Err(e) = source.start(&topic, partition, at) {
                                 tracing::error!(%topic, partition, error = %e, "cannot start reading the shard");
-                                let _ = events.send(ShardEvent::Fenced { topic, partition, epoch, reason: format!("Kafka refused the assignment: {e}") });
+                                let _ = events.send(ShardEvent::StartFailed { topic, partition, epoch, reason: format!("Kafka refused the assignment: {e}") });
                                 continue;
                             }
                             let from = match at { StartAt::Offset(o) => Some(o), StartAt::Beginning => None };
