@@ -122,14 +122,19 @@ async fn a_worker_paused_past_its_session_timeout_is_fenced_and_rejoins_cleanly(
     let args = names.worker_args(&["--batch-max-rows", "1000"]);
     let mut w1 = start_worker("pause-w1", &args);
     let mut w2 = start_worker("pause-w2", &args);
-    let all = events("pause", 120_000, 300);
-    let producing = produce_over(&names, &all, 25);
+    // Everything produced up front, so that the workers are busy throughout:
+    // the frozen worker then has chunks in flight, and checkpoints to attempt
+    // when it wakes up.
+    let all = events("pause", 200_000, 300);
+    produce(&herd_clients::kafka::producer(&endpoints(), "pause-producer").unwrap(), &names.topic, &messages(&all, Encoding::Arrow(199))).await;
 
     let (before, _) = wait_checkpoints(&names, "both workers checkpoint", |c| {
         c.len() == 4 && owned_by(c, "pause-w1").len() == 2 && owned_by(c, "pause-w2").len() == 2 && checkpointed_by(c, "pause-w1") && checkpointed_by(c, "pause-w2")
     })
     .await;
     w1.signal(libc::SIGSTOP);
+    let (checkpointed, end) = names.checkpointed_and_end().await;
+    assert!(checkpointed < end, "the pause must land mid-stream: {checkpointed} of {end} checkpointed");
     let paused_at = Instant::now();
     let (moved, took) = wait_checkpoints(&names, "pause-w2 claimed every shard", |c| owned_by(c, "pause-w2").len() == 4).await;
     eprintln!("paused worker's shards resumed elsewhere after {} ms (session timeout {SESSION_TIMEOUT_MS} ms)", took.as_millis());
@@ -161,12 +166,19 @@ async fn a_worker_paused_past_its_session_timeout_is_fenced_and_rejoins_cleanly(
         "the resumed worker noticed its session had expired and stopped its shards\n{}",
         w1.log_tail()
     );
+    // It woke up with chunks in flight and tried to checkpoint them under its
+    // old epoch: Cassandra refused (with the commit's condition weakened to
+    // `epoch >= ?`, this fails).
+    assert!(
+        w1.log().contains("checkpoint refused: a newer owner holds the shard"),
+        "the resumed worker's stale checkpoints were refused by Cassandra\n{}",
+        w1.log_tail()
+    );
     // Rejoined: it owns shards again, under grants newer than the ones it lost.
     let (rejoined, _) = wait_checkpoints(&names, "pause-w1 owns shards again", |c| !owned_by(c, "pause-w1").is_empty()).await;
     for p in owned_by(&rejoined, "pause-w1") {
         assert!(rejoined[&p].epoch > before[&p].epoch, "partition {p}: rejoined under a newer grant");
     }
-    producing.await.unwrap();
     names.wait_all_checkpointed(DRAIN).await;
     assert!(w1.terminate(Duration::from_secs(60)).success(), "{}", w1.log_tail());
     assert!(w2.terminate(Duration::from_secs(60)).success(), "{}", w2.log_tail());
