@@ -40,6 +40,17 @@ fn produce_over(names: &Names, events: &[Event], secs: u64) -> tokio::task::Join
     })
 }
 
+/// Ends a test: everything checkpointed, the workers stop cleanly, and
+/// Cassandra holds exactly `all`.
+async fn finish(names: &Names, workers: &mut [&mut common::Worker], all: &[Event]) {
+    names.wait_all_checkpointed(DRAIN).await;
+    for w in workers.iter_mut() {
+        assert!(w.terminate(Duration::from_secs(60)).success(), "{}", w.log_tail());
+    }
+    assert_exactly(&session().await, &names.keyspace, &identities(all)).await;
+    names.cleanup().await;
+}
+
 /// (topic partition) -> checkpoint row, for the test's topic.
 async fn checkpoints(names: &Names) -> BTreeMap<i32, Checkpoint> {
     all_checkpoints(&session().await, &names.keyspace)
@@ -104,10 +115,7 @@ async fn a_killed_worker_s_shards_resume_on_the_other_and_nothing_is_lost_or_dup
         assert!(after[p].epoch > before[p].epoch, "partition {p}: the new grant's epoch must be higher: {:?} then {:?}", before[p], after[p]);
     }
     producing.await.unwrap();
-    names.wait_all_checkpointed(DRAIN).await;
-    assert!(w2.terminate(Duration::from_secs(60)).success(), "{}", w2.log_tail());
-    assert_exactly(&session().await, &names.keyspace, &identities(&all)).await;
-    names.cleanup().await;
+    finish(&names, &mut [&mut w2], &all).await;
 }
 
 /// A worker frozen (SIGSTOP) past its session timeout while it has writes
@@ -179,11 +187,7 @@ async fn a_worker_paused_past_its_session_timeout_is_fenced_and_rejoins_cleanly(
     for p in owned_by(&rejoined, "pause-w1") {
         assert!(rejoined[&p].epoch > before[&p].epoch, "partition {p}: rejoined under a newer grant");
     }
-    names.wait_all_checkpointed(DRAIN).await;
-    assert!(w1.terminate(Duration::from_secs(60)).success(), "{}", w1.log_tail());
-    assert!(w2.terminate(Duration::from_secs(60)).success(), "{}", w2.log_tail());
-    assert_exactly(&session().await, &names.keyspace, &identities(&all)).await;
-    names.cleanup().await;
+    finish(&names, &mut [&mut w1, &mut w2], &all).await;
 }
 
 /// A second worker joins a running one: only the shards that move are
@@ -224,11 +228,7 @@ async fn a_joining_worker_pauses_only_the_shards_that_move() {
     assert_eq!(stopped, moved, "join-w1 stopped exactly the moved shards\n{log}");
 
     producing.await.unwrap();
-    names.wait_all_checkpointed(DRAIN).await;
-    assert!(w1.terminate(Duration::from_secs(60)).success(), "{}", w1.log_tail());
-    assert!(w2.terminate(Duration::from_secs(60)).success(), "{}", w2.log_tail());
-    assert_exactly(&session().await, &names.keyspace, &identities(&all)).await;
-    names.cleanup().await;
+    finish(&names, &mut [&mut w1, &mut w2], &all).await;
 }
 
 /// The leading coordinator is killed: the standby leads, and a worker
