@@ -8,9 +8,12 @@
 //! - [`handoff`]: the pure step from the wanted assignment to the published
 //!   one, so that a shard is granted only once its holder released it.
 //!
+//! - [`dynconf`]: the live configuration document, its validation and edits.
+//!
 //! Fencing at the database lives in `herd-sink` (`fencing`).
 
 pub mod assign;
+pub mod dynconf;
 pub mod election;
 pub mod handoff;
 pub mod membership;

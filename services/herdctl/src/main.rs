@@ -1,5 +1,7 @@
 //! herdctl: operate a herd deployment from the command line.
 
+mod config;
+
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -21,6 +23,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Read and change the live configuration that workers apply without
+    /// restarting: get, set, apply, diff, history, rollback, status, keys.
+    Config {
+        /// ZooKeeper path of the herd deployment.
+        #[arg(long, env = "HERD_ZK_ROOT", default_value = "/herd")]
+        root: String,
+        #[command(subcommand)]
+        action: config::Action,
+    },
     /// Show the leading coordinator, the registered workers, and every shard
     /// with its owner, grant epoch, checkpoint and lag (end offset in Kafka
     /// minus the checkpoint in Cassandra).
@@ -186,6 +197,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
                 eprintln!("herdctl: {p}");
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Config { root, action } => {
+            let root = herd_config::zk_root("root", &root).bad_input()?;
+            config::run(&endpoints, &root, action).await
         }
         Command::Doctor { json } => {
             let probes = probe::all(&endpoints).await;
