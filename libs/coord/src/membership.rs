@@ -61,6 +61,13 @@ pub async fn register(client: &Client, root: &str, info: &WorkerInfo) -> Result<
     Ok(())
 }
 
+/// Rewrites a registered worker's data (e.g. the config version it runs).
+pub async fn update_registration(client: &Client, root: &str, info: &WorkerInfo) -> Result<(), ElectionError> {
+    let data = serde_json::to_vec(info).expect("serializable");
+    client.set_data(&format!("{}/{}", workers_dir(root), info.id), &data, None).await?;
+    Ok(())
+}
+
 /// Registered workers, sorted by id. A node whose data cannot be read as
 /// [`WorkerInfo`] (written by hand, or gone meanwhile) is skipped.
 pub async fn workers(client: &Client, root: &str) -> Result<Vec<WorkerInfo>, ElectionError> {

@@ -91,6 +91,14 @@ impl ChunkBuilder {
         }
     }
 
+    /// Changes the cut limits (live configuration); the open chunk is cut by
+    /// the new ones from its next message.
+    pub fn set_cut(&mut self, max_rows: usize, max_bytes: usize, linger: std::time::Duration) {
+        self.limits.max_rows = max_rows;
+        self.limits.max_bytes = max_bytes;
+        self.limits.linger = linger;
+    }
+
     /// Adds one decoded message. Every reject becomes a dead letter that
     /// carries the rejected bytes (a JSON line) or the whole message.
     pub fn add(

@@ -7,7 +7,8 @@
 //! - [`commit`]: releasing offsets only behind stored events, in order;
 //! - [`shards`]: running shards, their fenced checkpoints and releases;
 //! - [`backoff`]: exponential backoff with full jitter;
-//! - [`dead_letter`]: what a dead-letter record carries.
+//! - [`dead_letter`]: what a dead-letter record carries;
+//! - [`live`]: what a live configuration change does (overrides, rate limits).
 //!
 //! I/O at the edge:
 //! - [`source`]: the Kafka consumer of the granted partitions;
@@ -22,6 +23,7 @@ pub mod backoff;
 pub mod chunk;
 pub mod commit;
 pub mod dead_letter;
+pub mod live;
 pub mod metrics;
 pub mod pipeline;
 pub mod ownership;

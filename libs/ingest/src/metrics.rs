@@ -21,6 +21,10 @@ pub const CHECKPOINTS: &str = "herd_checkpoints_total";
 pub const CHECKPOINTS_FENCED: &str = "herd_checkpoints_fenced_total";
 /// Messages of a shard stopped meanwhile (prefetched), skipped.
 pub const MESSAGES_SKIPPED: &str = "herd_messages_skipped_total";
+/// The configuration version this worker runs (0: command line only).
+pub const CONFIG_VERSION: &str = "herd_config_version";
+/// Configuration documents refused (invalid), keeping the last good one.
+pub const CONFIG_REJECTED: &str = "herd_config_rejected_total";
 /// Shards this worker runs.
 pub const SHARDS_RUNNING: &str = "herd_shards_running";
 
@@ -42,4 +46,6 @@ pub fn describe() {
     describe_counter!(CHECKPOINTS_FENCED, Unit::Count, "Shard checkpoints refused because a newer grant holds the shard");
     describe_counter!(MESSAGES_SKIPPED, Unit::Count, "Prefetched messages of stopped shards, skipped");
     describe_gauge!(SHARDS_RUNNING, Unit::Count, "Shards this worker runs");
+    describe_gauge!(CONFIG_VERSION, Unit::Count, "Live configuration version this worker runs (0: command line only)");
+    describe_counter!(CONFIG_REJECTED, Unit::Count, "Invalid configuration documents refused (the last good one stays)");
 }

@@ -14,6 +14,10 @@
 //!    checkpointed, then release its node, which lets the leader grant it on.
 //!    A shard whose checkpoint is refused (fenced) is stopped at once.
 //!
+//! The live configuration (`{root}/config`) is watched in the same loop: a
+//! valid new version goes to the pipeline and into the registration; an
+//! invalid one is refused (logged, counted) and the last good one stays.
+//!
 //! While ZooKeeper is merely unreachable, running shards keep going: a newer
 //! owner can only appear after this session expired, and its claim fences
 //! this worker's checkpoints at the database. Once the session has expired,
@@ -25,6 +29,7 @@ use std::time::Duration;
 
 use herd_config::{Coord, Endpoints};
 use herd_coord::assign::Shard;
+use herd_coord::dynconf;
 use herd_coord::election::ElectionError;
 use herd_coord::membership::{self, WorkerInfo};
 use herd_coord::Holder;
@@ -34,6 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use zookeeper_client::Client;
 
+use crate::live::Live;
 use crate::metrics as m;
 use crate::pipeline::{Control, ShardEvent};
 use crate::shards::Stopped;
@@ -49,6 +55,8 @@ pub struct Ownership {
     pub events: mpsc::UnboundedReceiver<ShardEvent>,
     /// Never ingested, even if granted: dead letters would loop.
     pub dead_letter_topic: String,
+    /// Where accepted configuration documents go (to the pipeline and the binary).
+    pub live: tokio::sync::watch::Sender<Live>,
 }
 
 /// Why a session's loop ended.
@@ -112,6 +120,10 @@ impl Ownership {
         tracing::info!(worker = %self.info.id, root = %root, session_timeout_ms = self.coord.session_timeout.as_millis() as u64, "registered; following the assignment");
 
         let mut running: BTreeMap<Shard, i64> = BTreeMap::new();
+        // The config version this worker has published in its registration.
+        let mut registered_version = self.info.config_version;
+        // The last version refused, so that it is reported once.
+        let mut rejected: Option<u64> = None;
         // Shards that failed to start or were fenced: not retried before this.
         let mut cooldown: BTreeMap<Shard, tokio::time::Instant> = BTreeMap::new();
         // Stopped shards whose node could not be deleted yet.
@@ -134,6 +146,44 @@ impl Ownership {
                     (None, None)
                 }
             };
+            // The live configuration: apply a new valid version, refuse an invalid one.
+            let config_watcher = match dynconf::watch(&client, &root).await {
+                Ok((stored, watcher)) => {
+                    if stored.version != self.live.borrow().version && rejected != Some(stored.version) {
+                        match stored.doc() {
+                            Ok(doc) => {
+                                tracing::info!(version = stored.version, "configuration version accepted");
+                                self.live.send_replace(Live { version: stored.version, doc: Arc::new(doc) });
+                                self.info.config_version = stored.version;
+                                rejected = None;
+                            }
+                            Err(e) => {
+                                metrics::counter!(m::CONFIG_REJECTED).increment(1);
+                                tracing::error!(
+                                    version = stored.version, error = %e, running = self.live.borrow().version,
+                                    "configuration refused: keeping the last good one (fix it with herdctl config apply or rollback)"
+                                );
+                                rejected = Some(stored.version);
+                            }
+                        }
+                    }
+                    Some(watcher)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the configuration; keeping the current one; retrying in 1 s");
+                    retry_soon = true;
+                    None
+                }
+            };
+            if registered_version != self.info.config_version {
+                match membership::update_registration(&client, &root, &self.info).await {
+                    Ok(()) => registered_version = self.info.config_version,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot publish the configuration version in the registration; retrying");
+                        retry_soon = true;
+                    }
+                }
+            }
             if let Some(granted) = &granted {
                 // 3. Stop what is no longer ours (or ours under another epoch).
                 let to_stop: Vec<Shard> = running
@@ -184,8 +234,17 @@ impl Ownership {
                     None => std::future::pending().await,
                 }
             };
+            let config_changed = async {
+                match config_watcher {
+                    Some(w) => {
+                        w.changed().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = assignment_changed => {}
+                _ = config_changed => {}
                 _ = tokio::time::sleep(RETRY), if retry_soon || !unreleased.is_empty() => {}
                 event = self.events.recv() => match event {
                     Some(ShardEvent::Fenced { topic, partition, epoch, reason } | ShardEvent::StartFailed { topic, partition, epoch, reason }) => {

@@ -41,6 +41,7 @@ use crate::commit::CommitSequencer;
 use crate::dead_letter::{DeadLetter, Stage};
 use crate::metrics as m;
 use crate::settings::{IngestSettings, OnWriteFailure};
+use crate::live::{self, Bucket, Globals, Live};
 use crate::shards::{Book, ShardKey, Stopped};
 use crate::source::{KafkaSource, StartAt};
 
@@ -139,8 +140,73 @@ struct Shared {
     writer: Writer,
     dead_letters: DeadLetterSink,
     in_flight: Semaphore,
+    /// The permits `in_flight` is meant to have (live configuration).
+    in_flight_size: std::sync::atomic::AtomicUsize,
+    /// `--on-write-failure stop`, as last configured.
+    stop_on_failure: std::sync::atomic::AtomicBool,
     written: AtomicU64,
     dead_lettered: AtomicU64,
+}
+
+impl Shared {
+    /// Applies the worker-wide values of a new configuration.
+    fn apply(self: &Arc<Self>, g: &Globals) {
+        self.stop_on_failure.store(g.on_write_failure == OnWriteFailure::Stop, Ordering::Relaxed);
+        let old = self.in_flight_size.swap(g.max_in_flight, Ordering::Relaxed);
+        if g.max_in_flight > old {
+            self.in_flight.add_permits(g.max_in_flight - old);
+        } else if g.max_in_flight < old {
+            // Take the surplus out of circulation as requests in flight finish.
+            let shared = self.clone();
+            let surplus = (old - g.max_in_flight) as u32;
+            tokio::spawn(async move {
+                if let Ok(p) = shared.in_flight.acquire_many(surplus).await {
+                    p.forget();
+                }
+            });
+        }
+    }
+}
+
+/// A running shard, as the reader sees it.
+struct RunningShard {
+    /// The offset after the last message read (None: none yet).
+    last: Option<i64>,
+    /// Paused by the configuration.
+    paused: bool,
+    bucket: Option<Bucket>,
+    /// Over its rate limit until then.
+    throttled_until: Option<Instant>,
+    /// Whether Kafka has it paused now.
+    kafka_paused: bool,
+}
+
+impl RunningShard {
+    fn configure(&mut self, doc: &herd_coord::dynconf::ConfigDoc, topic: &str, partition: i32, now: Instant) {
+        let e = doc.effective(topic, partition);
+        self.paused = e.paused;
+        match e.rate_limit_eps {
+            None => {
+                self.bucket = None;
+                self.throttled_until = None;
+            }
+            Some(rate) if self.bucket.as_ref().map(Bucket::rate) != Some(rate) => self.bucket = Some(Bucket::new(rate, now)),
+            Some(_) => {}
+        }
+    }
+
+    /// Pauses or resumes the partition in Kafka to match what is wanted.
+    fn sync_kafka(&mut self, source: &KafkaSource, topic: &str, partition: i32) {
+        let want = self.paused || self.throttled_until.is_some();
+        if want == self.kafka_paused {
+            return;
+        }
+        let result = if want { source.pause(topic, partition) } else { source.resume(topic, partition) };
+        match result {
+            Ok(()) => self.kafka_paused = want,
+            Err(e) => tracing::warn!(%topic, partition, error = %e, "cannot {} the shard in Kafka", if want { "pause" } else { "resume" }),
+        }
+    }
 }
 
 pub struct Pipeline {
@@ -153,6 +219,8 @@ pub struct Pipeline {
     pub fencing: herd_sink::fencing::Fencing,
     pub control: mpsc::Receiver<Control>,
     pub events: mpsc::UnboundedSender<ShardEvent>,
+    /// The live configuration; see [`crate::live`].
+    pub live: tokio::sync::watch::Receiver<Live>,
 }
 
 impl Pipeline {
@@ -168,6 +236,7 @@ impl Pipeline {
             fencing,
             mut control,
             events,
+            mut live,
         } = self;
         m::describe();
         let limits = Limits {
@@ -181,6 +250,8 @@ impl Pipeline {
         let slots = Arc::new(Semaphore::new(settings.max_chunks_in_flight.get()));
         let shared = Arc::new(Shared {
             in_flight: Semaphore::new(settings.max_in_flight.get()),
+            in_flight_size: settings.max_in_flight.get().into(),
+            stop_on_failure: (settings.on_write_failure == OnWriteFailure::Stop).into(),
             settings,
             writer,
             dead_letters,
@@ -200,16 +271,48 @@ impl Pipeline {
             let chunk_tx = chunk_tx;
             let book_tx = book_tx;
             let mut builder = ChunkBuilder::new(limits);
-            // Running shards: the offset after the last message read (None: none yet).
-            let mut running: std::collections::HashMap<ShardKey, Option<i64>> = Default::default();
+            let mut running: std::collections::HashMap<ShardKey, RunningShard> = Default::default();
+            let mut current = live.borrow_and_update().clone();
+            let apply_globals = |builder: &mut ChunkBuilder, current: &Live| {
+                let g = live::globals(&shared.settings, &current.doc);
+                builder.set_cut(g.batch_max_rows, g.batch_max_bytes, g.linger);
+                shared.apply(&g);
+                metrics::gauge!(m::CONFIG_VERSION).set(current.version as f64);
+            };
+            apply_globals(&mut builder, &current);
             let mut topic: Option<Arc<str>> = None;
             let mut control_open = true;
+            let mut live_open = true;
             loop {
                 let deadline = builder.deadline();
+                let throttle_ends = running.values().filter_map(|r| r.throttled_until).min();
                 tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => break,
                     _ = failed.cancelled() => return,
+                    changed = live.changed(), if live_open => {
+                        if changed.is_err() {
+                            live_open = false;
+                            continue;
+                        }
+                        current = live.borrow_and_update().clone();
+                        apply_globals(&mut builder, &current);
+                        let now = Instant::now();
+                        for ((topic, partition), r) in running.iter_mut() {
+                            r.configure(&current.doc, topic, *partition, now);
+                            r.sync_kafka(&source, topic, *partition);
+                        }
+                        tracing::info!(version = current.version, "applied configuration");
+                    }
+                    _ = sleep_until(throttle_ends) => {
+                        let now = Instant::now();
+                        for ((topic, partition), r) in running.iter_mut() {
+                            if r.throttled_until.is_some_and(|t| t <= now) {
+                                r.throttled_until = None;
+                                r.sync_kafka(&source, topic, *partition);
+                            }
+                        }
+                    }
                     command = control.recv(), if control_open => match command {
                         None => control_open = false,
                         Some(Control::Start { topic, partition, epoch, at }) => {
@@ -224,13 +327,16 @@ impl Pipeline {
                                 continue;
                             }
                             let from = match at { StartAt::Offset(o) => Some(o), StartAt::Beginning => None };
-                            tracing::info!(%topic, partition, epoch, from = ?from, "shard started");
-                            running.insert(key.clone(), None);
+                            let mut shard = RunningShard { last: None, paused: false, bucket: None, throttled_until: None, kafka_paused: false };
+                            shard.configure(&current.doc, &topic, partition, Instant::now());
+                            shard.sync_kafka(&source, &topic, partition);
+                            tracing::info!(%topic, partition, epoch, from = ?from, paused = shard.paused, "shard started");
+                            running.insert(key.clone(), shard);
                             let _ = book_tx.send(ToCommitter::Start(key, epoch, from));
                         }
                         Some(Control::Stop { topic, partition, done }) => {
                             let key: ShardKey = (topic.as_str().into(), partition);
-                            let Some(until) = running.remove(&key) else {
+                            let Some(RunningShard { last: until, .. }) = running.remove(&key) else {
                                 let _ = done.send(Stopped::NotRunning);
                                 continue;
                             };
@@ -258,15 +364,23 @@ impl Pipeline {
                             }
                             let topic = topic.clone().expect("set above");
                             // A message of a shard stopped meanwhile (prefetched): not ours to handle.
-                            let Some(last) = running.get_mut(&(topic.clone(), msg.partition())) else {
+                            let Some(shard) = running.get_mut(&(topic.clone(), msg.partition())) else {
                                 metrics::counter!(m::MESSAGES_SKIPPED).increment(1);
                                 continue;
                             };
-                            *last = Some(msg.offset() + 1);
+                            shard.last = Some(msg.offset() + 1);
                             let content_type = msg.headers().and_then(|h| {
                                 h.iter().find(|h| h.key.eq_ignore_ascii_case(herd_model::CONTENT_TYPE_HEADER)).and_then(|h| h.value)
                             });
                             let decoded = herd_model::decode(msg.payload(), content_type);
+                            if let Some(bucket) = &mut shard.bucket {
+                                let now = Instant::now();
+                                let n = (decoded.events.len() + decoded.rejects.len()).max(1) as u64;
+                                if let Some(wait) = bucket.take(n, now) {
+                                    shard.throttled_until = Some(now + wait);
+                                    shard.sync_kafka(&source, &topic, msg.partition());
+                                }
+                            }
                             messages.fetch_add(1, Ordering::Relaxed);
                             let at = SourcePosition { topic, partition: msg.partition(), offset: msg.offset() };
                             builder.add(at, msg.key(), msg.payload(), content_type, decoded, Instant::now());
@@ -458,9 +572,9 @@ async fn write_chunk(shared: &Shared, chunk: Chunk) -> Result<Vec<CommitOffset>,
                     shared.written.fetch_add(n as u64, Ordering::Relaxed);
                     metrics::counter!(m::EVENTS_WRITTEN).increment(n as u64);
                 }
-                Err((batch, reason)) => match shared.settings.on_write_failure {
-                    OnWriteFailure::Stop => failure = Some(reason),
-                    OnWriteFailure::DeadLetter => {
+                Err((batch, reason)) => match shared.stop_on_failure.load(Ordering::Relaxed) {
+                    true => failure = Some(reason),
+                    false => {
                         tracing::warn!(events = batch.events.len(), %reason, "write failed after the retry budget; sending the events to the dead-letter topic");
                         write_letters.extend(
                             batch.events.iter().zip(&batch.sources).map(|(e, &s)| write_letter(e, &chunk.sources[s as usize], &reason)),

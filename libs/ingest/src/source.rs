@@ -82,6 +82,21 @@ impl KafkaSource {
         self.consumer.incremental_unassign(&tpl)
     }
 
+    /// Stops fetching `topic/partition` until [`KafkaSource::resume`]; what
+    /// was prefetched is dropped, and reading resumes after the last message
+    /// handed to herd.
+    pub fn pause(&self, topic: &str, partition: i32) -> Result<(), KafkaError> {
+        let mut tpl = TopicPartitionList::with_capacity(1);
+        tpl.add_partition(topic, partition);
+        self.consumer.pause(&tpl)
+    }
+
+    pub fn resume(&self, topic: &str, partition: i32) -> Result<(), KafkaError> {
+        let mut tpl = TopicPartitionList::with_capacity(1);
+        tpl.add_partition(topic, partition);
+        self.consumer.resume(&tpl)
+    }
+
     pub async fn recv(&self) -> Result<BorrowedMessage<'_>, KafkaError> {
         self.consumer.recv().await
     }

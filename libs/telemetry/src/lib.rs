@@ -30,18 +30,30 @@ pub fn filter(args: &LogArgs, default: &str) -> Result<EnvFilter, TelemetryError
     })
 }
 
+/// Changes the log filter of the running process (live configuration).
+pub struct LogHandle(Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>);
+
+impl LogHandle {
+    pub fn set(&self, value: &str) -> Result<(), TelemetryError> {
+        let filter = filter(&LogArgs { filter: Some(value.to_owned()) }, value)?;
+        (self.0)(filter).map_err(|reason| TelemetryError::BadFilter { value: value.to_owned(), reason })
+    }
+}
+
 /// Installs the global subscriber, with `default` as the filter unless the
-/// user gave one. Call once, early in `main`.
-pub fn init_logging(args: &LogArgs, default: &str) -> Result<(), TelemetryError> {
+/// user gave one. Call once, early in `main`. The handle changes the filter later.
+pub fn init_logging(args: &LogArgs, default: &str) -> Result<LogHandle, TelemetryError> {
     let filter = filter(args, default)?;
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         // Colours for people at a terminal, plain text for log files and collectors.
         .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    Ok(())
+        .with_filter_reloading();
+    let handle = builder.reload_handle();
+    builder.init();
+    Ok(LogHandle(Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()))))
 }
 
 /// Histogram buckets for latencies in seconds: 1 ms to 60 s.

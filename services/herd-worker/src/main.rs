@@ -66,7 +66,7 @@ fn main() -> ExitCode {
 
 #[tokio::main]
 async fn run(cli: Cli) -> Result<ExitCode, Exit> {
-    herd_telemetry::init_logging(&cli.log, "info").bad_input()?;
+    let log = herd_telemetry::init_logging(&cli.log, "info").bad_input()?;
     let endpoints = cli.connect.validate().bad_input()?;
     let coord = cli.coord.validate().bad_input()?;
     let sink = cli.sink.validate().bad_input()?;
@@ -122,6 +122,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
     tokio::spawn(handle_signals(shutdown.clone()));
     let (control_tx, control_rx) = tokio::sync::mpsc::channel(64);
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (live_tx, live_rx) = tokio::sync::watch::channel(herd_ingest::live::Live::default());
+    tokio::spawn(follow_log_level(log, cli.log.filter.clone().unwrap_or_else(|| "info".into()), live_rx.clone()));
     let ownership = tokio::spawn(
         Ownership {
             endpoints: endpoints.clone(),
@@ -132,6 +134,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
             control: control_tx,
             events: events_rx,
             dead_letter_topic: ingest.dead_letter_topic.clone(),
+            live: live_tx,
         }
         .run(shutdown.clone()),
     );
@@ -145,6 +148,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
             fencing,
             control: control_rx,
             events: events_tx,
+            live: live_rx,
         }
         .run(shutdown.clone()),
     );
@@ -175,6 +179,28 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
         "worker stopped cleanly"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Applies the live configuration's `log_level` (or, without one, the
+/// command line's filter) whenever it changes.
+async fn follow_log_level(
+    log: herd_telemetry::LogHandle,
+    default: String,
+    mut live: tokio::sync::watch::Receiver<herd_ingest::live::Live>,
+) {
+    let mut applied = default.clone();
+    while live.changed().await.is_ok() {
+        let wanted = live.borrow_and_update().doc.global.log_level.clone().unwrap_or_else(|| default.clone());
+        if wanted != applied {
+            match log.set(&wanted) {
+                Ok(()) => {
+                    tracing::info!(filter = %wanted, "log filter changed");
+                    applied = wanted;
+                }
+                Err(e) => tracing::error!(error = %e, "cannot apply the configured log filter; keeping {applied}"),
+            }
+        }
+    }
 }
 
 /// First SIGTERM or SIGINT: graceful shutdown. Second: exit at once.
