@@ -24,9 +24,43 @@ pub const SESSION_TIMEOUT_MS: u64 = 4000;
 
 /// Starts a worker named `name` (its id in ZooKeeper and the checkpoints).
 pub fn start_worker(name: &str, args: &[String]) -> Worker {
+    start_worker_with_metrics(name, args).0
+}
+
+/// Starts a worker; also returns the port of its /metrics.
+pub fn start_worker_with_metrics(name: &str, args: &[String]) -> (Worker, u16) {
+    let port = free_port();
     let mut args = args.to_vec();
-    args.extend(["--metrics-addr".to_owned(), format!("127.0.0.1:{}", free_port()), "--worker-id".to_owned(), name.to_owned()]);
-    Worker::start(env!("CARGO_BIN_EXE_herd-worker"), name, &args, &[LOG])
+    args.extend(["--metrics-addr".to_owned(), format!("127.0.0.1:{port}"), "--worker-id".to_owned(), name.to_owned()]);
+    (Worker::start(env!("CARGO_BIN_EXE_herd-worker"), name, &args, &[LOG]), port)
+}
+
+/// The value of a metric (summed over its labels) in a worker's /metrics;
+/// 0 if it is not there yet.
+pub fn metric(port: u16, name: &str) -> f64 {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return 0.0 };
+    let _ = write!(stream, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut body = String::new();
+    let _ = stream.read_to_string(&mut body);
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            let metric = key.split('{').next()?;
+            (metric == name).then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// Runs herdctl with `args`; returns (exit code, stdout, stderr).
+pub fn herdctl(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(sibling_binary("herdctl")).args(args).output().expect("run herdctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Starts a coordinator for the test's topic and root.
