@@ -43,9 +43,9 @@ pub fn stack(args: &[&str]) {
     assert!(status.success(), "deploy/local/stack {} failed: {status}", args.join(" "));
 }
 
-/// The ZooKeeper nodes of the stack as (name, pid, mode), from `stack status`
-/// (mode "leader" or "follower"; empty when the node does not answer).
-pub fn zookeeper_nodes() -> Vec<(String, i32, String)> {
+/// The ZooKeeper nodes of the stack as (name, pid, mode, client port), from
+/// `stack status` (mode "leader" or "follower"; empty when it does not answer).
+pub fn zookeeper_nodes() -> Vec<(String, i32, String, u16)> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/local/stack");
     let out = std::process::Command::new(script).arg("status").output().expect("stack status");
     String::from_utf8_lossy(&out.stdout)
@@ -55,8 +55,9 @@ pub fn zookeeper_nodes() -> Vec<(String, i32, String)> {
             let mut f = l.split_whitespace();
             let name = f.next()?.to_owned();
             let pid = f.next()?.parse().ok()?;
+            let port = f.next()?.split(',').next()?.parse().ok()?;
             let mode = l.split("Mode: ").nth(1).unwrap_or("").trim().to_owned();
-            Some((name, pid, mode))
+            Some((name, pid, mode, port))
         })
         .collect()
 }

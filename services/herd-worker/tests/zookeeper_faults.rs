@@ -26,9 +26,9 @@ impl Drop for RestoreStack {
 /// Kills the ZooKeeper node in `mode` with SIGKILL; returns its name.
 fn kill_zookeeper(mode: &str) -> String {
     let nodes = zookeeper_nodes();
-    let (name, pid, _) = nodes
+    let (name, pid, _, _) = nodes
         .iter()
-        .find(|(_, _, m)| m == mode)
+        .find(|(_, _, m, _)| m == mode)
         .unwrap_or_else(|| panic!("no ZooKeeper {mode} in {nodes:?}; is the 3-node stack up?"))
         .clone();
     // SAFETY: kill(2) on the pid the stack script recorded for this server.
@@ -89,7 +89,7 @@ async fn ingestion_continues_when_a_zookeeper_node_is_killed_leader_or_follower(
     // new sessions when ZooKeeper is back; ingestion then resumes from the
     // checkpoints.
     let nodes = zookeeper_nodes();
-    for (name, pid, _) in &nodes {
+    for (name, pid, _, _) in &nodes {
         // SAFETY: kill(2) on the pids the stack script recorded for its servers.
         assert_eq!(unsafe { libc::kill(*pid, libc::SIGKILL) }, 0, "kill -9 {name} ({pid})");
     }
