@@ -230,3 +230,45 @@ async fn a_hand_written_broken_document_is_refused_and_the_last_good_one_stays()
     assert_exactly(&session().await, &names.keyspace, &identities(&all)).await;
     names.cleanup().await;
 }
+
+/// Report, not a check (`cargo test -p herd-worker --test live_config --
+/// --ignored --nocapture`): time from invoking `herdctl config set` until
+/// both of two running workers report the new version in their
+/// registration (they report it after handing it to their pipeline), over
+/// 100 changes; p50 and p99.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement; run it explicitly"]
+async fn report_config_change_latency_over_100_changes() {
+    let names = Names::new("livelatency");
+    herd_clients::kafka::ensure_topic(&endpoints(), &names.topic, 2, 1).await.expect("topic");
+    let zk = zk().await;
+    let _coordinator = start_coordinator(&names, &format!("{}-coord", names.keyspace));
+    let (mut w1, _) = start_worker_with_metrics("lat-w1", &names.worker_args(&[]));
+    let (mut w2, _) = start_worker_with_metrics("lat-w2", &names.worker_args(&[]));
+    // Both registered (still on the command line's settings) before measuring.
+    wait_worker_version(&zk, &names, "lat-w1", 0).await;
+    wait_worker_version(&zk, &names, "lat-w2", 0).await;
+    let mut samples = Vec::with_capacity(100);
+    for i in 0..100u64 {
+        let started = Instant::now();
+        let v = set(&names, &[&format!("linger_ms={}", 10 + i % 2)]);
+        let herdctl_took = started.elapsed();
+        wait_worker_version(&zk, &names, "lat-w1", v).await;
+        wait_worker_version(&zk, &names, "lat-w2", v).await;
+        samples.push((started.elapsed(), herdctl_took));
+    }
+    samples.sort();
+    let pct = |p: usize| samples[(samples.len() * p / 100).min(samples.len() - 1)];
+    let (p50, p99) = (pct(50), pct(99));
+    eprintln!(
+        "config change to applied on 2 workers, 100 changes: p50 {} ms, p99 {} ms, max {} ms (herdctl itself: p50 {} ms)",
+        p50.0.as_millis(),
+        p99.0.as_millis(),
+        samples.last().unwrap().0.as_millis(),
+        p50.1.as_millis()
+    );
+    assert!(w1.terminate(Duration::from_secs(60)).success());
+    assert!(w2.terminate(Duration::from_secs(60)).success());
+    herd_clients::zookeeper::close(zk, Duration::from_secs(2)).await;
+    names.cleanup().await;
+}
