@@ -48,4 +48,14 @@ pub fn describe() {
     describe_gauge!(SHARDS_RUNNING, Unit::Count, "Shards this worker runs");
     describe_gauge!(CONFIG_VERSION, Unit::Count, "Live configuration version this worker runs (0: command line only)");
     describe_counter!(CONFIG_REJECTED, Unit::Count, "Invalid configuration documents refused (the last good one stays)");
+    // Rare events start at 0, so that rate() and alerts see them from the start.
+    for stage in ["decode", "write"] {
+        metrics::counter!(EVENTS_DEAD_LETTERED, "stage" => stage).increment(0);
+    }
+    for kind in ["transient", "permanent"] {
+        metrics::counter!(WRITE_RETRIES, "kind" => kind).increment(0);
+    }
+    for name in [CHECKPOINTS_FENCED, CONFIG_REJECTED, MESSAGES_SKIPPED] {
+        metrics::counter!(name).increment(0);
+    }
 }

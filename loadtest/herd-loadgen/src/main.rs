@@ -75,6 +75,10 @@ enum Command {
         /// Events per message for json-lines and arrow.
         #[arg(long, default_value_t = 1000)]
         batch_events: usize,
+        /// Validate flags and environment, print what would be produced, and
+        /// exit without connecting to anything.
+        #[arg(long)]
+        check_config: bool,
     },
     /// Write the same events straight to Cassandra with the scylla driver,
     /// batched per partition as herd-worker does, with --concurrency requests
@@ -124,10 +128,15 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
     herd_telemetry::init_logging(&cli.log, "warn").bad_input()?;
     let endpoints = cli.connect.validate().bad_input()?;
     match cli.command {
-        Command::Produce { topic, events, encoding, batch_events } => {
+        Command::Produce { topic, events, encoding, batch_events, check_config } => {
             let g = generator(&events)?;
+            herd_config::kafka_topic("topic", &topic).bad_input()?;
             if batch_events == 0 {
                 return Err(Exit::BadInput(anyhow::anyhow!("--batch-events must be at least 1")));
+            }
+            if check_config {
+                println!("configuration ok: {endpoints:?}\nproduce {} events to {topic}", events.events);
+                return Ok(ExitCode::SUCCESS);
             }
             let per_message = match encoding {
                 Encoding::Json => 1,

@@ -42,6 +42,9 @@ struct Cli {
     /// are picked up), in seconds. Membership changes act at once.
     #[arg(long, env = "HERD_REFRESH_SECS", default_value_t = 10)]
     refresh_secs: u64,
+    /// Address of the Prometheus endpoint (GET /metrics).
+    #[arg(long, env = "HERD_METRICS_ADDR", default_value = "127.0.0.1:9470")]
+    metrics_addr: std::net::SocketAddr,
     /// Validate flags and environment, print the effective settings, and exit.
     #[arg(long)]
     check_config: bool,
@@ -64,6 +67,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
         println!("configuration ok: {endpoints:?}\n{coord:?}\ntopics: {:?}\nid: {id}", cli.topics);
         return Ok(ExitCode::SUCCESS);
     }
+    herd_telemetry::install_metrics(cli.metrics_addr).bad_input()?;
+    describe_metrics();
+    metrics::gauge!(IS_LEADER, "id" => id.clone()).set(0.0);
     let shutdown = CancellationToken::new();
     tokio::spawn(handle_signals(shutdown.clone()));
     if cli.topics.is_empty() {
@@ -118,6 +124,16 @@ async fn serve(
     };
     leadership.publish(&client, &coord.root, id).await.map_err(|e| format!("while publishing leadership: {e}"))?;
     tracing::info!(%id, epoch = leadership.epoch, lock = %leadership.lock_path, "leading");
+    metrics::gauge!(IS_LEADER, "id" => id.to_owned()).set(1.0);
+    metrics::gauge!(LEADER_EPOCH).set(leadership.epoch as f64);
+    // Whatever ends this leadership, the gauge says so.
+    struct NotLeading(String);
+    impl Drop for NotLeading {
+        fn drop(&mut self) {
+            metrics::gauge!(IS_LEADER, "id" => self.0.clone()).set(0.0);
+        }
+    }
+    let _not_leading = NotLeading(id.to_owned());
 
     let ctx = Lead { client: &client, endpoints, root: &coord.root, topics, leadership: &leadership };
     loop {
@@ -206,9 +222,31 @@ impl Lead<'_> {
             let revoking = doc.shards.iter().filter(|g| g.revoke).count();
             let new_grants = doc.shards.iter().filter(|g| g.epoch == handoff::NEW_GRANT).count();
             tracing::info!(workers = workers.len(), shards = target.len(), moved, revoking, new_grants, "published assignment");
+            metrics::counter!(ASSIGNMENTS_PUBLISHED).increment(1);
         }
+        metrics::gauge!(WORKERS).set(workers.len() as f64);
+        metrics::gauge!(SHARDS).set(doc.shards.len() as f64);
+        metrics::gauge!(SHARDS_REVOKING).set(doc.shards.iter().filter(|g| g.revoke).count() as f64);
         Ok([workers_watch, holders_watch])
     }
+}
+
+/// Label `id`: 1 while this coordinator leads, else 0.
+const IS_LEADER: &str = "herd_coordinator_is_leader";
+const LEADER_EPOCH: &str = "herd_coordinator_leader_epoch";
+const ASSIGNMENTS_PUBLISHED: &str = "herd_assignments_published_total";
+const WORKERS: &str = "herd_workers_registered";
+const SHARDS: &str = "herd_shards_assigned";
+const SHARDS_REVOKING: &str = "herd_shards_revoking";
+
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, Unit};
+    describe_gauge!(IS_LEADER, Unit::Count, "1 while this coordinator leads (label id), else 0");
+    describe_gauge!(LEADER_EPOCH, Unit::Count, "Epoch of this coordinator's current or last leadership");
+    describe_counter!(ASSIGNMENTS_PUBLISHED, Unit::Count, "Assignment versions published by this coordinator");
+    describe_gauge!(WORKERS, Unit::Count, "Registered workers, as the leader last saw them");
+    describe_gauge!(SHARDS, Unit::Count, "Shards in the published assignment");
+    describe_gauge!(SHARDS_REVOKING, Unit::Count, "Shards being handed over (revoked, not yet released)");
 }
 
 /// First SIGTERM or SIGINT: step down cleanly. Second: exit at once.

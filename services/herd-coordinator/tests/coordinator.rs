@@ -13,7 +13,7 @@ use zookeeper_client::Client;
 const SESSION_MS: u64 = 4000;
 
 fn start(name: &str, root: &str) -> Process {
-    let args: Vec<String> = ["--root", root, "--id", name, "--session-timeout-ms", &SESSION_MS.to_string()]
+    let args: Vec<String> = ["--root", root, "--id", name, "--session-timeout-ms", &SESSION_MS.to_string(), "--metrics-addr", "127.0.0.1:0"]
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -131,7 +131,7 @@ async fn the_leader_assigns_partitions_to_registered_workers_and_moves_few() {
     let _w1 = register(&root, "w1").await;
     let w2 = register(&root, "w2").await;
     let _w3 = register(&root, "w3").await;
-    let args: Vec<String> = ["--root", &root, "--id", "coord", "--topics", &topic].iter().map(|s| s.to_string()).collect();
+    let args: Vec<String> = ["--root", &root, "--id", "coord", "--topics", &topic, "--metrics-addr", "127.0.0.1:0"].iter().map(|s| s.to_string()).collect();
     let mut coordinator = Process::start(env!("CARGO_BIN_EXE_herd-coordinator"), "coord-assign", &args, &[]);
 
     let first = wait_assignment(&zk, &root, "3 workers have 4 shards each", |a| {

@@ -113,7 +113,7 @@ async fn pausing_a_topic_stops_only_its_shards_and_resuming_catches_up() {
         herd_clients::kafka::ensure_topic(&endpoints(), t, 2, 1).await.expect("topic");
     }
     let zk = zk().await;
-    let coordinator_args: Vec<String> = ["--root", &names.root, "--topics", &format!("{},{other}", names.topic), "--id", "coord", "--session-timeout-ms", "4000", "--refresh-secs", "2"]
+    let coordinator_args: Vec<String> = ["--root", &names.root, "--topics", &format!("{},{other}", names.topic), "--id", "coord", "--session-timeout-ms", "4000", "--refresh-secs", "2", "--metrics-addr", "127.0.0.1:0"]
         .iter()
         .map(|s| s.to_string())
         .collect();

@@ -67,7 +67,7 @@ pub fn herdctl(args: &[&str]) -> (i32, String, String) {
 pub fn start_coordinator(names: &Names, name: &str) -> herd_testkit::process::Process {
     let args: Vec<String> = [
         "--root", &names.root, "--topics", &names.topic, "--id", name,
-        "--session-timeout-ms", &SESSION_TIMEOUT_MS.to_string(), "--refresh-secs", "2",
+        "--session-timeout-ms", &SESSION_TIMEOUT_MS.to_string(), "--refresh-secs", "2", "--metrics-addr", "127.0.0.1:0",
     ]
     .iter()
     .map(|s| s.to_string())
