@@ -336,10 +336,14 @@ impl Pipeline {
                         }
                         Some(Control::Stop { topic, partition, done }) => {
                             let key: ShardKey = (topic.as_str().into(), partition);
-                            let Some(RunningShard { last: until, .. }) = running.remove(&key) else {
+                            let Some(RunningShard { last: until, kafka_paused, .. }) = running.remove(&key) else {
                                 let _ = done.send(Stopped::NotRunning);
                                 continue;
                             };
+                            // Leave no pause behind for a later owner of this partition in this consumer.
+                            if kafka_paused {
+                                let _ = source.resume(&topic, partition);
+                            }
                             if let Err(e) = source.stop(&topic, partition) {
                                 tracing::warn!(%topic, partition, error = %e, "Kafka refused to unassign the shard; its messages are dropped from now on");
                             }
