@@ -4,6 +4,7 @@
 //! Rate control, scenarios and verification come with issue 6.
 
 mod gen;
+mod verify;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -75,6 +76,11 @@ enum Command {
         /// Events per message for json-lines and arrow.
         #[arg(long, default_value_t = 1000)]
         batch_events: usize,
+        /// Target events per second, open loop (messages are sent on schedule,
+        /// whatever the broker's latency); 0 sends as fast as the broker takes
+        /// them. The run lasts --events / --rate seconds.
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
         /// Validate flags and environment, print what would be produced, and
         /// exit without connecting to anything.
         #[arg(long)]
@@ -105,10 +111,81 @@ enum Command {
         #[arg(long)]
         prefix: String,
     },
+    /// Read back what Cassandra holds and check it against what was produced,
+    /// event by event: per producer, missing, duplicated and unexpected events
+    /// (by producer and seq), and end-to-end latency when the workers wrote
+    /// ingest-time timestamps. Exits 1 if anything is missing, duplicated or
+    /// unexpected.
+    Verify {
+        /// Cassandra keyspace the workers write to.
+        #[arg(long, env = "HERD_KEYSPACE", default_value = "herd")]
+        keyspace: String,
+        /// PRODUCER=COUNT: that producer's events are seq 0 to COUNT-1 (as
+        /// `produce --producer-id PRODUCER --events COUNT` makes them). Repeatable.
+        #[arg(long = "expect", required = true, value_parser = verify::parse_expect, value_name = "PRODUCER=COUNT")]
+        expect: Vec<(String, u64)>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
     herd_telemetry::report("herd-loadgen", run(Cli::parse()))
+}
+
+/// Prints achieved rate, errors and elapsed time to stderr every second.
+async fn progress_line(sent: Arc<std::sync::atomic::AtomicU64>, errors: Arc<std::sync::atomic::AtomicU64>, started: Instant, total: u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = sent.load(Relaxed);
+        eprintln!(
+            "[{:>5.1} s] {now} of {total} events sent, {} events/s, {} errors",
+            started.elapsed().as_secs_f64(),
+            now - last,
+            errors.load(Relaxed)
+        );
+        last = now;
+    }
+}
+
+/// Row counts per (producer, seq) of `keyspace.points` for the expected
+/// producers; ingest latencies (write time - event time, ms) where the rows
+/// carry ingest-time timestamps; the other producers seen.
+async fn scan(
+    session: &scylla::client::session::Session,
+    keyspace: &str,
+    expected: &std::collections::BTreeMap<String, u64>,
+) -> Result<(verify::Stored, Vec<i64>, Vec<String>), Exit> {
+    let mut statement = scylla::statement::Statement::new(format!("SELECT producer, seq, ts, writetime(value) FROM {keyspace}.points"));
+    statement.set_page_size(5000);
+    let mut rows = session
+        .query_iter(statement, &[])
+        .await
+        .with_context(|| format!("while reading {keyspace}.points (is --keyspace right?)"))?
+        .rows_stream::<(String, i64, scylla::value::CqlTimestamp, Option<i64>)>()
+        .context("while reading rows")?;
+    let mut stored: verify::Stored = Default::default();
+    let mut latencies = Vec::new();
+    let mut others = std::collections::BTreeSet::new();
+    while let Some(row) = rows.next().await {
+        let (producer, seq, scylla::value::CqlTimestamp(ts), written_us) = row.context("while reading rows")?;
+        if !expected.contains_key(&producer) {
+            others.insert(producer);
+            continue;
+        }
+        if let Some(w) = written_us {
+            // Event-time timestamps make this 0: not a latency.
+            let latency = w / 1000 - ts;
+            if latency != 0 {
+                latencies.push(latency);
+            }
+        }
+        *stored.entry(producer).or_default().entry(seq as u64).or_default() += 1;
+    }
+    Ok((stored, latencies, others.into_iter().collect()))
 }
 
 fn generator(e: &Events) -> Result<Generator, Exit> {
@@ -128,7 +205,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
     herd_telemetry::init_logging(&cli.log, "warn").bad_input()?;
     let endpoints = cli.connect.validate().bad_input()?;
     match cli.command {
-        Command::Produce { topic, events, encoding, batch_events, check_config } => {
+        Command::Produce { topic, events, encoding, batch_events, rate, check_config } => {
             let g = generator(&events)?;
             herd_config::kafka_topic("topic", &topic).bad_input()?;
             if batch_events == 0 {
@@ -146,7 +223,18 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
             let started = Instant::now();
             let mut bytes = 0u64;
             let messages = events.events.div_ceil(per_message);
+            let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let progress = tokio::spawn(progress_line(sent.clone(), errors.clone(), started, events.events));
+            let t0 = tokio::time::Instant::now();
             let results: Vec<Result<(), String>> = stream::iter(0..messages)
+                .then(|m| async move {
+                    // Open loop: message m goes out at its scheduled time.
+                    if rate > 0 {
+                        tokio::time::sleep_until(t0 + Duration::from_secs_f64((m * per_message) as f64 / rate as f64)).await;
+                    }
+                    m
+                })
                 .map(|m| {
                     let first = m * per_message;
                     let batch = g.events(first..(first + per_message).min(events.events));
@@ -159,18 +247,26 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
                     let key = batch[0].series.clone();
                     let producer = &producer;
                     let topic = &topic;
+                    let n = batch.len() as u64;
+                    let (sent, errors) = (&sent, &errors);
                     async move {
                         let headers = OwnedHeaders::new().insert(Header { key: "content-type", value: Some(content_type.content_type()) });
-                        producer
+                        let r = producer
                             .send(FutureRecord::to(topic).key(&key).payload(&payload).headers(headers), Duration::from_secs(60))
                             .await
                             .map(|_| ())
-                            .map_err(|(e, _)| e.to_string())
+                            .map_err(|(e, _)| e.to_string());
+                        match &r {
+                            Ok(()) => sent.fetch_add(n, std::sync::atomic::Ordering::Relaxed),
+                            Err(_) => errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                        };
+                        r
                     }
                 })
                 .buffer_unordered(10_000)
                 .collect()
                 .await;
+            progress.abort();
             if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
                 return Err(anyhow::anyhow!("delivery to {topic} failed: {e}").into());
             }
@@ -228,6 +324,41 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
                 rows as f64 / secs
             );
             Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Verify { keyspace, expect, json } => {
+            let expected: std::collections::BTreeMap<String, u64> = expect.into_iter().collect();
+            let session = herd_clients::cassandra::session(&endpoints).await.context("while connecting to Cassandra")?;
+            let (stored, mut latencies_ms, others) = scan(&session, &keyspace, &expected).await?;
+            let reports = verify::compare(&expected, &stored);
+            let latency = verify::percentiles(&mut latencies_ms);
+            let ok = reports.iter().all(verify::ProducerReport::ok);
+            if json {
+                let out = serde_json::json!({
+                    "keyspace": keyspace, "ok": ok, "producers": reports, "other_producers": others,
+                    "latency_ms": latency.map(|[p50, p90, p99, max]| serde_json::json!({"p50": p50, "p90": p90, "p99": p99, "max": max})),
+                });
+                println!("{}", serde_json::to_string_pretty(&out).context("while encoding JSON")?);
+            } else {
+                println!("{:<24} {:>12} {:>12} {:>10} {:>10} {:>10}", "PRODUCER", "EXPECTED", "STORED", "MISSING", "DUPLICATED", "UNEXPECTED");
+                for r in &reports {
+                    println!("{:<24} {:>12} {:>12} {:>10} {:>10} {:>10}", r.producer, r.expected, r.stored_distinct, r.missing, r.duplicated, r.unexpected);
+                    if !r.missing_examples.is_empty() {
+                        println!("  missing seq: {}", r.missing_examples.join(", "));
+                    }
+                    for (seq, rows) in &r.duplicated_examples {
+                        println!("  seq {seq} stored {rows} times");
+                    }
+                }
+                if !others.is_empty() {
+                    println!("not checked (not in --expect): {}", others.join(", "));
+                }
+                match latency {
+                    Some([p50, p90, p99, max]) => println!("end-to-end latency (event time to write, all checked rows): p50 {p50} ms, p90 {p90} ms, p99 {p99} ms, max {max} ms"),
+                    None => println!("end-to-end latency: not measurable here (rows carry event-time write timestamps; run the workers with --write-timestamp ingest-time to measure it)"),
+                }
+                println!("{}", if ok { "verdict: OK, every event stored exactly once" } else { "verdict: FAILED" });
+            }
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Cleanup { prefix } => {
             if prefix.len() < 3 || prefix.starts_with("system") {

@@ -1,0 +1,137 @@
+//! `herd-loadgen verify`: what Cassandra holds against what was produced,
+//! event by event. A producer's events are its seq 0..count; each must be
+//! stored exactly once (one row per (producer, seq)).
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+/// Per producer: what was expected and what is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProducerReport {
+    pub producer: String,
+    pub expected: u64,
+    pub stored_distinct: u64,
+    pub missing: u64,
+    pub duplicated: u64,
+    /// seq at or above `expected`: stored but never produced.
+    pub unexpected: u64,
+    /// The first missing seqs, as ranges `a-b`.
+    pub missing_examples: Vec<String>,
+    /// The first duplicated seqs, with their row counts.
+    pub duplicated_examples: Vec<(u64, u64)>,
+}
+
+impl ProducerReport {
+    pub fn ok(&self) -> bool {
+        self.missing == 0 && self.duplicated == 0 && self.unexpected == 0
+    }
+}
+
+/// Row counts per seq, per producer: what a scan of the points table gives.
+pub type Stored = HashMap<String, HashMap<u64, u64>>;
+
+/// Compares `stored` with `expected` (producer -> count). Producers stored
+/// but not expected are not judged (other runs may share the keyspace); they
+/// are listed by the caller.
+pub fn compare(expected: &BTreeMap<String, u64>, stored: &Stored) -> Vec<ProducerReport> {
+    let empty = HashMap::new();
+    expected
+        .iter()
+        .map(|(producer, &count)| {
+            let rows = stored.get(producer).unwrap_or(&empty);
+            let mut missing = 0;
+            let mut missing_examples = Vec::new();
+            let mut run: Option<(u64, u64)> = None;
+            for seq in 0..count {
+                if rows.contains_key(&seq) {
+                    continue;
+                }
+                missing += 1;
+                run = match run {
+                    Some((a, b)) if b + 1 == seq => Some((a, seq)),
+                    Some((a, b)) => {
+                        if missing_examples.len() < 10 {
+                            missing_examples.push(if a == b { a.to_string() } else { format!("{a}-{b}") });
+                        }
+                        Some((seq, seq))
+                    }
+                    None => Some((seq, seq)),
+                };
+            }
+            if let Some((a, b)) = run {
+                if missing_examples.len() < 10 {
+                    missing_examples.push(if a == b { a.to_string() } else { format!("{a}-{b}") });
+                }
+            }
+            let mut duplicated_examples: Vec<(u64, u64)> = rows.iter().filter(|(_, &n)| n > 1).map(|(&s, &n)| (s, n)).collect();
+            duplicated_examples.sort();
+            let duplicated = duplicated_examples.len() as u64;
+            duplicated_examples.truncate(10);
+            ProducerReport {
+                producer: producer.clone(),
+                expected: count,
+                stored_distinct: rows.keys().filter(|&&s| s < count).count() as u64,
+                missing,
+                duplicated,
+                unexpected: rows.keys().filter(|&&s| s >= count).count() as u64,
+                missing_examples,
+                duplicated_examples,
+            }
+        })
+        .collect()
+}
+
+/// Parses `--expect PRODUCER=COUNT`.
+pub fn parse_expect(s: &str) -> Result<(String, u64), String> {
+    let (p, n) = s.rsplit_once('=').ok_or_else(|| format!("--expect {s:?}: expected PRODUCER=COUNT, e.g. loadgen=100000"))?;
+    let n = n.parse::<u64>().map_err(|_| format!("--expect {s:?}: {n:?} is not a count"))?;
+    if p.is_empty() {
+        return Err(format!("--expect {s:?}: the producer is empty"));
+    }
+    Ok((p.to_owned(), n))
+}
+
+/// Exact percentiles (p50, p90, p99, max) of `values`, in their unit.
+pub fn percentiles(values: &mut [i64]) -> Option<[i64; 4]> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_unstable();
+    let at = |p: usize| values[((values.len() - 1) * p) / 100];
+    Some([at(50), at(90), at(99), values[values.len() - 1]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_missing_ranges_duplicates_and_unexpected_seqs() {
+        let mut rows: HashMap<u64, u64> = (0..100).map(|s| (s, 1)).collect();
+        for s in [3, 4, 5, 50] {
+            rows.remove(&s);
+        }
+        rows.insert(7, 2);
+        rows.insert(120, 1);
+        let stored: Stored = HashMap::from([("p".to_owned(), rows)]);
+        let r = &compare(&BTreeMap::from([("p".to_owned(), 100), ("q".to_owned(), 2)]), &stored);
+        assert_eq!(r[0].missing, 4);
+        assert_eq!(r[0].missing_examples, vec!["3-5", "50"]);
+        assert_eq!((r[0].duplicated, r[0].duplicated_examples.clone()), (1, vec![(7, 2)]));
+        assert_eq!((r[0].unexpected, r[0].stored_distinct), (1, 96));
+        assert!(!r[0].ok());
+        assert_eq!((r[1].missing, r[1].missing_examples.clone()), (2, vec!["0-1".to_owned()]), "a producer with nothing stored");
+        let all: Stored = HashMap::from([("p".to_owned(), (0..10).map(|s| (s, 1)).collect())]);
+        assert!(compare(&BTreeMap::from([("p".to_owned(), 10)]), &all)[0].ok());
+    }
+
+    #[test]
+    fn parses_expectations_and_percentiles() {
+        assert_eq!(parse_expect("a=b=5").unwrap(), ("a=b".to_owned(), 5));
+        assert!(parse_expect("p").is_err() && parse_expect("p=x").is_err() && parse_expect("=3").is_err());
+        let mut v: Vec<i64> = (1..=100).rev().collect();
+        assert_eq!(percentiles(&mut v), Some([50, 90, 99, 100]));
+        assert_eq!(percentiles(&mut []), None);
+    }
+}
