@@ -58,7 +58,8 @@ struct Events {
     /// Producer id written into every event (its identity is producer + seq).
     #[arg(long, default_value = "loadgen")]
     producer_id: String,
-    /// Event time of the first event, ms since epoch [default: one hour ago].
+    /// Event time of the first event, ms since epoch [default: one hour ago;
+    /// with produce --rate: now, each event stamped with its scheduled send time].
     #[arg(long)]
     base_ts: Option<i64>,
 }
@@ -197,6 +198,7 @@ fn generator(e: &Events) -> Result<Generator, Exit> {
         producer: e.producer_id.clone(),
         series: e.series,
         base_ts: e.base_ts.unwrap_or(now - 3_600_000),
+        rate: None,
     })
 }
 
@@ -206,7 +208,14 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
     let endpoints = cli.connect.validate().bad_input()?;
     match cli.command {
         Command::Produce { topic, events, encoding, batch_events, rate, check_config } => {
-            let g = generator(&events)?;
+            let mut g = generator(&events)?;
+            if rate > 0 {
+                // Event time = the message's scheduled send time (from now, unless --base-ts says otherwise).
+                g.rate = Some((rate, if matches!(encoding, Encoding::Json) { 1 } else { batch_events as u64 }));
+                if events.base_ts.is_none() {
+                    g.base_ts = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+                }
+            }
             herd_config::kafka_topic("topic", &topic).bad_input()?;
             if batch_events == 0 {
                 return Err(Exit::BadInput(anyhow::anyhow!("--batch-events must be at least 1")));
