@@ -82,6 +82,11 @@ enum Command {
         /// them. The run lasts --events / --rate seconds.
         #[arg(long, default_value_t = 0)]
         rate: u64,
+        /// Afterwards, send the very same message bytes again (encoded
+        /// beforehand) to TOPIC-raw with a plain librdkafka producer: the
+        /// ceiling of the producer without event encoding, in the same run.
+        #[arg(long)]
+        compare_raw: bool,
         /// Validate flags and environment, print what would be produced, and
         /// exit without connecting to anything.
         #[arg(long)]
@@ -133,6 +138,18 @@ enum Command {
 
 fn main() -> ExitCode {
     herd_telemetry::report("herd-loadgen", run(Cli::parse()))
+}
+
+/// Message `m` of a run: (m, key, payload, content type, events in it).
+fn encode_message(g: &Generator, m: u64, per_message: u64, total: u64, encoding: Encoding) -> (u64, String, Vec<u8>, Format, u64) {
+    let first = m * per_message;
+    let batch = g.events(first..(first + per_message).min(total));
+    let (payload, content_type) = match encoding {
+        Encoding::Json => (json::encode(&batch[0]), Format::Json),
+        Encoding::JsonLines => (json::encode_lines(&batch), Format::JsonLines),
+        Encoding::Arrow => (arrow_ipc::encode(&batch).expect("valid events encode"), Format::ArrowIpc),
+    };
+    (m, batch[0].series.clone(), payload, content_type, batch.len() as u64)
 }
 
 /// Prints achieved rate, errors and elapsed time to stderr every second.
@@ -207,7 +224,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
     herd_telemetry::init_logging(&cli.log, "warn").bad_input()?;
     let endpoints = cli.connect.validate().bad_input()?;
     match cli.command {
-        Command::Produce { topic, events, encoding, batch_events, rate, check_config } => {
+        Command::Produce { topic, events, encoding, batch_events, rate, compare_raw, check_config } => {
             let mut g = generator(&events)?;
             if rate > 0 {
                 // Event time = the message's scheduled send time (from now, unless --base-ts says otherwise).
@@ -236,27 +253,31 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
             let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
             let progress = tokio::spawn(progress_line(sent.clone(), errors.clone(), started, events.events));
             let t0 = tokio::time::Instant::now();
-            let results: Vec<Result<(), String>> = stream::iter(0..messages)
-                .then(|m| async move {
+            // Encoding runs on the blocking pool, several groups of messages
+            // ahead, in order; sending stays on the runtime.
+            let g = Arc::new(g);
+            let total = events.events;
+            const GROUP: u64 = 64;
+            let results: Vec<Result<(), String>> = stream::iter((0..messages).step_by(GROUP as usize))
+                .map(|m0| {
+                    let g = g.clone();
+                    tokio::task::spawn_blocking(move || {
+                        (m0..(m0 + GROUP).min(messages)).map(|m| encode_message(&g, m, per_message, total, encoding)).collect::<Vec<_>>()
+                    })
+                })
+                .buffered(4)
+                .flat_map(|encoded| stream::iter(encoded.expect("encoding task panicked")))
+                .then(|message| async move {
                     // Open loop: message m goes out at its scheduled time.
                     if rate > 0 {
-                        tokio::time::sleep_until(t0 + Duration::from_secs_f64((m * per_message) as f64 / rate as f64)).await;
+                        tokio::time::sleep_until(t0 + Duration::from_secs_f64((message.0 * per_message) as f64 / rate as f64)).await;
                     }
-                    m
+                    message
                 })
-                .map(|m| {
-                    let first = m * per_message;
-                    let batch = g.events(first..(first + per_message).min(events.events));
-                    let (payload, content_type) = match encoding {
-                        Encoding::Json => (json::encode(&batch[0]), Format::Json),
-                        Encoding::JsonLines => (json::encode_lines(&batch), Format::JsonLines),
-                        Encoding::Arrow => (arrow_ipc::encode(&batch).expect("valid events encode"), Format::ArrowIpc),
-                    };
+                .map(|(_, key, payload, content_type, n)| {
                     bytes += payload.len() as u64;
-                    let key = batch[0].series.clone();
                     let producer = &producer;
                     let topic = &topic;
-                    let n = batch.len() as u64;
                     let (sent, errors) = (&sent, &errors);
                     async move {
                         let headers = OwnedHeaders::new().insert(Header { key: "content-type", value: Some(content_type.content_type()) });
@@ -286,6 +307,36 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
                 bytes as f64 / 1e6,
                 events.events as f64 / secs
             );
+            if compare_raw {
+                // The same messages, encoded before the clock starts.
+                let payloads: Vec<(String, Vec<u8>, u64)> = (0..messages)
+                    .map(|m| {
+                        let (_, key, payload, _, n) = encode_message(&g, m, per_message, total, encoding);
+                        (key, payload, n)
+                    })
+                    .collect();
+                let raw_topic = format!("{topic}-raw");
+                let started = Instant::now();
+                let failures = stream::iter(payloads.iter())
+                    .map(|(key, payload, _)| {
+                        let (producer, raw_topic) = (&producer, &raw_topic);
+                        async move { producer.send(FutureRecord::to(raw_topic).key(key).payload(payload), Duration::from_secs(60)).await.is_err() }
+                    })
+                    .buffer_unordered(10_000)
+                    .filter(|failed| std::future::ready(*failed))
+                    .count()
+                    .await;
+                if failures > 0 {
+                    return Err(anyhow::anyhow!("{failures} raw deliveries to {raw_topic} failed").into());
+                }
+                let raw_secs = started.elapsed().as_secs_f64();
+                let raw_rate = events.events as f64 / raw_secs;
+                let rate = events.events as f64 / secs;
+                println!(
+                    "raw librdkafka, the same {messages} messages pre-encoded, to {raw_topic} in {raw_secs:.2} s: {raw_rate:.0} events/s; herd-loadgen reached {:.2} of it",
+                    rate / raw_rate
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Ceiling { sink, events, concurrency, cql_batch_max_rows, cql_batch_max_bytes } => {
