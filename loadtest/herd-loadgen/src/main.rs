@@ -82,6 +82,14 @@ enum Command {
         /// them. The run lasts --events / --rate seconds.
         #[arg(long, default_value_t = 0)]
         rate: u64,
+        /// Percent of messages sent twice (the same bytes): a replay that must
+        /// not duplicate anything in Cassandra. Chosen deterministically.
+        #[arg(long, default_value_t = 0.0)]
+        duplicate_pct: f64,
+        /// Percent of messages followed by a malformed one (invalid JSON):
+        /// it must end in the dead-letter topic, nothing else. Deterministic.
+        #[arg(long, default_value_t = 0.0)]
+        malformed_pct: f64,
         /// Afterwards, send the very same message bytes again (encoded
         /// beforehand) to TOPIC-raw with a plain librdkafka producer: the
         /// ceiling of the producer without event encoding, in the same run.
@@ -138,6 +146,25 @@ enum Command {
 
 fn main() -> ExitCode {
     herd_telemetry::report("herd-loadgen", run(Cli::parse()))
+}
+
+async fn send_one(producer: &rdkafka::producer::FutureProducer, topic: &str, key: &str, payload: &[u8], content_type: &str) -> Result<(), String> {
+    let headers = OwnedHeaders::new().insert(Header { key: "content-type", value: Some(content_type) });
+    producer
+        .send(FutureRecord::to(topic).key(key).payload(payload).headers(headers), Duration::from_secs(60))
+        .await
+        .map(|_| ())
+        .map_err(|(e, _)| e.to_string())
+}
+
+/// Whether message `m` is among the `pct` percent picked for `purpose`:
+/// deterministic, so that a run can be repeated exactly.
+fn chosen(m: u64, purpose: u64, pct: f64) -> bool {
+    if pct <= 0.0 {
+        return false;
+    }
+    let h = (m ^ purpose.wrapping_mul(0xA24B_AED4_963E_E407)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((h >> 11) as f64 / (1u64 << 53) as f64) * 100.0 < pct
 }
 
 /// Message `m` of a run: (m, key, payload, content type, events in it).
@@ -224,7 +251,12 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
     herd_telemetry::init_logging(&cli.log, "warn").bad_input()?;
     let endpoints = cli.connect.validate().bad_input()?;
     match cli.command {
-        Command::Produce { topic, events, encoding, batch_events, rate, compare_raw, check_config } => {
+        Command::Produce { topic, events, encoding, batch_events, rate, duplicate_pct, malformed_pct, compare_raw, check_config } => {
+            for (name, v) in [("duplicate-pct", duplicate_pct), ("malformed-pct", malformed_pct)] {
+                if !(0.0..=100.0).contains(&v) {
+                    return Err(Exit::BadInput(anyhow::anyhow!("--{name} {v}: expected a percentage from 0 to 100")));
+                }
+            }
             let mut g = generator(&events)?;
             if rate > 0 {
                 // Event time = the message's scheduled send time (from now, unless --base-ts says otherwise).
@@ -253,6 +285,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
             let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
             let progress = tokio::spawn(progress_line(sent.clone(), errors.clone(), started, events.events));
             let t0 = tokio::time::Instant::now();
+            // Duplicate and malformed messages sent.
+            let extra = [std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0)];
             // Encoding runs on the blocking pool, several groups of messages
             // ahead, in order; sending stays on the runtime.
             let g = Arc::new(g);
@@ -274,18 +308,22 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
                     }
                     message
                 })
-                .map(|(_, key, payload, content_type, n)| {
+                .map(|(m, key, payload, content_type, n)| {
                     bytes += payload.len() as u64;
                     let producer = &producer;
                     let topic = &topic;
-                    let (sent, errors) = (&sent, &errors);
+                    let (sent, errors, extra) = (&sent, &errors, &extra);
                     async move {
-                        let headers = OwnedHeaders::new().insert(Header { key: "content-type", value: Some(content_type.content_type()) });
-                        let r = producer
-                            .send(FutureRecord::to(topic).key(&key).payload(&payload).headers(headers), Duration::from_secs(60))
-                            .await
-                            .map(|_| ())
-                            .map_err(|(e, _)| e.to_string());
+                        let ct = content_type.content_type();
+                        let mut r = send_one(producer, topic, &key, &payload, ct).await;
+                        if r.is_ok() && chosen(m, 1, duplicate_pct) {
+                            r = send_one(producer, topic, &key, &payload, ct).await;
+                            extra[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        if r.is_ok() && chosen(m, 2, malformed_pct) {
+                            r = send_one(producer, topic, &key, b"{\"series\": \"malformed", "application/json").await;
+                            extra[1].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                         match &r {
                             Ok(()) => sent.fetch_add(n, std::sync::atomic::Ordering::Relaxed),
                             Err(_) => errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -307,6 +345,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
                 bytes as f64 / 1e6,
                 events.events as f64 / secs
             );
+            let (dups, bad) = (extra[0].load(std::sync::atomic::Ordering::Relaxed), extra[1].load(std::sync::atomic::Ordering::Relaxed));
+            if dups + bad > 0 {
+                println!("also sent: {dups} messages a second time (must not duplicate), {bad} malformed messages (must be dead-lettered)");
+            }
             if compare_raw {
                 // The same messages, encoded before the clock starts.
                 let payloads: Vec<(String, Vec<u8>, u64)> = (0..messages)
@@ -454,5 +496,18 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
             println!("dropped {dropped} keyspaces and deleted {} topics starting with {prefix:?}", topics.len());
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn chosen_picks_about_the_percentage_independently_per_purpose() {
+        let picked = |purpose, pct| (0..100_000u64).filter(|&m| super::chosen(m, purpose, pct)).count();
+        assert!((900..=1100).contains(&picked(1, 1.0)), "{}", picked(1, 1.0));
+        assert_eq!(picked(1, 0.0), 0);
+        assert_eq!(picked(1, 100.0), 100_000);
+        let both = (0..100_000u64).filter(|&m| super::chosen(m, 1, 10.0) && super::chosen(m, 2, 10.0)).count();
+        assert!((700..=1300).contains(&both), "purposes are independent: {both}");
+        assert_eq!(picked(2, 5.0), picked(2, 5.0), "deterministic");
     }
 }
