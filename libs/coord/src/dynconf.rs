@@ -461,26 +461,12 @@ pub async fn write(
 
 /// Every accepted version, oldest first.
 pub async fn history(client: &zookeeper_client::Client, root: &str) -> Result<Vec<HistoryEntry>, StoreError> {
-    let dir = history_dir(root);
-    let mut names = match client.list_children(&dir).await {
-        Ok(n) => n,
-        Err(zookeeper_client::Error::NoNode) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    names.sort();
-    let mut out = Vec::with_capacity(names.len());
-    for name in names {
-        match client.get_data(&format!("{dir}/{name}")).await {
-            Ok((data, _)) => {
-                if let Ok(entry) = serde_json::from_slice::<HistoryEntry>(&data) {
-                    out.push(entry);
-                }
-            }
-            Err(zookeeper_client::Error::NoNode) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(out)
+    Ok(crate::membership::children_json(client, &history_dir(root)).await?)
+}
+
+/// The document of an earlier `version`, from the history.
+pub async fn version_doc(client: &zookeeper_client::Client, root: &str, version: u64) -> Result<Option<ConfigDoc>, StoreError> {
+    Ok(history(client, root).await?.into_iter().find(|e| e.version == version).map(|e| e.doc))
 }
 
 #[cfg(test)]

@@ -68,29 +68,31 @@ pub async fn update_registration(client: &Client, root: &str, info: &WorkerInfo)
     Ok(())
 }
 
-/// Registered workers, sorted by id. A node whose data cannot be read as
-/// [`WorkerInfo`] (written by hand, or gone meanwhile) is skipped.
-pub async fn workers(client: &Client, root: &str) -> Result<Vec<WorkerInfo>, ElectionError> {
-    let dir = workers_dir(root);
-    let mut ids = match client.list_children(&dir).await {
-        Ok(ids) => ids,
+/// The children of `dir` whose data parses as `T`, sorted by name. Children
+/// that do not parse (written by hand) or are gone meanwhile are skipped; a
+/// missing `dir` has none.
+pub async fn children_json<T: serde::de::DeserializeOwned>(client: &Client, dir: &str) -> Result<Vec<T>, zookeeper_client::Error> {
+    let mut names = match client.list_children(dir).await {
+        Ok(names) => names,
         Err(zookeeper_client::Error::NoNode) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
-    ids.sort();
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        match client.get_data(&format!("{dir}/{id}")).await {
-            Ok((data, _)) => {
-                if let Ok(info) = serde_json::from_slice::<WorkerInfo>(&data) {
-                    out.push(info);
-                }
-            }
+    names.sort();
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        match client.get_data(&format!("{dir}/{name}")).await {
+            Ok((data, _)) => out.extend(serde_json::from_slice::<T>(&data).ok()),
             Err(zookeeper_client::Error::NoNode) => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
     }
     Ok(out)
+}
+
+/// Registered workers, sorted by id. A node whose data cannot be read as
+/// [`WorkerInfo`] (written by hand, or gone meanwhile) is skipped.
+pub async fn workers(client: &Client, root: &str) -> Result<Vec<WorkerInfo>, ElectionError> {
+    Ok(children_json(client, &workers_dir(root)).await?)
 }
 
 /// The published assignment, if any, with its epochs resolved. A document

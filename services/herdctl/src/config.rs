@@ -156,15 +156,7 @@ async fn act(zk: &zookeeper_client::Client, root: &str, action: Action, file_doc
         }
         Action::Diff { file: _, since } => {
             let (old, new) = match since {
-                Some(version) => {
-                    let history = dynconf::history(zk, root).await.context("while reading the history")?;
-                    let old = history
-                        .into_iter()
-                        .find(|e| e.version == version)
-                        .ok_or_else(|| anyhow::anyhow!("version {version} is not in the history (herdctl config history lists them)"))
-                        .bad_input()?;
-                    (old.doc, current)
-                }
+                Some(version) => (earlier(zk, root, version).await?, current),
                 None => (current, file_doc.expect("read before connecting")),
             };
             for line in dynconf::diff(&old, &new) {
@@ -177,15 +169,10 @@ async fn act(zk: &zookeeper_client::Client, root: &str, action: Action, file_doc
             }
         }
         Action::Rollback { version } => {
-            let history = dynconf::history(zk, root).await.context("while reading the history")?;
-            let old = history
-                .into_iter()
-                .find(|e| e.version == version)
-                .ok_or_else(|| anyhow::anyhow!("version {version} is not in the history (herdctl config history lists them)"))
-                .bad_input()?;
-            let v = store(zk, root, &old.doc, stored.version, &format!("rollback {version}")).await?;
+            let old = earlier(zk, root, version).await?;
+            let v = store(zk, root, &old, stored.version, &format!("rollback {version}")).await?;
             println!("version {v} (the document of version {version})");
-            for line in dynconf::diff(&current, &old.doc) {
+            for line in dynconf::diff(&current, &old) {
                 println!("  {line}");
             }
         }
@@ -204,6 +191,15 @@ async fn act(zk: &zookeeper_client::Client, root: &str, action: Action, file_doc
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An earlier version's document; an unknown version is bad input.
+async fn earlier(zk: &zookeeper_client::Client, root: &str, version: u64) -> Result<ConfigDoc, Exit> {
+    dynconf::version_doc(zk, root, version)
+        .await
+        .context("while reading the history")?
+        .ok_or_else(|| anyhow::anyhow!("version {version} is not in the history (herdctl config history lists them)"))
+        .bad_input()
 }
 
 /// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS UTC`.
