@@ -176,7 +176,10 @@ fn encode_message(g: &Generator, m: u64, per_message: u64, total: u64, encoding:
         Encoding::JsonLines => (json::encode_lines(&batch), Format::JsonLines),
         Encoding::Arrow => (arrow_ipc::encode(&batch).expect("valid events encode"), Format::ArrowIpc),
     };
-    (m, batch[0].series.clone(), payload, content_type, batch.len() as u64)
+    // A batch's key is its message number, so batches spread over all
+    // partitions (their first events' series would repeat with the batch size).
+    let key = if batch.len() == 1 { batch[0].series.clone() } else { format!("batch-{m}") };
+    (m, key, payload, content_type, batch.len() as u64)
 }
 
 /// Prints achieved rate, errors and elapsed time to stderr every second.
