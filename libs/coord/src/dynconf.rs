@@ -406,19 +406,12 @@ pub async fn watch(
     client: &zookeeper_client::Client,
     root: &str,
 ) -> Result<(Stored, zookeeper_client::OneshotWatcher), StoreError> {
-    let path = config_path(root);
-    loop {
-        match client.get_and_watch_data(&path).await {
-            Ok((data, stat, watcher)) => return Ok((Stored { version: version_of(&stat), data }, watcher)),
-            Err(zookeeper_client::Error::NoNode) => {}
-            Err(e) => return Err(e.into()),
-        }
-        match client.check_and_watch_stat(&path).await {
-            Ok((Some(_), _)) => continue,
-            Ok((None, watcher)) => return Ok((Stored { version: 0, data: Vec::new() }, watcher)),
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let (node, watcher) = crate::membership::watch_data(client, &config_path(root)).await?;
+    let stored = match node {
+        Some((data, stat)) => Stored { version: version_of(&stat), data },
+        None => Stored { version: 0, data: Vec::new() },
+    };
+    Ok((stored, watcher))
 }
 
 /// Writes `doc` as the version after `expected` (compare-and-set), and its

@@ -116,18 +116,27 @@ pub async fn watch_assignment(
     client: &Client,
     root: &str,
 ) -> Result<(Option<AssignmentDoc>, zookeeper_client::OneshotWatcher), ElectionError> {
-    let path = assignment_path(root);
+    let (node, watcher) = watch_data(client, &assignment_path(root)).await?;
+    Ok((node.and_then(|(data, stat)| parse_assignment(&data, stat.mzxid)), watcher))
+}
+
+/// A node's data and stat (None if it does not exist), and a watch that fires
+/// on its next change, deletion or creation.
+pub async fn watch_data(
+    client: &Client,
+    path: &str,
+) -> Result<(Option<(Vec<u8>, zookeeper_client::Stat)>, zookeeper_client::OneshotWatcher), zookeeper_client::Error> {
     loop {
-        match client.get_and_watch_data(&path).await {
-            Ok((data, stat, watcher)) => return Ok((parse_assignment(&data, stat.mzxid), watcher)),
+        match client.get_and_watch_data(path).await {
+            Ok((data, stat, watcher)) => return Ok((Some((data, stat)), watcher)),
             Err(zookeeper_client::Error::NoNode) => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
-        match client.check_and_watch_stat(&path).await {
+        match client.check_and_watch_stat(path).await {
             // Created meanwhile: read it.
             Ok((Some(_), _)) => continue,
             Ok((None, watcher)) => return Ok((None, watcher)),
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
     }
 }
@@ -174,28 +183,19 @@ pub async fn release(client: &Client, root: &str, shard: &Shard) -> Result<(), E
     }
 }
 
-/// Who holds which shard, and a watch that fires when a shard is taken or
-/// released.
-pub async fn holders(
-    client: &Client,
-    root: &str,
-) -> Result<(BTreeMap<Shard, Holder>, zookeeper_client::OneshotWatcher), ElectionError> {
-    let dir = owned_dir(root);
-    ensure_path(client, &dir).await?;
-    let (names, _, watcher) = client.get_and_watch_children(&dir).await?;
-    let mut out = BTreeMap::new();
-    for name in names {
-        match client.get_data(&format!("{dir}/{name}")).await {
-            Ok((data, _)) => {
-                if let Ok(h) = serde_json::from_slice::<Holder>(&data) {
-                    out.insert(Shard { topic: h.topic.clone(), partition: h.partition }, h);
-                }
-            }
-            Err(zookeeper_client::Error::NoNode) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok((out, watcher))
+/// Who holds which shard. Reads only: creates nothing.
+pub async fn holders(client: &Client, root: &str) -> Result<BTreeMap<Shard, Holder>, ElectionError> {
+    let held: Vec<Holder> = children_json(client, &owned_dir(root)).await?;
+    Ok(held.into_iter().map(|h| (Shard { topic: h.topic.clone(), partition: h.partition }, h)).collect())
+}
+
+/// Arms a watch on `dir`'s children (creating `dir` if missing): it fires
+/// when a child is added or removed. Arm it before reading, so that no
+/// change falls between the read and the watch.
+pub async fn watch_children(client: &Client, dir: &str) -> Result<zookeeper_client::OneshotWatcher, ElectionError> {
+    ensure_path(client, dir).await?;
+    let (_, _, watcher) = client.get_and_watch_children(dir).await?;
+    Ok(watcher)
 }
 
 pub fn as_assign_input(workers: &[WorkerInfo]) -> Vec<Worker> {

@@ -198,11 +198,10 @@ impl Lead<'_> {
     /// both) and partitions, assign, plan the handoff, publish if anything
     /// changed. Returns the two watches.
     async fn round(&self) -> Result<[zookeeper_client::OneshotWatcher; 2], ElectionError> {
-        let dir = membership::workers_dir(self.root);
-        membership::ensure_path(self.client, &dir).await?;
-        let (_, _, workers_watch) = self.client.get_and_watch_children(&dir).await?;
+        let workers_watch = membership::watch_children(self.client, &membership::workers_dir(self.root)).await?;
+        let holders_watch = membership::watch_children(self.client, &membership::owned_dir(self.root)).await?;
         let workers = membership::workers(self.client, self.root).await?;
-        let (holders, holders_watch) = membership::holders(self.client, self.root).await?;
+        let holders = membership::holders(self.client, self.root).await?;
         let previous = membership::read_assignment(self.client, self.root).await?;
         let before = previous.as_ref().map(AssignmentDoc::target).unwrap_or_default();
         let shards: Vec<Shard> = match herd_clients::kafka::partitions(self.endpoints, self.topics).await {

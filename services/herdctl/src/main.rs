@@ -17,6 +17,9 @@ struct Cli {
     connect: ConnectArgs,
     #[command(flatten)]
     log: LogArgs,
+    /// ZooKeeper path of the herd deployment.
+    #[arg(long, global = true, env = "HERD_ZK_ROOT", default_value = "/herd")]
+    root: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,9 +29,6 @@ enum Command {
     /// Read and change the live configuration that workers apply without
     /// restarting: get, set, apply, diff, history, rollback, status, keys.
     Config {
-        /// ZooKeeper path of the herd deployment.
-        #[arg(long, env = "HERD_ZK_ROOT", default_value = "/herd")]
-        root: String,
         #[command(subcommand)]
         action: config::Action,
     },
@@ -36,9 +36,6 @@ enum Command {
     /// with its owner, grant epoch, checkpoint and lag (end offset in Kafka
     /// minus the checkpoint in Cassandra).
     Status {
-        /// ZooKeeper path of the herd deployment.
-        #[arg(long, env = "HERD_ZK_ROOT", default_value = "/herd")]
-        root: String,
         /// Cassandra keyspace holding the shards' checkpoints (for lag).
         #[arg(long, env = "HERD_KEYSPACE", default_value = "herd")]
         keyspace: String,
@@ -118,10 +115,10 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode, Exit> {
     herd_telemetry::init_logging(&cli.log, "warn").bad_input()?;
     let endpoints = cli.connect.validate().bad_input()?;
+    let root = herd_config::zk_root("root", &cli.root).bad_input()?;
     match cli.command {
-        Command::Status { root, keyspace, json } => {
+        Command::Status { keyspace, json } => {
             use herd_coord::{election, membership};
-            let root = herd_config::zk_root("root", &root).bad_input()?;
             let zk = herd_clients::zookeeper::connect(&endpoints, std::time::Duration::from_secs(6))
                 .await
                 .context("while connecting to ZooKeeper")?;
@@ -129,7 +126,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
             let workers = membership::workers(&zk, &root).await.context("while reading the workers")?;
             zk.sync(&membership::assignment_path(&root)).await.ok();
             let assignment = membership::read_assignment(&zk, &root).await.context("while reading the assignment")?;
-            let (holders, _) = membership::holders(&zk, &root).await.context("while reading who holds which shard")?;
+            let holders = membership::holders(&zk, &root).await.context("while reading who holds which shard")?;
             herd_clients::zookeeper::close(zk, std::time::Duration::from_secs(2)).await;
             let grants = assignment.as_ref().map(|d| d.shards.clone()).unwrap_or_default();
             // Lag needs Kafka and Cassandra; without them, status still shows ZooKeeper's view.
@@ -198,10 +195,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Config { root, action } => {
-            let root = herd_config::zk_root("root", &root).bad_input()?;
-            config::run(&endpoints, &root, action).await
-        }
+        Command::Config { action } => config::run(&endpoints, &root, action).await,
         Command::Doctor { json } => {
             let probes = probe::all(&endpoints).await;
             if json {
