@@ -29,10 +29,7 @@ pub async fn checkpointed_and_end(session: &Session, keyspace: &str, topic: &str
         .filter(|(t, _, _)| t == topic)
         .filter_map(|(_, _, c)| c.next_offset)
         .sum();
-    let (e, t) = (crate::endpoints(), topic.to_owned());
-    let end = tokio::task::spawn_blocking(move || crate::kafka::end_offsets(&e, &t).values().sum())
-        .await
-        .expect("end offsets");
+    let end = crate::kafka::end_offsets(&crate::endpoints(), topic).await.values().sum();
     (checkpointed, end)
 }
 

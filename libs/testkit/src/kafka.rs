@@ -38,17 +38,13 @@ pub async fn produce(producer: &FutureProducer, topic: &str, messages: &[Outgoin
 }
 
 /// The end offset (high watermark) of each partition of `topic`.
-pub fn end_offsets(endpoints: &Endpoints, topic: &str) -> BTreeMap<i32, i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", endpoints.kafka_bootstrap())
-        .create()
-        .expect("offsets consumer");
-    let timeout = Duration::from_secs(10);
-    let metadata = consumer.fetch_metadata(Some(topic), timeout).expect("topic metadata");
-    metadata.topics()[0]
-        .partitions()
-        .iter()
-        .map(|p| (p.id(), consumer.fetch_watermarks(topic, p.id(), timeout).expect("watermarks").1))
+pub async fn end_offsets(endpoints: &Endpoints, topic: &str) -> BTreeMap<i32, i64> {
+    let partitions = herd_clients::kafka::partitions(endpoints, &[topic.to_owned()]).await.expect("topic metadata");
+    herd_clients::kafka::end_offsets(endpoints, partitions)
+        .await
+        .expect("end offsets")
+        .into_iter()
+        .map(|((_, p), end)| (p, end))
         .collect()
 }
 
