@@ -6,7 +6,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::StreamConsumer;
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{FutureProducer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::ClientError;
@@ -39,6 +39,11 @@ fn create<T: rdkafka::config::FromClientConfig>(
 /// A producer that waits for all in-sync replicas and is idempotent, so a
 /// retried send never writes a message twice.
 pub fn producer(endpoints: &Endpoints, client_id: &str) -> Result<FutureProducer, ClientError> {
+    create(endpoints, &producer_config(endpoints, client_id))
+}
+
+/// The settings of [`producer`]; callers may add their own on top.
+pub fn producer_config(endpoints: &Endpoints, client_id: &str) -> ClientConfig {
     let mut config = base_config(endpoints, client_id);
     config
         .set("acks", "all")
@@ -47,7 +52,23 @@ pub fn producer(endpoints: &Endpoints, client_id: &str) -> Result<FutureProducer
             "message.timeout.ms",
             (endpoints.connect_timeout.as_millis() * 3).to_string(),
         );
-    create(endpoints, &config)
+    config
+}
+
+/// A producer with `config` whose deliveries are reported to `context`
+/// (no future per message: for senders of hundreds of thousands of
+/// messages per second).
+pub fn threaded_producer<C: ProducerContext + 'static>(
+    endpoints: &Endpoints,
+    config: &ClientConfig,
+    context: C,
+) -> Result<ThreadedProducer<C>, ClientError> {
+    config
+        .create_with_context(context)
+        .map_err(|source| ClientError::Kafka {
+            brokers: endpoints.kafka_bootstrap(),
+            source,
+        })
 }
 
 /// A consumer in `group` that starts from the earliest offset and commits

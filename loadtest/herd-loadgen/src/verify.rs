@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 /// Per producer: what was expected and what is stored.
@@ -92,14 +93,46 @@ pub fn parse_expect(s: &str) -> Result<(String, u64), String> {
     Ok((p.to_owned(), n))
 }
 
-/// Exact percentiles (p50, p90, p99, max) of `values`, in their unit.
-pub fn percentiles(values: &mut [i64]) -> Option<[i64; 4]> {
-    if values.is_empty() {
-        return None;
+/// End-to-end latency of the checked rows: event time to the write's
+/// timestamp (taken by the worker when it sends the write), in an HDR
+/// histogram of microseconds (3 significant digits).
+pub struct Latency {
+    hist: Histogram<u64>,
+    /// Rows whose write timestamp is before their event time (clock skew).
+    pub before_event_time: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LatencySummary {
+    pub rows: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency { hist: Histogram::new_with_bounds(1, 24 * 3_600_000_000, 3).expect("valid bounds"), before_event_time: 0 }
     }
-    values.sort_unstable();
-    let at = |p: usize| values[((values.len() - 1) * p) / 100];
-    Some([at(50), at(90), at(99), values[values.len() - 1]])
+}
+
+impl Latency {
+    pub fn record(&mut self, micros: i64) {
+        if micros < 0 {
+            self.before_event_time += 1;
+        }
+        self.hist.saturating_record(micros.max(0) as u64);
+    }
+
+    pub fn summary(&self) -> Option<LatencySummary> {
+        if self.hist.is_empty() {
+            return None;
+        }
+        let ms = |q: f64| self.hist.value_at_quantile(q) as f64 / 1000.0;
+        Some(LatencySummary { rows: self.hist.len(), p50_ms: ms(0.5), p90_ms: ms(0.9), p99_ms: ms(0.99), p999_ms: ms(0.999), max_ms: ms(1.0) })
+    }
 }
 
 #[cfg(test)]
@@ -130,8 +163,17 @@ mod tests {
     fn parses_expectations_and_percentiles() {
         assert_eq!(parse_expect("a=b=5").unwrap(), ("a=b".to_owned(), 5));
         assert!(parse_expect("p").is_err() && parse_expect("p=x").is_err() && parse_expect("=3").is_err());
-        let mut v: Vec<i64> = (1..=100).rev().collect();
-        assert_eq!(percentiles(&mut v), Some([50, 90, 99, 100]));
-        assert_eq!(percentiles(&mut []), None);
+        let mut l = Latency::default();
+        assert_eq!(l.summary(), None);
+        for ms in (1..=1000).rev() {
+            l.record(ms * 1000);
+        }
+        l.record(-5);
+        let s = l.summary().unwrap();
+        assert_eq!((s.rows, l.before_event_time), (1001, 1));
+        // HDR precision: 3 significant digits.
+        for (got, want) in [(s.p50_ms, 500.0), (s.p90_ms, 900.0), (s.p99_ms, 990.0), (s.p999_ms, 999.0), (s.max_ms, 1000.0)] {
+            assert!((got - want).abs() <= want / 1000.0 + 0.001, "{got} vs {want}");
+        }
     }
 }
