@@ -22,6 +22,11 @@ use herd_telemetry::{BadInput, Exit, LogArgs};
 
 use gen::Generator;
 
+// Encoding threads allocate what the sending thread frees: glibc malloc
+// serialises that on its arena locks, mimalloc does not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "herd-loadgen",

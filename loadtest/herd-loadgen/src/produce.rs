@@ -225,10 +225,12 @@ struct Run {
 
 impl Run {
     fn encode(&self, msgs: Vec<Msg>) -> Group {
-        let per_event = if matches!(self.encoding, Encoding::Arrow) { 80 } else { 200 };
+        // Typical sizes: an Arrow message carries about 1 KiB of schema and
+        // framing, then about 80 bytes per event; a JSON event about 130.
+        let (per_message, per_event) = if matches!(self.encoding, Encoding::Arrow) { (1024, 80) } else { (0, 160) };
         let events: u64 = msgs.iter().map(|m| m.events).sum();
         let mut group = Group {
-            payloads: Vec::with_capacity(events as usize * per_event + 2048 * msgs.len()),
+            payloads: Vec::with_capacity(events as usize * per_event + per_message * msgs.len()),
             keys: String::with_capacity(msgs.len() * 16),
             items: Vec::with_capacity(msgs.len()),
         };
@@ -271,8 +273,14 @@ impl Run {
     }
 }
 
-/// Messages encoded together.
-const GROUP: usize = 64;
+/// Events encoded together (at least one message): few enough to bound
+/// memory, enough that handing a group to the blocking pool costs little
+/// next to encoding it.
+const GROUP_EVENTS: u64 = 16_384;
+
+fn group_messages(per_message: u64) -> usize {
+    (GROUP_EVENTS / per_message).max(1) as usize
+}
 
 /// Microsecond histogram, 3 significant digits, up to an hour.
 fn histogram() -> Histogram<u64> {
@@ -513,7 +521,7 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
     // Encoding runs on the blocking pool, several groups of messages ahead,
     // in order; sending is one loop on the runtime.
     let mut groups = stream::iter(plan(run.counts.clone(), per_message))
-        .chunks(GROUP)
+        .chunks(group_messages(per_message))
         .map(|group| {
             let run = run.clone();
             tokio::task::spawn_blocking(move || run.encode(group))
@@ -588,7 +596,7 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
 
 /// Every message of the run, encoded up front.
 fn encode_all(run: &Run) -> Vec<Group> {
-    plan(run.counts.clone(), run.per_message).collect::<Vec<_>>().chunks(GROUP).map(|msgs| run.encode(msgs.to_vec())).collect()
+    plan(run.counts.clone(), run.per_message).collect::<Vec<_>>().chunks(group_messages(run.per_message)).map(|msgs| run.encode(msgs.to_vec())).collect()
 }
 
 /// Sends already encoded messages as fast as librdkafka takes them, through
