@@ -128,6 +128,9 @@ pub struct ProduceArgs {
     /// the same process and minute. Needs --rate 0.
     #[arg(long)]
     compare_raw: bool,
+    /// Seconds between progress lines (on stderr).
+    #[arg(long, default_value_t = 1.0)]
+    progress_secs: f64,
     /// Send the content-type header (herd's workers also recognise the
     /// encodings without it).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
@@ -219,8 +222,9 @@ struct Run {
     per_message: u64,
     encoding: Encoding,
     schedule: Option<Schedule>,
-    /// Wall-clock time (ms since epoch) the schedule starts at.
-    start_ms: i64,
+    /// Wall-clock time (ms since epoch) the schedule starts at: set when
+    /// the run's clock starts (after connecting), unless --base-ts fixes it.
+    start_ms: std::sync::atomic::AtomicI64,
 }
 
 impl Run {
@@ -237,7 +241,7 @@ impl Run {
         for msg in msgs {
             let g = &self.generators[msg.producer];
             let due = self.schedule.map(|s| s.due(msg.before));
-            let at = due.map(|d| self.start_ms + d.as_millis() as i64);
+            let at = due.map(|d| self.start_ms.load(Relaxed) + d.as_millis() as i64);
             let seqs = msg.first_seq..msg.first_seq + msg.events;
             let (key0, payload0) = (group.keys.len(), group.payloads.len());
             match self.encoding {
@@ -406,19 +410,19 @@ async fn drain(producers: &[Producer], acks: &Acks, sent: u64) -> Result<(), Exi
     Ok(())
 }
 
-/// Prints acknowledged events, rate, errors and elapsed time every second.
-async fn progress_line(acks: Arc<Acks>, total: u64) {
-    let mut last = 0;
+/// Prints acknowledged events, rate, errors and elapsed time every `every`.
+async fn progress_line(acks: Arc<Acks>, total: u64, every: Duration) {
+    let (mut last, mut last_at) = (0, Instant::now());
     loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = acks.events.load(Relaxed);
+        tokio::time::sleep(every).await;
+        let (now, at) = (acks.events.load(Relaxed), Instant::now());
         eprintln!(
-            "[{:>5.1} s] {now} of {total} events acknowledged, {} events/s, {} errors",
+            "[{:>5.1} s] {now} of {total} events acknowledged, {:.0} events/s, {} errors",
             acks.t0.elapsed().as_secs_f64(),
-            now - last,
+            (now - last) as f64 / (at - last_at).as_secs_f64(),
             acks.errors.load(Relaxed)
         );
-        last = now;
+        (last, last_at) = (now, at);
     }
 }
 
@@ -434,6 +438,9 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
     }
     if a.producers == 0 {
         return Err(Exit::BadInput(anyhow::anyhow!("--producers must be at least 1")));
+    }
+    if !(a.progress_secs.is_finite() && a.progress_secs >= 0.05) {
+        return Err(Exit::BadInput(anyhow::anyhow!("--progress-secs {}: expected at least 0.05", a.progress_secs)));
     }
     let schedule = match a.rate {
         0 if a.duration.is_some() || a.ramp_secs > 0.0 => {
@@ -469,7 +476,7 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
         per_message,
         encoding: a.encoding,
         schedule,
-        start_ms: a.base_ts.unwrap_or(now_ms),
+        start_ms: a.base_ts.unwrap_or(now_ms).into(),
     });
     let compression = format!("{:?}", a.compression).to_lowercase();
     let target = match (schedule, a.ramp_secs > 0.0) {
@@ -513,9 +520,13 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
     } else {
         None
     };
-    let progress = tokio::spawn(progress_line(acks.clone(), total));
+    let progress = tokio::spawn(progress_line(acks.clone(), total, Duration::from_secs_f64(a.progress_secs)));
     let started = Instant::now();
     let t0 = tokio::time::Instant::now();
+    if a.base_ts.is_none() {
+        // Event time = due time on the wall clock: the schedule starts now.
+        run.start_ms.store(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0), Relaxed);
+    }
     let (mut messages, mut sent, mut bytes, mut duplicates, mut malformed) = (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut behind: Option<Histogram<u64>> = None;
     // Encoding runs on the blocking pool, several groups of messages ahead,
