@@ -73,6 +73,7 @@ impl ShapeArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct ProduceArgs {
+    /// Kafka topic to produce to.
     #[arg(long)]
     topic: String,
     /// How many events, over all producers. Or --duration with --rate.
@@ -112,6 +113,7 @@ pub struct ProduceArgs {
     /// Events per message for json-lines and arrow.
     #[arg(long, default_value_t = 1000)]
     batch_events: usize,
+    /// Compression of the producer's batches (librdkafka's compression.type).
     #[arg(long, value_enum, default_value = "none")]
     compression: Compression,
     /// Percent of messages sent twice (the same bytes): a replay that must
