@@ -413,14 +413,14 @@ async fn drain(producers: &[Producer], acks: &Acks, sent: u64) -> Result<(), Exi
 }
 
 /// Prints acknowledged events, rate, errors and elapsed time every `every`.
-async fn progress_line(acks: Arc<Acks>, total: u64, every: Duration) {
+async fn progress_line(acks: Arc<Acks>, total: u64, every: Duration, started: Instant) {
     let (mut last, mut last_at) = (0, Instant::now());
     loop {
         tokio::time::sleep(every).await;
         let (now, at) = (acks.events.load(Relaxed), Instant::now());
         eprintln!(
             "[{:>5.1} s] {now} of {total} events acknowledged, {:.0} events/s, {} errors",
-            acks.t0.elapsed().as_secs_f64(),
+            started.elapsed().as_secs_f64(),
             (now - last) as f64 / (at - last_at).as_secs_f64(),
             acks.errors.load(Relaxed)
         );
@@ -522,8 +522,8 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
     } else {
         None
     };
-    let progress = tokio::spawn(progress_line(acks.clone(), total, Duration::from_secs_f64(a.progress_secs)));
     let started = Instant::now();
+    let progress = tokio::spawn(progress_line(acks.clone(), total, Duration::from_secs_f64(a.progress_secs), started));
     let t0 = tokio::time::Instant::now();
     if a.base_ts.is_none() {
         // Event time = due time on the wall clock: the schedule starts now.
