@@ -80,7 +80,8 @@ fn err(field: &'static str, value: impl ToString, problem: impl Into<String>) ->
 
 /// CQL identifiers herd creates unquoted: start with a letter, then letters,
 /// digits or underscores, at most 48 characters (Cassandra's keyspace limit).
-fn valid_identifier(s: &str) -> bool {
+/// Whether `s` is a keyspace (or table) name herd can use unquoted in CQL.
+pub fn valid_identifier(s: &str) -> bool {
     s.len() <= 48
         && s.starts_with(|c: char| c.is_ascii_alphabetic())
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')

@@ -127,6 +127,10 @@ impl Generator {
         })
     }
 
+    pub fn producer(&self) -> &str {
+        &self.producer
+    }
+
     /// Event time: `at` (a send time, ms since epoch) if given, else 10 ms
     /// apart per series from `base_ts`, which keeps them distinct and recent.
     fn ts(&self, seq: u64, at: Option<i64>) -> i64 {
@@ -247,6 +251,12 @@ impl Generator {
         out.push(b'}');
     }
 
+    /// Event `seq`'s series and metric: with its time, producer and seq,
+    /// the row's primary key.
+    pub fn key(&self, seq: u64) -> (String, &'static str) {
+        (self.series_names.get(seq % self.series, &mut String::new()).to_owned(), METRICS[(seq % 4) as usize])
+    }
+
     /// Appends the series name of event `seq` (the key of a one-event message).
     pub fn series_of(&self, seq: u64, out: &mut String) {
         let mut scratch = String::new();
@@ -277,6 +287,8 @@ mod tests {
         }
         assert_eq!(g.event(8, None).series, "series-1");
         assert_eq!(g.event(8, Some(42)).ts, 42);
+        let e = g.event(13, None);
+        assert_eq!(g.key(13), (e.series, METRICS.iter().find(|m| **m == e.metric).copied().unwrap()));
     }
 
     #[test]

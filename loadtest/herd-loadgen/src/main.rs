@@ -4,6 +4,7 @@
 //! limit) and `cleanup`.
 
 mod gen;
+mod probe;
 mod produce;
 mod schedule;
 mod verify;
@@ -210,6 +211,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
             Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Verify { keyspace, expect, json } => {
+            if !herd_sink::settings::valid_identifier(&keyspace) {
+                return Err(Exit::BadInput(anyhow::anyhow!("--keyspace {keyspace:?} is not a keyspace name herd uses (letters, digits, underscores)")));
+            }
             let expected: std::collections::BTreeMap<String, u64> = expect.into_iter().collect();
             let session = herd_clients::cassandra::session(&endpoints).await.context("while connecting to Cassandra")?;
             let (stored, latency_hist, others) = scan(&session, &keyspace, &expected).await?;

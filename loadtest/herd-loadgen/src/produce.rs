@@ -25,6 +25,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerConte
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::gen::{Generator, Shape};
+use crate::probe::{self, Prober};
 use crate::schedule::Schedule;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -130,6 +131,17 @@ pub struct ProduceArgs {
     /// the same process and minute. Needs --rate 0.
     #[arg(long)]
     compare_raw: bool,
+    /// Measure end-to-end latency as a reader sees it: for every
+    /// --probe-every-th event, look its row up in this keyspace (the
+    /// workers' --keyspace) from when it is sent until it is there. Needs --rate.
+    #[arg(long, value_name = "KEYSPACE")]
+    probe_keyspace: Option<String>,
+    /// Probe one event in this many (per producer, by seq).
+    #[arg(long, default_value_t = 1000)]
+    probe_every: u64,
+    /// A probe gives up after this many seconds and counts its event as not visible.
+    #[arg(long, default_value_t = 120)]
+    probe_timeout_secs: u64,
     /// Seconds between progress lines (on stderr).
     #[arg(long, default_value_t = 1.0)]
     progress_secs: f64,
@@ -451,6 +463,17 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
         0 => None,
         rate => Some(Schedule::new(rate, a.ramp_from, a.ramp_secs).map_err(|e| Exit::BadInput(anyhow::anyhow!(e)))?),
     };
+    if let Some(ks) = &a.probe_keyspace {
+        if !herd_sink::settings::valid_identifier(ks) {
+            return Err(Exit::BadInput(anyhow::anyhow!("--probe-keyspace {ks:?} is not a keyspace name herd uses (letters, digits, underscores)")));
+        }
+        if schedule.is_none() {
+            return Err(Exit::BadInput(anyhow::anyhow!("--probe-keyspace needs --rate: event time must be the send time to measure latency")));
+        }
+        if a.probe_every == 0 || a.probe_timeout_secs == 0 {
+            return Err(Exit::BadInput(anyhow::anyhow!("--probe-every and --probe-timeout-secs must be at least 1")));
+        }
+    }
     if a.compare_raw && schedule.is_some() {
         return Err(Exit::BadInput(anyhow::anyhow!("--compare-raw measures the fastest send rate: use it with --rate 0")));
     }
@@ -514,6 +537,10 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
                 .with_context(|| format!("while fetching the metadata of topic {topic}"))?;
         }
     }
+    let prober = match &a.probe_keyspace {
+        Some(ks) => Some(Arc::new(Prober::connect(endpoints, ks, Duration::from_secs(a.probe_timeout_secs)).await?)),
+        None => None,
+    };
     let raw = if a.compare_raw {
         let groups = encode_all(&run);
         let before = send_raw(&groups, &producers, &acks, &raw_topic, header).await?;
@@ -564,6 +591,15 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
                 send(producer, &acks, &a.topic, key, b"{\"series\": \"malformed", 0, json).await?;
                 (sent, malformed) = (sent + 1, malformed + 1);
             }
+            if let (Some(prober), Some(due)) = (&prober, item.due) {
+                let g = &run.generators[item.msg.producer];
+                let ts = run.start_ms.load(Relaxed) + due.as_millis() as i64;
+                let first = item.msg.first_seq.next_multiple_of(a.probe_every);
+                for seq in (first..item.msg.first_seq + item.msg.events).step_by(a.probe_every as usize) {
+                    let (series, metric) = g.key(seq);
+                    prober.probe(probe::Key { series, metric, ts, producer: g.producer().to_owned(), seq });
+                }
+            }
             messages += 1;
             bytes += payload.len() as u64;
         }
@@ -589,6 +625,29 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
     {
         let h = acks.latency.lock().expect("not poisoned");
         println!("  send to acknowledgement: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms", ms(&h, 0.5), ms(&h, 0.9), ms(&h, 0.99), ms(&h, 1.0));
+    }
+    if let Some(prober) = &prober {
+        let p = prober.finish().await;
+        let h = &p.visible;
+        if !h.is_empty() {
+            println!(
+                "  visible in Cassandra ({} sampled events, looked up by key): p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
+                h.len(),
+                ms(h, 0.5),
+                ms(h, 0.9),
+                ms(h, 0.99),
+                ms(h, 1.0)
+            );
+        }
+        if p.unseen + p.skipped > 0 {
+            println!(
+                "  not probed or not seen: {} sampled events not visible within {} s, {} not probed ({} probes were already waiting)",
+                p.unseen,
+                a.probe_timeout_secs,
+                p.skipped,
+                probe::MAX_PROBES
+            );
+        }
     }
     if duplicates + malformed > 0 {
         println!("  also sent: {duplicates} messages a second time (must not duplicate), {malformed} malformed messages (must be dead-lettered)");

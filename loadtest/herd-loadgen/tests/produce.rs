@@ -132,3 +132,55 @@ fn bad_flags_are_refused_before_connecting() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("produce 2000 Arrow events"), "a 2 s ramp to 1000/s (1,000 events), then 1 s at 1000/s: {out}");
 }
+
+/// Probes look rows up by key until they are there: with this test as the
+/// worker, writing every event 800 ms after its event time and one sampled
+/// event never, the probes report at least 800 ms and one event not seen.
+#[tokio::test(flavor = "multi_thread")]
+async fn probes_measure_when_rows_become_visible() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Sink {
+        #[command(flatten)]
+        args: herd_sink::SinkArgs,
+    }
+    let topic = unique_name("lgprobe");
+    let ks = topic.clone();
+    let settings = Sink::parse_from(["sink", "--keyspace", &ks, "--bucket-secs", "3600"]).args.validate().unwrap();
+    let session = std::sync::Arc::new(herd_clients::cassandra::session(&endpoints()).await.expect("session"));
+    herd_sink::schema::migrate(&session, &settings).await.expect("schema");
+    let writer = herd_sink::Writer::prepare(session, settings).await.expect("writer");
+
+    // 400 events in 40 messages at 2,000/s; seqs 0, 100, 200 and 300 probed.
+    let child = Command::new(env!("CARGO_BIN_EXE_herd-loadgen"))
+        .args([
+            "produce", "--topic", &topic, "--events", "400", "--rate", "2000", "--encoding", "json-lines", "--batch-events", "10",
+            "--producer-id", "pp", "--probe-keyspace", &ks, "--probe-every", "100", "--probe-timeout-secs", "5",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run herd-loadgen");
+    let t = topic.clone();
+    let records = tokio::task::spawn_blocking(move || kafka::read_all(&endpoints(), &t, 40, Duration::from_secs(60))).await.unwrap();
+    assert_eq!(records.len(), 40);
+    for r in &records {
+        for e in herd_model::decode(r.payload(), None).events {
+            if e.seq == 300 {
+                continue;
+            }
+            let due = std::time::UNIX_EPOCH + Duration::from_millis((e.ts + 800) as u64);
+            if let Ok(wait) = due.duration_since(std::time::SystemTime::now()) {
+                tokio::time::sleep(wait).await;
+            }
+            writer.write_partition(&[&e]).await.expect("write");
+        }
+    }
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().expect("herd-loadgen")).await.unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let visible = stdout.lines().find(|l| l.contains("visible in Cassandra (3 sampled events")).unwrap_or_else(|| panic!("{stdout}"));
+    let p50: f64 = visible.split("p50 ").nth(1).and_then(|r| r.split(' ').next()).and_then(|v| v.parse().ok()).unwrap();
+    assert!(p50 >= 800.0, "rows were written 800 ms after their event time; the probes saw them after {p50} ms: {visible}");
+    assert!(stdout.contains("1 sampled events not visible within 5 s"), "{stdout}");
+}

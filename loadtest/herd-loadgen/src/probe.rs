@@ -1,0 +1,160 @@
+//! `produce --probe-keyspace`: end-to-end latency as a reader sees it. For a
+//! sample of the events, a probe looks the row up by its full primary key
+//! from the moment the message is sent until the row is there, and records
+//! wall-clock time minus event time (the message's due time).
+//!
+//! Probes poll every 5 ms at first, then at a tenth of the time already
+//! waited (at most 250 ms): a reading is off by at most 10 % or 5 ms, and a
+//! long outage costs tens of lookups per probe, not thousands. At most
+//! `MAX_PROBES` wait at once; a sample beyond that is counted as skipped.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use herd_config::Endpoints;
+use herd_telemetry::Exit;
+use scylla::client::session::Session;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::CqlTimestamp;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+pub const MAX_PROBES: usize = 2000;
+
+/// The row a probe waits for.
+pub struct Key {
+    pub series: String,
+    pub metric: &'static str,
+    pub ts: i64,
+    pub producer: String,
+    pub seq: u64,
+}
+
+pub struct Prober {
+    session: Session,
+    lookup: PreparedStatement,
+    bucket_ms: i64,
+    /// How long a probe waits before counting its event as not visible.
+    give_up: Duration,
+    permits: Arc<Semaphore>,
+    /// Event time to visible, µs.
+    visible: Mutex<Histogram<u64>>,
+    unseen: AtomicU64,
+    skipped: AtomicU64,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+pub struct Summary {
+    pub visible: Histogram<u64>,
+    pub unseen: u64,
+    pub skipped: u64,
+}
+
+fn now_us() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+/// The next wait between lookups, after `waited` since the event's time.
+fn next_poll(waited: Duration) -> Duration {
+    (waited / 10).clamp(Duration::from_millis(5), Duration::from_millis(250))
+}
+
+impl Prober {
+    /// Connects to Cassandra and reads the keyspace's bucket width, which
+    /// the workers fix when they create the schema.
+    pub async fn connect(endpoints: &Endpoints, keyspace: &str, give_up: Duration) -> Result<Prober, Exit> {
+        let session = herd_clients::cassandra::session(endpoints).await.context("while connecting to Cassandra for --probe-keyspace")?;
+        let bucket: Option<(Option<String>,)> = session
+            .query_unpaged(format!("SELECT value FROM {keyspace}.herd_settings WHERE name = 'bucket_ms'"), &[])
+            .await
+            .with_context(|| format!("while reading {keyspace}.herd_settings: is --probe-keyspace the workers' --keyspace, and have they started?"))?
+            .into_rows_result()
+            .context("while reading the bucket width")?
+            .maybe_first_row::<(Option<String>,)>()
+            .context("while reading the bucket width")?;
+        let bucket_ms = bucket
+            .and_then(|(v,)| v)
+            .and_then(|v| v.parse::<i64>().ok())
+            .filter(|&b| b > 0)
+            .ok_or_else(|| anyhow::anyhow!("{keyspace}.herd_settings has no bucket_ms: start the workers (they create the schema) before probing"))?;
+        let lookup = session
+            .prepare(format!(
+                "SELECT seq FROM {keyspace}.points WHERE series = ? AND bucket = ? AND metric = ? AND ts = ? AND producer = ? AND seq = ?"
+            ))
+            .await
+            .context("while preparing the probe lookup")?;
+        Ok(Prober {
+            session,
+            lookup,
+            bucket_ms,
+            give_up,
+            permits: Arc::new(Semaphore::new(MAX_PROBES)),
+            visible: Mutex::new(Histogram::new_with_bounds(1, 24 * 3_600_000_000, 3).expect("valid bounds")),
+            unseen: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            tasks: Mutex::new(JoinSet::new()),
+        })
+    }
+
+    /// Starts waiting for `key`'s row (just sent).
+    pub fn probe(self: &Arc<Self>, key: Key) {
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            self.skipped.fetch_add(1, Relaxed);
+            return;
+        };
+        let me = self.clone();
+        let mut tasks = self.tasks.lock().expect("not poisoned");
+        // Reap finished probes so the set stays small.
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
+            let _permit = permit;
+            let bucket = key.ts - key.ts.rem_euclid(me.bucket_ms);
+            let values = (key.series, CqlTimestamp(bucket), key.metric, CqlTimestamp(key.ts), key.producer, key.seq as i64);
+            let started = Instant::now();
+            loop {
+                let found = match me.session.execute_unpaged(&me.lookup, &values).await {
+                    Ok(r) => r.into_rows_result().map(|rows| rows.rows_num() > 0).unwrap_or(false),
+                    // Cassandra down or slow: the event is not visible yet.
+                    Err(_) => false,
+                };
+                if found {
+                    let latency = (now_us() - key.ts * 1000).max(0) as u64;
+                    me.visible.lock().expect("not poisoned").saturating_record(latency);
+                    return;
+                }
+                if started.elapsed() > me.give_up {
+                    me.unseen.fetch_add(1, Relaxed);
+                    return;
+                }
+                let waited = Duration::from_micros((now_us() - key.ts * 1000).max(0) as u64);
+                tokio::time::sleep(next_poll(waited)).await;
+            }
+        });
+    }
+
+    /// Waits for every probe to see its row or give up.
+    pub async fn finish(&self) -> Summary {
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().expect("not poisoned"));
+        while tasks.join_next().await.is_some() {}
+        Summary {
+            visible: self.visible.lock().expect("not poisoned").clone(),
+            unseen: self.unseen.load(Relaxed),
+            skipped: self.skipped.load(Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_fast_first_then_at_a_tenth_of_the_wait() {
+        assert_eq!(next_poll(Duration::ZERO), Duration::from_millis(5));
+        assert_eq!(next_poll(Duration::from_millis(400)), Duration::from_millis(40));
+        assert_eq!(next_poll(Duration::from_secs(60)), Duration::from_millis(250));
+    }
+}
