@@ -150,6 +150,8 @@ async fn probes_measure_when_rows_become_visible() {
     let session = std::sync::Arc::new(herd_clients::cassandra::session(&endpoints()).await.expect("session"));
     herd_sink::schema::migrate(&session, &settings).await.expect("schema");
     let writer = herd_sink::Writer::prepare(session, settings).await.expect("writer");
+    // The reader below subscribes before herd-loadgen's first message.
+    herd_clients::kafka::ensure_topic(&endpoints(), &topic, 4, 1).await.expect("topic");
 
     // 400 events in 40 messages at 2,000/s; seqs 0, 100, 200 and 300 probed.
     let child = Command::new(env!("CARGO_BIN_EXE_herd-loadgen"))
