@@ -244,7 +244,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
                 match latency {
                     Some(l) => {
                         println!(
-                            "end-to-end latency, event time to the worker's write ({} rows, HDR histogram): p50 {} ms, p90 {} ms, p99 {} ms, p99.9 {} ms, max {} ms",
+                            "end-to-end latency, event time to the worker's write ({} rows, HDR histogram): p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms",
                             l.rows, l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms
                         );
                         if latency_hist.before_event_time > 0 {
