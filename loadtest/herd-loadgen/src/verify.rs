@@ -62,7 +62,7 @@ pub fn compare(expected: &BTreeMap<String, u64>, stored: &Stored) -> Vec<Produce
     expected
         .iter()
         .map(|(producer, &count)| {
-            let none = Rows::new(count);
+            let none = Rows::default();
             let rows = stored.get(producer).unwrap_or(&none);
             let count_of = |seq: u64| rows.counts.get(seq as usize).copied().unwrap_or(0);
             let mut missing = 0;
@@ -116,10 +116,16 @@ pub fn compare(expected: &BTreeMap<String, u64>, stored: &Stored) -> Vec<Produce
         .collect()
 }
 
+/// The most events one producer may be expected to have (a byte each).
+pub const MAX_EXPECTED: u64 = 16_000_000_000;
+
 /// Parses `--expect PRODUCER=COUNT`.
 pub fn parse_expect(s: &str) -> Result<(String, u64), String> {
     let (p, n) = s.rsplit_once('=').ok_or_else(|| format!("--expect {s:?}: expected PRODUCER=COUNT, e.g. loadgen=100000"))?;
     let n = n.parse::<u64>().map_err(|_| format!("--expect {s:?}: {n:?} is not a count"))?;
+    if n > MAX_EXPECTED {
+        return Err(format!("--expect {s:?}: verify keeps a byte per expected event, so at most {MAX_EXPECTED} per producer"));
+    }
     if p.is_empty() {
         return Err(format!("--expect {s:?}: the producer is empty"));
     }
@@ -201,6 +207,7 @@ mod tests {
     fn parses_expectations_and_percentiles() {
         assert_eq!(parse_expect("a=b=5").unwrap(), ("a=b".to_owned(), 5));
         assert!(parse_expect("p").is_err() && parse_expect("p=x").is_err() && parse_expect("=3").is_err());
+        assert!(parse_expect("p=1000000000000").unwrap_err().contains("at most 16000000000"));
         let mut l = Latency::default();
         assert_eq!(l.summary(), None);
         for ms in (1..=1000).rev() {
