@@ -8,7 +8,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::{assert_exactly, events, identities, messages, session, start_coordinator, start_worker, Encoding, Names, SESSION_TIMEOUT_MS};
+use common::{assert_exactly, events, identities, messages, produce_over, session, start_coordinator, start_worker, Encoding, Names, SESSION_TIMEOUT_MS};
 use herd_model::Event;
 use herd_sink::fencing::{all_checkpoints, Checkpoint};
 use herd_testkit::endpoints;
@@ -20,24 +20,6 @@ async fn setup(prefix: &str, partitions: i32) -> Names {
     let names = Names::new(prefix);
     herd_clients::kafka::ensure_topic(&endpoints(), &names.topic, partitions, 1).await.expect("create topic");
     names
-}
-
-/// Produces `events` as Arrow messages of 199 events, spread over `secs`
-/// seconds, in the background, so that faults land mid-stream. (199, not
-/// 200: a message's key is its first event's series, and 199 cycles through
-/// every series, so every partition gets messages.)
-fn produce_over(names: &Names, events: &[Event], secs: u64) -> tokio::task::JoinHandle<()> {
-    let producer = herd_clients::kafka::producer(&endpoints(), "faults-producer").expect("producer");
-    let outgoing = messages(events, Encoding::Arrow(199));
-    let topic = names.topic.clone();
-    tokio::spawn(async move {
-        let slices = 20;
-        let per = outgoing.len().div_ceil(slices);
-        for part in outgoing.chunks(per) {
-            produce(&producer, &topic, part).await;
-            tokio::time::sleep(Duration::from_millis(secs * 1000 / slices as u64)).await;
-        }
-    })
 }
 
 /// Ends a test: everything checkpointed, the workers stop cleanly, and
@@ -95,7 +77,7 @@ async fn a_killed_worker_s_shards_resume_on_the_other_and_nothing_is_lost_or_dup
     let mut w1 = start_worker("kill-w1", &args);
     let mut w2 = start_worker("kill-w2", &args);
     let all = events("kill", 120_000, 300);
-    let producing = produce_over(&names, &all, 20);
+    let producing = produce_over(&names, &all, 20, 20);
 
     let (before, _) = wait_checkpoints(&names, "both workers checkpoint", |c| {
         c.len() == 6 && owned_by(c, "kill-w1").len() == 3 && owned_by(c, "kill-w2").len() == 3 && checkpointed_by(c, "kill-w1") && checkpointed_by(c, "kill-w2")
@@ -204,7 +186,7 @@ async fn a_joining_worker_pauses_only_the_shards_that_move() {
     let args = names.worker_args(&["--batch-max-rows", "1000"]);
     let mut w1 = start_worker("join-w1", &args);
     let all = events("join", 120_000, 300);
-    let producing = produce_over(&names, &all, 25);
+    let producing = produce_over(&names, &all, 25, 20);
     let (before, _) = wait_checkpoints(&names, "join-w1 checkpoints every shard", |c| {
         c.len() == 6 && owned_by(c, "join-w1").len() == 6 && checkpointed_by(c, "join-w1")
     })

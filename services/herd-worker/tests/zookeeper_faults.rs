@@ -10,8 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_exactly, events, identities, messages, session, start_coordinator, start_worker, Encoding, Names};
-use herd_testkit::kafka::produce;
+use common::{assert_exactly, events, identities, messages, produce_over, session, start_coordinator, start_worker, Encoding, Names};
 use herd_testkit::{endpoints, stack, zookeeper_nodes};
 
 /// Restarts whatever the test killed when dropped.
@@ -58,19 +57,9 @@ async fn ingestion_continues_when_a_zookeeper_node_is_killed_leader_or_follower(
     let mut w1 = start_worker("zk-w1", &args);
     let mut w2 = start_worker("zk-w2", &args);
     let all = events("zk", 150_000, 300);
-    let outgoing = messages(&all, Encoding::Arrow(199));
-    let outgoing_total = outgoing.len() as i64;
-    let producing = {
-        let producer = herd_clients::kafka::producer(&endpoints(), "zk-producer").expect("producer");
-        let topic = names.topic.clone();
-        tokio::spawn(async move {
-            // About 60 s of steady traffic, longer than the faults below take.
-            for part in outgoing.chunks(outgoing.len().div_ceil(60)) {
-                produce(&producer, &topic, part).await;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        })
-    };
+    let outgoing_total = messages(&all, Encoding::Arrow(199)).len() as i64;
+    // About 60 s of steady traffic, longer than the faults below take.
+    let producing = produce_over(&names, &all, 60, 60);
     let mut checkpointed = wait_progress(&names, 0, 20, "before any fault").await;
 
     let _restore = RestoreStack;

@@ -9,8 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_exactly, events, herdctl, identities, messages, session, start_coordinator, start_worker, Encoding, Names};
-use herd_testkit::kafka::produce;
+use common::{assert_exactly, events, herdctl, identities, produce_over, session, start_coordinator, start_worker, Names};
 use herd_testkit::{endpoints, zookeeper_nodes};
 
 /// Resumes the frozen ZooKeeper node when dropped, even if the test fails.
@@ -46,17 +45,7 @@ async fn a_worker_cut_off_from_zookeeper_keeps_ingesting_and_picks_up_changes_ma
     let mut worker = start_worker("zkcut-w", &args);
 
     let all = events("zkcut", 60_000, 300);
-    let outgoing = messages(&all, Encoding::Arrow(199));
-    let producing = {
-        let producer = herd_clients::kafka::producer(&endpoints(), "zkcut-producer").expect("producer");
-        let topic = names.topic.clone();
-        tokio::spawn(async move {
-            for part in outgoing.chunks(outgoing.len().div_ceil(30)) {
-                produce(&producer, &topic, part).await;
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        })
-    };
+    let producing = produce_over(&names, &all, 15, 30);
     let zk = herd_clients::zookeeper::connect(&endpoints(), Duration::from_secs(10)).await.expect("zk");
     let version_of = |zk: &zookeeper_client::Client| {
         let (zk, root) = (zk.clone(), names.root.clone());

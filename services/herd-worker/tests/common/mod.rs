@@ -231,3 +231,19 @@ pub async fn assert_exactly(session: &Session, keyspace: &str, expected: &BTreeS
 pub async fn session() -> Session {
     herd_clients::cassandra::session(&herd_testkit::endpoints()).await.expect("Cassandra session")
 }
+
+/// Produces `events` as Arrow messages of 199 events in the background, in
+/// `slices` parts spread evenly over `secs` seconds, so that faults land
+/// mid-stream. (199, not 200: a message's key is its first event's series,
+/// and 199 cycles through every series, so every partition gets messages.)
+pub fn produce_over(names: &Names, events: &[Event], secs: u64, slices: usize) -> tokio::task::JoinHandle<()> {
+    let producer = herd_clients::kafka::producer(&herd_testkit::endpoints(), &format!("{}-producer", names.topic)).expect("producer");
+    let outgoing = messages(events, Encoding::Arrow(199));
+    let topic = names.topic.clone();
+    tokio::spawn(async move {
+        for part in outgoing.chunks(outgoing.len().div_ceil(slices)) {
+            herd_testkit::kafka::produce(&producer, &topic, part).await;
+            tokio::time::sleep(std::time::Duration::from_millis(secs * 1000 / slices as u64)).await;
+        }
+    })
+}
