@@ -216,6 +216,8 @@ struct Item {
     msg: Msg,
     /// When it is due, from the start of the run.
     due: Option<Duration>,
+    /// Its events' time (ms since epoch) when it has a due time.
+    at: Option<i64>,
     key: std::ops::Range<usize>,
     payload: std::ops::Range<usize>,
 }
@@ -276,7 +278,7 @@ impl Run {
                 group.keys.push_str("batch-");
                 group.keys.push_str(itoa::Buffer::new().format(msg.k));
             }
-            group.items.push(Item { msg, due, key: key0..group.keys.len(), payload: payload0..group.payloads.len() });
+            group.items.push(Item { msg, due, at, key: key0..group.keys.len(), payload: payload0..group.payloads.len() });
         }
         group
     }
@@ -340,6 +342,7 @@ impl Acks {
             c.store(0, Relaxed);
         }
         self.latency.lock().expect("not poisoned").reset();
+        *self.first_error.lock().expect("not poisoned") = None;
     }
 
     fn now_us(&self) -> u64 {
@@ -503,7 +506,7 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
         schedule,
         start_ms: a.base_ts.unwrap_or(now_ms).into(),
     });
-    let compression = format!("{:?}", a.compression).to_lowercase();
+    let compression = a.compression.to_possible_value().expect("every codec is a value").get_name().to_owned();
     let target = match (schedule, a.ramp_secs > 0.0) {
         (None, _) => "as fast as Kafka takes them".to_owned(),
         (Some(_), false) => format!("{} events/s", a.rate),
@@ -544,11 +547,11 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
     let raw = if a.compare_raw {
         let groups = encode_all(&run);
         let before = send_raw(&groups, &producers, &acks, &raw_topic, header).await?;
-        acks.reset();
         Some((groups, before))
     } else {
         None
     };
+    acks.reset();
     let started = Instant::now();
     let progress = tokio::spawn(progress_line(acks.clone(), total, Duration::from_secs_f64(a.progress_secs), started));
     let t0 = tokio::time::Instant::now();
@@ -591,9 +594,8 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
                 send(producer, &acks, &a.topic, key, b"{\"series\": \"malformed", 0, json).await?;
                 (sent, malformed) = (sent + 1, malformed + 1);
             }
-            if let (Some(prober), Some(due)) = (&prober, item.due) {
+            if let (Some(prober), Some(ts)) = (&prober, item.at) {
                 let g = &run.generators[item.msg.producer];
-                let ts = run.start_ms.load(Relaxed) + due.as_millis() as i64;
                 let first = item.msg.first_seq.next_multiple_of(a.probe_every);
                 for seq in (first..item.msg.first_seq + item.msg.events).step_by(a.probe_every as usize) {
                     let (series, metric) = g.key(seq);
@@ -673,20 +675,21 @@ fn encode_all(run: &Run) -> Vec<Group> {
 
 /// Sends already encoded messages as fast as librdkafka takes them, through
 /// the same call as the run: the ceiling without generating and encoding
-/// events. Returns the seconds until all were acknowledged.
+/// events. Returns the seconds until all were acknowledged. Starts the
+/// delivery tally again: nothing may be in flight.
 async fn send_raw(groups: &[Group], producers: &[Producer], acks: &Acks, topic: &str, header: Option<&str>) -> Result<f64, Exit> {
     let messages: u64 = groups.iter().map(|g| g.items.len() as u64).sum();
-    let (reported, errors) = (acks.reports.load(Relaxed), acks.errors.load(Relaxed));
+    acks.reset();
     let started = Instant::now();
     for group in groups {
         for item in &group.items {
             send(&producers[item.msg.producer], acks, topic, group.key(item), group.payload(item), item.msg.events, header).await?;
         }
     }
-    drain(producers, acks, reported + messages).await?;
+    drain(producers, acks, messages).await?;
     let secs = started.elapsed().as_secs_f64();
-    if acks.errors.load(Relaxed) > errors {
-        return Err(anyhow::anyhow!("{} raw deliveries to {topic} failed", acks.errors.load(Relaxed) - errors).into());
+    if acks.errors.load(Relaxed) > 0 {
+        return Err(anyhow::anyhow!("{} raw deliveries to {topic} failed", acks.errors.load(Relaxed)).into());
     }
     Ok(secs)
 }
