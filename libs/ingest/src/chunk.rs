@@ -1,15 +1,19 @@
 //! Cutting consumed messages into chunks of work: pure, no I/O.
 //!
-//! A chunk holds the events of consecutive messages, grouped by Cassandra
-//! partition into CQL batches, the dead letters of those messages, and for
-//! each Kafka partition the offset to commit once the whole chunk is stored.
+//! A chunk holds the writes of consecutive messages (herd-sink's layout
+//! decides their shape: CQL batches of rows, or blocks), the dead letters of
+//! those messages, and for each Kafka partition the offset to checkpoint once
+//! the whole chunk is stored. [`ChunkBuilder`] cuts chunks for the `rows`
+//! layout by rows, bytes and linger; the `blocks` layout cuts them by offset
+//! windows instead ([`crate::window`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use herd_model::{Decoded, Event};
-use herd_sink::partition_key;
+use herd_model::Decoded;
+use herd_sink::rows::{BatchLimits, RowPacker};
+use herd_sink::Write;
 
 use crate::dead_letter::{DeadLetter, Stage};
 
@@ -29,19 +33,13 @@ pub struct CommitOffset {
     pub next: i64,
 }
 
-/// Events of one Cassandra partition, written as one CQL batch.
-#[derive(Debug, Default)]
-pub struct Batch {
-    pub events: Vec<Event>,
-    /// For each event, the index of its message in [`Chunk::sources`].
-    pub sources: Vec<u32>,
-}
-
+/// The writer stage's input: what to store, then what may be checkpointed.
 #[derive(Debug)]
 pub struct Chunk {
     /// Consecutive from 0: offsets are committed in this order.
     pub id: u64,
-    pub batches: Vec<Batch>,
+    /// Each event of a write is tagged with the index of its message in `sources`.
+    pub writes: Vec<Write>,
     /// Where each message of the chunk came from.
     pub sources: Vec<SourcePosition>,
     pub dead_letters: Vec<DeadLetter>,
@@ -55,17 +53,31 @@ pub struct Limits {
     pub max_rows: usize,
     pub max_bytes: usize,
     pub linger: std::time::Duration,
-    pub cql_batch_max_rows: usize,
-    pub cql_batch_max_bytes: usize,
-    pub bucket_ms: i64,
+    pub batches: BatchLimits,
+}
+
+/// Dead letters for a message's rejects: each carries the rejected bytes
+/// (a JSON line) or the whole message.
+pub fn rejects_to_letters(at: &SourcePosition, key: Option<&[u8]>, payload: Option<&[u8]>, content_type: Option<&[u8]>, decoded: &mut Decoded) -> Vec<DeadLetter> {
+    decoded
+        .rejects
+        .drain(..)
+        .map(|reject| DeadLetter {
+            source: at.clone(),
+            key: key.map(<[u8]>::to_vec),
+            payload: reject.bytes.unwrap_or_else(|| payload.unwrap_or_default().to_vec()),
+            content_type: content_type.map(|c| String::from_utf8_lossy(c).into_owned()),
+            stage: Stage::Decode,
+            position: reject.position.to_string(),
+            reason: reject.reason,
+        })
+        .collect()
 }
 
 pub struct ChunkBuilder {
     limits: Limits,
     next_id: u64,
-    /// Series, then bucket: looking up a series by `&str` allocates nothing,
-    /// so only a series new to the chunk costs a String.
-    groups: HashMap<String, HashMap<i64, Vec<(Event, u32)>>>,
+    packer: RowPacker,
     sources: Vec<SourcePosition>,
     dead_letters: Vec<DeadLetter>,
     offsets: BTreeMap<(Arc<str>, i32), i64>,
@@ -78,9 +90,9 @@ pub struct ChunkBuilder {
 impl ChunkBuilder {
     pub fn new(limits: Limits) -> ChunkBuilder {
         ChunkBuilder {
+            packer: RowPacker::new(limits.batches),
             limits,
             next_id: 0,
-            groups: HashMap::new(),
             sources: Vec::new(),
             dead_letters: Vec::new(),
             offsets: BTreeMap::new(),
@@ -99,40 +111,24 @@ impl ChunkBuilder {
         self.limits.linger = linger;
     }
 
-    /// Adds one decoded message. Every reject becomes a dead letter that
-    /// carries the rejected bytes (a JSON line) or the whole message.
+    /// Adds one decoded message. Every reject becomes a dead letter.
     pub fn add(
         &mut self,
         at: SourcePosition,
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
         content_type: Option<&[u8]>,
-        decoded: Decoded,
+        mut decoded: Decoded,
         now: Instant,
     ) {
         self.started.get_or_insert(now);
         self.messages += 1;
         self.bytes += payload.map_or(0, <[u8]>::len);
-        for reject in decoded.rejects {
-            self.dead_letters.push(DeadLetter {
-                source: at.clone(),
-                key: key.map(<[u8]>::to_vec),
-                payload: reject.bytes.unwrap_or_else(|| payload.unwrap_or_default().to_vec()),
-                content_type: content_type.map(|c| String::from_utf8_lossy(c).into_owned()),
-                stage: Stage::Decode,
-                position: reject.position.to_string(),
-                reason: reject.reason,
-            });
-        }
+        self.dead_letters.extend(rejects_to_letters(&at, key, payload, content_type, &mut decoded));
         self.rows += decoded.events.len();
         let source = self.sources.len() as u32;
         for event in decoded.events {
-            let (series, bucket) = partition_key(&event, self.limits.bucket_ms);
-            let group = match self.groups.get_mut(series) {
-                Some(buckets) => buckets,
-                None => self.groups.entry(series.to_owned()).or_default(),
-            };
-            group.entry(bucket).or_default().push((event, source));
+            self.packer.add(event, source);
         }
         let next = self.offsets.entry((at.topic.clone(), at.partition)).or_insert(at.offset + 1);
         *next = (*next).max(at.offset + 1);
@@ -157,30 +153,9 @@ impl ChunkBuilder {
         if self.is_empty() {
             return None;
         }
-        let mut batches = Vec::new();
-        for events in self.groups.drain().flat_map(|(_, buckets)| buckets.into_values()) {
-            let mut batch = Batch::default();
-            let mut bytes = 0;
-            for (event, source) in events {
-                let size = event.approx_bytes();
-                if !batch.events.is_empty()
-                    && (batch.events.len() >= self.limits.cql_batch_max_rows
-                        || bytes + size > self.limits.cql_batch_max_bytes)
-                {
-                    batches.push(std::mem::take(&mut batch));
-                    bytes = 0;
-                }
-                bytes += size;
-                batch.events.push(event);
-                batch.sources.push(source);
-            }
-            if !batch.events.is_empty() {
-                batches.push(batch);
-            }
-        }
         let chunk = Chunk {
             id: self.next_id,
-            batches,
+            writes: self.packer.take().into_iter().map(Write::Rows).collect(),
             sources: std::mem::take(&mut self.sources),
             dead_letters: std::mem::take(&mut self.dead_letters),
             offsets: std::mem::take(&mut self.offsets)
@@ -203,7 +178,7 @@ impl ChunkBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herd_model::{json, Position, Reject};
+    use herd_model::{json, Event, Position, Reject};
     use std::time::Duration;
 
     fn limits() -> Limits {
@@ -211,9 +186,7 @@ mod tests {
             max_rows: 10,
             max_bytes: 1 << 20,
             linger: Duration::from_millis(50),
-            cql_batch_max_rows: 3,
-            cql_batch_max_bytes: 1 << 20,
-            bucket_ms: 1000,
+            batches: BatchLimits { max_rows: 3, max_bytes: 1 << 20, bucket_ms: 1000 },
         }
     }
 
@@ -242,38 +215,18 @@ mod tests {
     }
 
     #[test]
-    fn groups_by_partition_key_and_splits_batches_by_rows() {
+    fn a_chunk_holds_one_write_per_partition_batch() {
         let mut b = ChunkBuilder::new(limits());
-        let now = Instant::now();
-        // Series a, bucket 0: 5 events; series a, bucket 1000: 1; series b: 1.
-        let events: Vec<Event> = (0..5)
-            .map(|i| event("a", i, i as u64))
-            .chain([event("a", 1500, 10), event("b", 3, 11)])
-            .collect();
-        b.add(at(0, 7), None, Some(b"x"), None, decoded(events), now);
+        // Series a, bucket 0: 5 events (3 + 2 rows per batch); series b: 1.
+        let events: Vec<Event> = (0..5).map(|i| event("a", i, i as u64)).chain([event("b", 3, 11)]).collect();
+        b.add(at(0, 7), None, Some(b"x"), None, decoded(events), Instant::now());
         let chunk = b.take().unwrap();
-        let mut sizes: Vec<usize> = chunk.batches.iter().map(|b| b.events.len()).collect();
+        let mut sizes: Vec<usize> = chunk.writes.iter().map(|w| w.events().len()).collect();
         sizes.sort();
-        assert_eq!(sizes, vec![1, 1, 2, 3], "5 events of one partition split 3 + 2");
-        for batch in &chunk.batches {
-            let key = partition_key(&batch.events[0], 1000);
-            assert!(batch.events.iter().all(|e| partition_key(e, 1000) == key), "one partition per batch");
-            assert!(batch.sources.iter().all(|&s| chunk.sources[s as usize].offset == 7));
-        }
-        assert_eq!(chunk.rows, 7);
+        assert_eq!(sizes, vec![1, 2, 3]);
+        assert!(chunk.writes.iter().all(|w| w.tags().iter().all(|&s| chunk.sources[s as usize].offset == 7)));
+        assert_eq!(chunk.rows, 6);
         assert_eq!(chunk.offsets, vec![CommitOffset { topic: "t".into(), partition: 0, next: 8 }]);
-    }
-
-    #[test]
-    fn splits_batches_by_bytes() {
-        let mut l = limits();
-        l.cql_batch_max_rows = 100;
-        l.cql_batch_max_bytes = event("a", 0, 0).approx_bytes() * 2;
-        let mut b = ChunkBuilder::new(l);
-        b.add(at(0, 0), None, None, None, decoded((0..5).map(|i| event("a", i, i as u64)).collect()), Instant::now());
-        let mut sizes: Vec<usize> = b.take().unwrap().batches.iter().map(|b| b.events.len()).collect();
-        sizes.sort();
-        assert_eq!(sizes, vec![1, 2, 2]);
     }
 
     #[test]
@@ -316,9 +269,9 @@ mod tests {
         b.add(at(0, 8), None, None, None, decoded(vec![event("a", 1, 1)]), now);
         b.add(at(1, 3), None, None, None, decoded(vec![event("a", 2, 2)]), now);
         let c = b.take().unwrap();
-        let batch = &c.batches[0];
+        let write = &c.writes[0];
         let offsets: Vec<(i32, i64)> =
-            batch.sources.iter().map(|&s| (c.sources[s as usize].partition, c.sources[s as usize].offset)).collect();
+            write.tags().iter().map(|&s| (c.sources[s as usize].partition, c.sources[s as usize].offset)).collect();
         assert_eq!(offsets, vec![(0, 8), (1, 3)]);
     }
 

@@ -16,7 +16,14 @@
 //! | herd.worker           | the worker that rejected it            |
 //! | content-type          | the original content type, if any      |
 
+use std::time::Duration;
+
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::backoff;
 use crate::chunk::SourcePosition;
+use crate::metrics as m;
+use crate::settings::RetrySettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -59,5 +66,48 @@ impl DeadLetter {
             h.push((herd_model::CONTENT_TYPE_HEADER, ct.clone()));
         }
         h
+    }
+}
+
+/// Sends dead letters; retries until Kafka acknowledges, since a dead letter
+/// that is not stored must not let its offset be committed.
+pub struct DeadLetterSink {
+    pub producer: FutureProducer,
+    pub topic: String,
+    pub worker: String,
+}
+
+impl DeadLetterSink {
+    /// Returns once Kafka acknowledged the letter.
+    pub async fn send(&self, letter: &DeadLetter, retry: &RetrySettings) {
+        let headers = letter.headers(&self.worker);
+        let mut attempt = 0;
+        loop {
+            let mut kafka_headers = rdkafka::message::OwnedHeaders::new_with_capacity(headers.len());
+            for (k, v) in &headers {
+                kafka_headers = kafka_headers.insert(rdkafka::message::Header { key: k, value: Some(v.as_str()) });
+            }
+            let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic).payload(&letter.payload).headers(kafka_headers);
+            if let Some(key) = &letter.key {
+                record = record.key(key);
+            }
+            match self.producer.send(record, Duration::from_secs(30)).await {
+                Ok(_) => {
+                    metrics::counter!(m::EVENTS_DEAD_LETTERED, "stage" => letter.stage.as_str()).increment(1);
+                    return;
+                }
+                Err((e, _)) => {
+                    let wait = backoff::delay(attempt, retry.initial, retry.max, rand::random());
+                    tracing::warn!(
+                        topic = %self.topic, error = %e, source_topic = %letter.source.topic,
+                        partition = letter.source.partition, offset = letter.source.offset,
+                        "sending a dead letter failed; retrying in {} ms (its offset is not committed meanwhile)",
+                        wait.as_millis()
+                    );
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+            }
+        }
     }
 }

@@ -41,7 +41,7 @@ use zookeeper_client::Client;
 
 use crate::live::Live;
 use crate::metrics as m;
-use crate::pipeline::{Control, ShardEvent};
+use crate::control::{Control, ShardEvent};
 use crate::shards::Stopped;
 use crate::source::StartAt;
 

@@ -18,6 +18,14 @@ pub struct IngestArgs {
     #[arg(long, env = "HERD_LINGER_MS", default_value_t = 50)]
     pub linger_ms: u64,
 
+    /// Blocks layout: an offset window still open is written (without a
+    /// checkpoint) at the latest this many milliseconds after its oldest
+    /// unwritten message, so its events are visible before it closes. Each
+    /// such flush rewrites the window's blocks whole: 500 ms keeps events
+    /// visible within about a second at a few rewrites per window.
+    #[arg(long, env = "HERD_BLOCK_FLUSH_MS", default_value_t = 500)]
+    pub block_flush_ms: u64,
+
     /// Chunks written at the same time; consumption pauses when all are busy.
     #[arg(long, env = "HERD_MAX_CHUNKS_IN_FLIGHT", default_value_t = 4)]
     pub max_chunks_in_flight: usize,
@@ -77,6 +85,7 @@ pub struct IngestSettings {
     pub batch_max_rows: NonZeroUsize,
     pub batch_max_bytes: NonZeroUsize,
     pub linger: Duration,
+    pub block_flush: Duration,
     pub max_chunks_in_flight: NonZeroUsize,
     pub max_in_flight: NonZeroUsize,
     pub cql_batch_max_rows: NonZeroUsize,
@@ -126,6 +135,7 @@ impl IngestArgs {
             batch_max_rows: nonzero("batch-max-rows", self.batch_max_rows, 1_000_000)?,
             batch_max_bytes: nonzero("batch-max-bytes", self.batch_max_bytes, 1 << 30)?,
             linger: Duration::from_millis(range("linger-ms", self.linger_ms, 0, 60_000)?),
+            block_flush: Duration::from_millis(range("block-flush-ms", self.block_flush_ms, 1, 60_000)?),
             max_chunks_in_flight: nonzero("max-chunks-in-flight", self.max_chunks_in_flight, 64)?,
             max_in_flight: nonzero("max-in-flight", self.max_in_flight, 4096)?,
             cql_batch_max_rows: nonzero("cql-batch-max-rows", self.cql_batch_max_rows, 1000)?,
@@ -190,6 +200,7 @@ pub(crate) mod tests {
             (&["--cql-batch-max-bytes", "60000"], "cql-batch-max-bytes: \"60000\" is out of range"),
             (&["--retry-initial-ms", "500", "--retry-max-ms", "100"], "retry-max-ms: \"100\" is out of range; expected 500"),
             (&["--on-write-failure", "ignore"], "on-write-failure: \"ignore\" is not a policy"),
+            (&["--block-flush-ms", "0"], "block-flush-ms: \"0\" is out of range; expected 1 to 60000"),
             (&["--dead-letter-topic", "bad topic"], "dead-letter-topic: \"bad topic\" is not a valid Kafka topic name"),
         ] {
             let e = args(argv).validate().unwrap_err().to_string();

@@ -6,19 +6,38 @@
 //!   time-series table, and guard settings that must never change.
 //! - [`fencing`]: per-shard checkpoints that only the current owner (the
 //!   highest epoch) can write, enforced by lightweight transactions.
-//! - [`writer`]: idempotent writes: deterministic primary key and write
-//!   timestamp, unlogged batches only within one partition, and errors
-//!   classified as transient (retry) or permanent (dead-letter or stop).
+//! - [`layout`]: the storage-layout seam: [`Write`]s in, a [`Store`] per
+//!   layout, chosen per keyspace and pinned;
+//!   - [`rows`]: one row per event, unlogged batches within one partition;
+//!   - [`blocks`]: compressed per-series blocks under deterministic keys,
+//!     in the format of [`block`];
+//! - [`read`]: points of a series back, in either layout;
+//! - writes are idempotent (deterministic keys and write timestamps), and
+//!   their errors are classified as transient (retry) or permanent
+//!   (dead-letter or stop).
 //!
 //! The data model and the queries a user runs are in `libs/sink/README.md`.
 
+pub mod block;
+pub mod blocks;
 pub mod fencing;
+pub mod layout;
+pub mod read;
+pub mod rows;
 pub mod schema;
 pub mod settings;
-pub mod writer;
 
+pub use layout::{Layout, Store, Write};
+pub use rows::{partition_key, RowWriter, WriteError};
 pub use settings::{Replication, SinkArgs, SinkSettings, WriteTimestamp};
-pub use writer::{partition_key, WriteError, Writer};
+
+/// Prepares the writer of the keyspace's layout.
+pub async fn store(session: std::sync::Arc<scylla::client::session::Session>, settings: SinkSettings) -> Result<Store, SinkError> {
+    Ok(match settings.layout {
+        Layout::Rows => Store::Rows(RowWriter::prepare(session, settings).await?),
+        Layout::Blocks => Store::Blocks(blocks::BlockWriter::prepare(session, settings).await?),
+    })
+}
 
 /// Failures of schema set-up.
 #[derive(Debug, thiserror::Error)]

@@ -12,7 +12,7 @@ use scylla::response::query_result::QueryRowsResult;
 use scylla::serialize::row::SerializeRow;
 use scylla::value::CqlTimestamp;
 
-use crate::{SinkError, SinkSettings};
+use crate::{Layout, SinkError, SinkSettings};
 
 pub struct Migration {
     pub version: i32,
@@ -74,10 +74,41 @@ Migration {
             s.keyspace
         )]
     },
+},
+Migration {
+    version: 3,
+    name: "blocks table",
+    statements: |s| {
+        // The blocks layout (blocks.rs): a partition per series and time
+        // bucket, as in points; clustering by metric, then the shard and
+        // window that produced the block, so a rewrite of a window hits the
+        // same row. Created in every keyspace; which table is used is
+        // pinned in herd_settings (layout).
+        vec![format!(
+            "CREATE TABLE IF NOT EXISTS {}.blocks (
+                series text,
+                bucket timestamp,
+                metric text,
+                topic text,
+                partition int,
+                window_start bigint,
+                points int,
+                min_ts timestamp,
+                max_ts timestamp,
+                messages int,
+                data blob,
+                PRIMARY KEY ((series, bucket), metric, topic, partition, window_start)
+            ) WITH compaction = {{'class': 'TimeWindowCompactionStrategy',
+                                  'compaction_window_unit': 'DAYS',
+                                  'compaction_window_size': 1}}",
+            s.keyspace
+        )]
+    },
 }];
 
 /// Creates the keyspace if missing, applies the migrations it lacks, and
-/// checks that settings fixed at creation (the bucket size) are unchanged.
+/// checks that settings fixed at creation (the bucket size, the layout) are
+/// unchanged.
 /// Returns the versions applied now.
 pub async fn migrate(session: &Session, settings: &SinkSettings) -> Result<Vec<i32>, SinkError> {
     let ks = &settings.keyspace;
@@ -141,7 +172,15 @@ pub async fn migrate(session: &Session, settings: &SinkSettings) -> Result<Vec<i
         tracing::info!(keyspace = %ks, version = m.version, name = m.name, "applied schema migration");
         now_applied.push(m.version);
     }
-    check_fixed_setting(session, settings, "bucket_ms", "bucket-secs", settings.bucket_ms, 1000).await?;
+    check_fixed_setting(session, settings, "bucket_ms", "bucket-secs", &settings.bucket_ms.to_string(), &|v| {
+        v.parse::<i64>().map(|v| (v / 1000).to_string()).unwrap_or_else(|_| v.to_owned())
+    })
+    .await?;
+    // Keyspaces made before layouts existed hold rows: pin that first.
+    if applied.contains(&1) {
+        check_fixed_setting(session, settings, "layout", "layout", Layout::Rows.as_str(), &|v| v.to_owned()).await.ok();
+    }
+    check_fixed_setting(session, settings, "layout", "layout", settings.layout.as_str(), &|v| v.to_owned()).await?;
     Ok(now_applied)
 }
 
@@ -152,8 +191,8 @@ async fn check_fixed_setting(
     settings: &SinkSettings,
     name: &'static str,
     flag: &'static str,
-    value: i64,
-    flag_unit: i64,
+    value: &str,
+    in_flag_unit: &dyn Fn(&str) -> String,
 ) -> Result<(), SinkError> {
     let ks = &settings.keyspace;
     let fail = |detail: String| SinkError::Migration {
@@ -164,7 +203,7 @@ async fn check_fixed_setting(
     let result = rows(
         session,
         format!("INSERT INTO {ks}.herd_settings (name, value) VALUES (?, ?) IF NOT EXISTS"),
-        (name, value.to_string()),
+        (name, value),
     )
     .await
     .map_err(fail)?;
@@ -176,16 +215,15 @@ async fn check_fixed_setting(
         .first_row::<(bool, Option<String>, Option<String>)>()
         .map_err(|e| fail(e.to_string()))?;
     let stored = stored.unwrap_or_default();
-    if stored == value.to_string() {
+    if stored == value {
         return Ok(());
     }
-    let in_flag_unit = |v: &str| v.parse::<i64>().map(|v| (v / flag_unit).to_string()).unwrap_or_else(|_| v.to_owned());
     Err(SinkError::SettingChanged {
         keyspace: ks.clone(),
         name: flag,
         flag,
         stored: in_flag_unit(&stored),
-        configured: (value / flag_unit).to_string(),
+        configured: in_flag_unit(value),
     })
 }
 
@@ -197,4 +235,32 @@ async fn rows(session: &Session, cql: String, values: impl SerializeRow) -> Resu
         .map_err(|e| e.to_string())?
         .into_rows_result()
         .map_err(|e| e.to_string())
+}
+
+/// What a keyspace's workers pinned when they created it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pinned {
+    pub bucket_ms: i64,
+    pub layout: Layout,
+}
+
+/// Reads the settings pinned in `keyspace.herd_settings`, for readers
+/// (herdctl, herd-loadgen) that must use the same bucket width and layout as
+/// the workers. None: no worker has migrated the keyspace yet.
+pub async fn pinned(session: &Session, keyspace: &str) -> Result<Option<Pinned>, SinkError> {
+    let fail = |detail: String| SinkError::Migration { version: 0, name: "reading herd_settings", detail };
+    let result = rows(session, format!("SELECT name, value FROM {keyspace}.herd_settings"), ()).await.map_err(fail)?;
+    let mut bucket_ms = None;
+    // Keyspaces made before layouts existed hold rows.
+    let mut layout = Layout::Rows;
+    for row in result.rows::<(String, Option<String>)>().map_err(|e| fail(e.to_string()))? {
+        let (name, value) = row.map_err(|e| fail(e.to_string()))?;
+        let value = value.unwrap_or_default();
+        match name.as_str() {
+            "bucket_ms" => bucket_ms = Some(value.parse::<i64>().ok().filter(|&b| b > 0).ok_or_else(|| fail(format!("bucket_ms is {value:?}")))?),
+            "layout" => layout = value.parse().map_err(fail)?,
+            _ => {}
+        }
+    }
+    Ok(bucket_ms.map(|bucket_ms| Pinned { bucket_ms, layout }))
 }

@@ -4,14 +4,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use herd_model::Event;
+use herd_sink::blocks::{Block, BlockKey, BlockWriter};
+use herd_sink::read::PointReader;
 use herd_sink::schema::migrate;
+use herd_sink::Layout;
 use herd_sink::fencing::{FenceError, Fencing};
-use herd_sink::{SinkArgs, SinkError, Writer};
+use herd_sink::{RowWriter as Writer, SinkArgs, SinkError};
 use herd_testkit::{endpoints, unique_name};
 use scylla::client::session::Session;
 use scylla::value::CqlTimestamp;
 
 fn args(keyspace: &str, bucket_secs: u64) -> SinkArgs {
+    layout_args(keyspace, bucket_secs, "rows")
+}
+
+fn layout_args(keyspace: &str, bucket_secs: u64, layout: &str) -> SinkArgs {
     SinkArgs {
         keyspace: keyspace.into(),
         replication: "simple:1".into(),
@@ -19,6 +26,7 @@ fn args(keyspace: &str, bucket_secs: u64) -> SinkArgs {
         ttl_secs: 0,
         write_timestamp: "event-time".into(),
         write_timeout_ms: 10_000,
+        layout: layout.into(),
     }
 }
 
@@ -52,7 +60,7 @@ async fn migrations_writes_replays_and_documented_queries() {
     let ks = unique_name("sink");
     let settings = args(&ks, 3600).validate().unwrap();
 
-    assert_eq!(migrate(&session, &settings).await.expect("first migrate"), vec![1, 2]);
+    assert_eq!(migrate(&session, &settings).await.expect("first migrate"), vec![1, 2, 3]);
     assert_eq!(
         migrate(&session, &settings).await.expect("second migrate"),
         Vec::<i32>::new(),
@@ -124,6 +132,16 @@ async fn migrations_writes_replays_and_documented_queries() {
         .unwrap();
     assert_eq!(latest, (CqlTimestamp(hour + 5), 4.0));
 
+    // herd's own reader gives the same, oldest first in a range, newest first for the latest.
+    let pinned = herd_sink::schema::pinned(&session, &ks).await.unwrap().expect("pinned settings");
+    assert_eq!(pinned, herd_sink::schema::Pinned { bucket_ms: hour, layout: Layout::Rows });
+    let reader = PointReader::prepare(&session, &ks, pinned).await.expect("reader");
+    let range = reader.range(&session, "a", "cpu", 0, 2 * hour).await.unwrap();
+    assert_eq!(range.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 4]);
+    assert_eq!(range[0], events[0]);
+    let latest = reader.latest(&session, "a", "cpu", 2, 2 * hour).await.unwrap();
+    assert_eq!(latest.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4, 2]);
+
     session.query_unpaged(format!("DROP KEYSPACE {ks}"), &[]).await.unwrap();
 }
 
@@ -173,6 +191,70 @@ async fn a_newer_epoch_fences_the_older_owner_at_the_database() {
     assert!(results[9].as_ref().unwrap().is_ok(), "the highest epoch's claim succeeds");
     let owner = f.read(&session, "events", 7).await.unwrap().unwrap();
     assert_eq!((owner.epoch, owner.owner.as_str()), (10, "w10"));
+
+    session.query_unpaged(format!("DROP KEYSPACE {ks}"), &[]).await.unwrap();
+}
+
+/// The blocks layout: pinned per keyspace; a window written again (a later
+/// flush with more messages, a replay, a paused former owner's late write)
+/// stays one block holding the largest content; readers drop an event found
+/// in two blocks.
+#[tokio::test(flavor = "multi_thread")]
+async fn blocks_are_pinned_rewritten_in_place_and_read_back_once() {
+    let session = Arc::new(herd_clients::cassandra::session(&endpoints()).await.expect("session"));
+    let ks = unique_name("blocks");
+    let settings = layout_args(&ks, 3600, "blocks").validate().unwrap();
+    migrate(&session, &settings).await.expect("migrate");
+    match migrate(&session, &args(&ks, 3600).validate().unwrap()).await {
+        Err(e @ SinkError::SettingChanged { .. }) => assert!(e.to_string().contains("layout = blocks"), "{e}"),
+        other => panic!("a rows process on a blocks keyspace must be refused, got {other:?}"),
+    }
+    let writer = BlockWriter::prepare(session.clone(), settings).await.expect("prepare");
+    let hour = 3_600_000;
+    let block = |window_start: i64, seqs: &[u64], messages: u32| Block {
+        key: BlockKey { series: "a".into(), bucket: 0, metric: "cpu".into(), topic: "t".into(), partition: 0, window_start },
+        events: seqs.iter().map(|&s| event("a", "cpu", 10 * s as i64, s)).collect(),
+        tags: vec![0; seqs.len()],
+        messages,
+        fresh: seqs.len() as u32,
+    };
+    let blocks = |session: Arc<scylla::client::session::Session>, ks: String| async move {
+        session
+            .query_unpaged(format!("SELECT count(*) FROM {ks}.blocks"), &[])
+            .await
+            .unwrap()
+            .into_rows_result()
+            .unwrap()
+            .single_row::<(i64,)>()
+            .unwrap()
+            .0
+    };
+    let partial = block(100, &[1, 2], 1);
+    let whole = block(100, &[1, 2, 3, 4], 3);
+    writer.write(&partial).await.unwrap();
+    writer.write(&whole).await.unwrap();
+    // A replay of the whole window, then a former owner's late write of its partial one.
+    writer.write(&whole).await.unwrap();
+    writer.write(&partial).await.unwrap();
+    assert_eq!(blocks(session.clone(), ks.clone()).await, 1, "one window, one block");
+    let pinned = herd_sink::schema::pinned(&session, &ks).await.unwrap().unwrap();
+    assert_eq!(pinned.layout, Layout::Blocks);
+    let reader = PointReader::prepare(&session, &ks, pinned).await.expect("reader");
+    let seqs = |v: Vec<Event>| v.into_iter().map(|e| e.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(reader.range(&session, "a", "cpu", 0, hour).await.unwrap()), vec![1, 2, 3, 4], "the larger block won");
+
+    // Event 4 sent twice by its producer, the copy in the next window; a point in the next bucket.
+    writer.write(&block(103, &[4, 5], 2)).await.unwrap();
+    let mut next_bucket = block(105, &[], 1);
+    next_bucket.key.bucket = hour;
+    next_bucket.events = vec![event("a", "cpu", hour + 1, 6)];
+    next_bucket.tags = vec![0];
+    writer.write(&next_bucket).await.unwrap();
+    assert_eq!(seqs(reader.range(&session, "a", "cpu", 0, 2 * hour).await.unwrap()), vec![1, 2, 3, 4, 5, 6], "4 once");
+    assert_eq!(seqs(reader.range(&session, "a", "cpu", 15, 45).await.unwrap()), vec![2, 3, 4], "ts 20 to 40");
+    assert_eq!(seqs(reader.latest(&session, "a", "cpu", 3, 2 * hour).await.unwrap()), vec![6, 5, 4]);
+    let back = reader.range(&session, "a", "cpu", 0, 11).await.unwrap();
+    assert_eq!(back, vec![event("a", "cpu", 10, 1)], "every field back as written");
 
     session.query_unpaged(format!("DROP KEYSPACE {ks}"), &[]).await.unwrap();
 }

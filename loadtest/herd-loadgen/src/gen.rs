@@ -15,6 +15,8 @@ use arrow::array::{ArrayRef, Float64Array, MapBuilder, RecordBatch, StringBuilde
 use arrow::ipc::writer::StreamWriter;
 use herd_model::{arrow_ipc, Event, LIMITS};
 
+use crate::values::{ValueShape, Values};
+
 const METRICS: [&str; 4] = ["cpu", "mem", "disk", "net"];
 const TAG_KEYS: [&str; 8] = ["region", "host", "service", "zone", "rack", "env", "team", "build"];
 /// Names made up front per list; beyond, they are formatted per event.
@@ -31,11 +33,13 @@ pub struct Shape {
     pub tag_values: u64,
     /// Extra bytes per event, carried in `pad*` tags of up to 256 bytes.
     pub payload_bytes: usize,
+    /// What the values look like.
+    pub values: ValueShape,
 }
 
 impl Default for Shape {
     fn default() -> Self {
-        Shape { series: 1000, tags: 1, tag_values: 3, payload_bytes: 0 }
+        Shape { series: 1000, tags: 1, tag_values: 3, payload_bytes: 0, values: ValueShape::Walk }
     }
 }
 
@@ -97,8 +101,7 @@ pub struct Generator {
     tag_values: u64,
     /// Fixed padding tags.
     pads: Vec<(String, String)>,
-    /// `value` of seq % 1000, as JSON.
-    values_json: Vec<String>,
+    values: Values,
     /// Event time of sequence number 0 when no send time is given, ms since epoch.
     pub base_ts: i64,
 }
@@ -122,7 +125,7 @@ impl Generator {
             tags: (0..shape.tags).map(|i| (key(i), Names::new(&format!("{}-", key(i)), shape.tag_values.min(1 << 16)))).collect(),
             tag_values: shape.tag_values,
             pads,
-            values_json: (0..1000).map(|v| serde_json::to_string(&value(v)).expect("a float serializes")).collect(),
+            values: Values::new(shape.values, shape.series),
             base_ts,
         })
     }
@@ -155,7 +158,7 @@ impl Generator {
             series: self.series_names.get(seq % self.series, &mut scratch).to_owned(),
             metric: METRICS[(seq % 4) as usize].into(),
             ts: self.ts(seq, at),
-            value: value(seq % 1000),
+            value: self.values.value(seq),
             tags,
             producer: self.producer.clone(),
             seq,
@@ -197,7 +200,7 @@ impl Generator {
             Arc::new(series.finish()),
             Arc::new(metric.finish()),
             Arc::new(TimestampMillisecondArray::from_iter_values(seqs.clone().map(|s| self.ts(s, at))).with_timezone("UTC")),
-            Arc::new(Float64Array::from_iter_values(seqs.clone().map(|s| value(s % 1000)))),
+            Arc::new(Float64Array::from_iter_values(seqs.clone().map(|s| self.values.value(s)))),
             Arc::new(producer.finish()),
             Arc::new(UInt64Array::from_iter_values(seqs)),
             Arc::new(tags.finish()),
@@ -220,7 +223,7 @@ impl Generator {
         out.extend_from_slice(b"\",\"ts\":");
         out.extend_from_slice(numbers.format(self.ts(seq, at)).as_bytes());
         out.extend_from_slice(b",\"value\":");
-        out.extend_from_slice(self.values_json[(seq % 1000) as usize].as_bytes());
+        self.values.json(seq, out);
         if !self.tags.is_empty() || !self.pads.is_empty() {
             out.extend_from_slice(b",\"tags\":{");
             let mut first = true;
@@ -264,10 +267,6 @@ impl Generator {
     }
 }
 
-fn value(v: u64) -> f64 {
-    v as f64 * 0.25
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,8 +294,8 @@ mod tests {
     fn fast_encoders_match_the_event_form() {
         let shapes = [
             Shape::default(),
-            Shape { series: 3, tags: 0, tag_values: 0, payload_bytes: 0 },
-            Shape { series: CACHED_NAMES + 5, tags: 9, tag_values: (1 << 16) + 3, payload_bytes: 300 },
+            Shape { series: 3, tags: 0, tag_values: 0, payload_bytes: 0, values: ValueShape::Counter },
+            Shape { series: CACHED_NAMES + 5, tags: 9, tag_values: (1 << 16) + 3, payload_bytes: 300, values: ValueShape::Uniform },
         ];
         for shape in shapes {
             // A producer id that needs escaping in JSON.
@@ -323,13 +322,13 @@ mod tests {
 
     #[test]
     fn shape_knobs() {
-        let g = Generator::new("p", &Shape { series: 10, tags: 3, tag_values: 4, payload_bytes: 600 }, 0).unwrap();
+        let g = Generator::new("p", &Shape { series: 10, tags: 3, tag_values: 4, payload_bytes: 600, ..Shape::default() }, 0).unwrap();
         let e = g.event(13, None);
         assert_eq!(e.tags.keys().collect::<Vec<_>>(), ["host", "pad0", "pad1", "pad2", "region", "service"]);
         assert_eq!(e.tags["pad0"].len() + e.tags["pad1"].len() + e.tags["pad2"].len(), 600);
         let hosts: std::collections::BTreeSet<_> = g.events(0..1000, None).into_iter().map(|e| e.tags["host"].clone()).collect();
         assert_eq!(hosts.len(), 4, "{hosts:?}");
-        let err = Generator::new("p", &Shape { series: 1, tags: 60, tag_values: 2, payload_bytes: 2000 }, 0).err().unwrap();
+        let err = Generator::new("p", &Shape { series: 1, tags: 60, tag_values: 2, payload_bytes: 2000, ..Shape::default() }, 0).err().unwrap();
         assert!(err.contains("68 tags per event"), "{err}");
         assert!(Generator::new("p", &Shape { series: 0, ..Shape::default() }, 0).is_err());
     }

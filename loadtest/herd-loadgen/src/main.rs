@@ -7,18 +7,18 @@ mod gen;
 mod probe;
 mod produce;
 mod schedule;
+mod values;
 mod verify;
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use futures::stream::{self, StreamExt};
 use herd_config::ConnectArgs;
-use herd_ingest::chunk::{ChunkBuilder, Limits, SourcePosition};
-use herd_model::Decoded;
+use herd_sink::rows::{BatchLimits, RowPacker};
 use herd_telemetry::{BadInput, Exit, LogArgs};
 
 use gen::Generator;
@@ -113,41 +113,98 @@ fn main() -> ExitCode {
     herd_telemetry::report("herd-loadgen", run(Cli::parse()))
 }
 
-/// Row counts per (producer, seq) of `keyspace.points` for the expected
-/// producers; ingest latencies (write time - event time, ms) where the rows
+/// Row counts per (producer, seq) for the expected producers, in the
+/// keyspace's layout; ingest latencies (write time - event time) where rows
 /// carry ingest-time timestamps; the other producers seen.
 async fn scan(
     session: &scylla::client::session::Session,
     keyspace: &str,
     expected: &std::collections::BTreeMap<String, u64>,
-) -> Result<(verify::Stored, verify::Latency, Vec<String>), Exit> {
-    let mut statement = scylla::statement::Statement::new(format!("SELECT producer, seq, ts, writetime(value) FROM {keyspace}.points"));
-    statement.set_page_size(5000);
-    let mut rows = session
-        .query_iter(statement, &[])
+) -> Result<(herd_sink::Layout, verify::Stored, verify::Latency, Vec<String>), Exit> {
+    let pinned = herd_sink::schema::pinned(session, keyspace)
         .await
-        .with_context(|| format!("while reading {keyspace}.points (is --keyspace right?)"))?
-        .rows_stream::<(String, i64, scylla::value::CqlTimestamp, Option<i64>)>()
-        .context("while reading rows")?;
+        .with_context(|| format!("while reading {keyspace}.herd_settings (is --keyspace right?)"))?
+        .ok_or_else(|| anyhow::anyhow!("{keyspace} has no herd settings: no worker has written to it"))?;
     let mut stored: verify::Stored = Default::default();
     let mut latency = verify::Latency::default();
     let mut others = std::collections::BTreeSet::new();
-    while let Some(row) = rows.next().await {
-        let (producer, seq, scylla::value::CqlTimestamp(ts), written_us) = row.context("while reading rows")?;
-        if !expected.contains_key(&producer) {
-            others.insert(producer);
-            continue;
-        }
-        if let Some(w) = written_us {
-            // Event-time write timestamps make this exactly 0: not a latency.
-            if w != ts * 1000 {
-                latency.record(w - ts * 1000);
+    match pinned.layout {
+        herd_sink::Layout::Rows => {
+            let mut statement = scylla::statement::Statement::new(format!("SELECT producer, seq, ts, writetime(value) FROM {keyspace}.points"));
+            statement.set_page_size(5000);
+            let mut rows = session
+                .query_iter(statement, &[])
+                .await
+                .with_context(|| format!("while reading {keyspace}.points (is --keyspace right?)"))?
+                .rows_stream::<(String, i64, scylla::value::CqlTimestamp, Option<i64>)>()
+                .context("while reading rows")?;
+            while let Some(row) = rows.next().await {
+                let (producer, seq, scylla::value::CqlTimestamp(ts), written_us) = row.context("while reading rows")?;
+                if !expected.contains_key(&producer) {
+                    others.insert(producer);
+                    continue;
+                }
+                if let Some(w) = written_us {
+                    // Event-time write timestamps make this exactly 0: not a latency.
+                    if w != ts * 1000 {
+                        latency.record(w - ts * 1000);
+                    }
+                }
+                let expected_count = expected[&producer];
+                stored.entry(producer).or_insert_with(|| verify::Rows::new(expected_count)).add(seq as u64);
             }
         }
-        let expected_count = expected[&producer];
-        stored.entry(producer).or_insert_with(|| verify::Rows::new(expected_count)).add(seq as u64);
+        herd_sink::Layout::Blocks => {
+            // Pass 1: copies per (producer, seq).
+            scan_blocks(session, keyspace, |e| {
+                match expected.get(&e.producer) {
+                    Some(&n) => stored.entry(e.producer.clone()).or_insert_with(|| verify::Rows::new(n)).add(e.seq),
+                    None => {
+                        others.insert(e.producer.clone());
+                    }
+                }
+            })
+            .await?;
+            // Pass 2, only if some event was found twice: is it the same
+            // event (series, metric, time), which a reader returns once?
+            let repeated: std::collections::HashMap<(String, u64), std::collections::HashSet<(String, String, i64)>> =
+                stored.iter().flat_map(|(p, rows)| rows.repeated().map(|seq| ((p.clone(), seq), Default::default()))).collect();
+            if !repeated.is_empty() {
+                let mut repeated = repeated;
+                scan_blocks(session, keyspace, |e| {
+                    if let Some(seen) = repeated.get_mut(&(e.producer.clone(), e.seq)) {
+                        seen.insert((e.series.clone(), e.metric.clone(), e.ts));
+                    }
+                })
+                .await?;
+                for ((producer, seq), distinct) in repeated {
+                    if let Some(rows) = stored.get_mut(&producer) {
+                        rows.collapse(seq, distinct.len().min(255) as u8);
+                    }
+                }
+            }
+        }
     }
-    Ok((stored, latency, others.into_iter().collect()))
+    Ok((pinned.layout, stored, latency, others.into_iter().collect()))
+}
+
+/// Every event of every block of the keyspace, block by block.
+async fn scan_blocks(session: &scylla::client::session::Session, keyspace: &str, mut each: impl FnMut(&herd_model::Event)) -> Result<(), Exit> {
+    let mut statement = scylla::statement::Statement::new(format!("SELECT series, metric, topic, partition, window_start, data FROM {keyspace}.blocks"));
+    statement.set_page_size(500);
+    let mut rows = session
+        .query_iter(statement, &[])
+        .await
+        .with_context(|| format!("while reading {keyspace}.blocks"))?
+        .rows_stream::<(String, String, String, i32, i64, Vec<u8>)>()
+        .context("while reading blocks")?;
+    while let Some(row) = rows.next().await {
+        let (series, metric, topic, partition, window, data) = row.context("while reading blocks")?;
+        let events = herd_sink::block::decode(&series, &metric, &data)
+            .with_context(|| format!("while decoding the block of {series}/{metric} from {topic}/{partition}@{window}"))?;
+        events.iter().for_each(&mut each);
+    }
+    Ok(())
 }
 
 fn generator(e: &Events) -> Result<Generator, Exit> {
@@ -170,23 +227,14 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
             let session = herd_clients::cassandra::session(&endpoints).await.context("while connecting to Cassandra")?;
             herd_sink::schema::migrate(&session, &sink).await.context("while migrating")?;
             let bucket_ms = sink.bucket_ms;
-            let writer = herd_sink::Writer::prepare(Arc::new(session), sink).await.context("while preparing")?;
+            let writer = herd_sink::RowWriter::prepare(Arc::new(session), sink).await.context("while preparing")?;
             // The same grouping as herd-worker: chunks of 5,000 events cut into
             // single-partition batches.
-            let mut builder = ChunkBuilder::new(Limits {
-                max_rows: usize::MAX,
-                max_bytes: usize::MAX,
-                linger: Duration::ZERO,
-                cql_batch_max_rows,
-                cql_batch_max_bytes,
-                bucket_ms,
-            });
+            let mut packer = RowPacker::new(BatchLimits { max_rows: cql_batch_max_rows, max_bytes: cql_batch_max_bytes, bucket_ms });
             let mut batches = Vec::new();
             for first in (0..events.events).step_by(5000) {
-                let chunk = g.events(first..(first + 5000).min(events.events), None);
-                let at = SourcePosition { topic: "ceiling".into(), partition: 0, offset: first as i64 };
-                builder.add(at, None, None, None, Decoded { events: chunk, rejects: vec![] }, Instant::now());
-                batches.extend(builder.take().expect("non-empty").batches);
+                g.events(first..(first + 5000).min(events.events), None).into_iter().for_each(|e| packer.add(e, 0));
+                batches.extend(packer.take());
             }
             let started = Instant::now();
             let written: Vec<Result<usize, String>> = stream::iter(batches.iter())
@@ -216,13 +264,13 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
             }
             let expected: std::collections::BTreeMap<String, u64> = expect.into_iter().collect();
             let session = herd_clients::cassandra::session(&endpoints).await.context("while connecting to Cassandra")?;
-            let (stored, latency_hist, others) = scan(&session, &keyspace, &expected).await?;
+            let (layout, stored, latency_hist, others) = scan(&session, &keyspace, &expected).await?;
             let reports = verify::compare(&expected, &stored);
             let latency = latency_hist.summary();
             let ok = reports.iter().all(verify::ProducerReport::ok);
             if json {
                 let out = serde_json::json!({
-                    "keyspace": keyspace, "ok": ok, "producers": reports, "other_producers": others,
+                    "keyspace": keyspace, "layout": layout.as_str(), "ok": ok, "producers": reports, "other_producers": others,
                     "latency": latency,
                     "rows_written_before_event_time": latency_hist.before_event_time,
                 });
@@ -237,6 +285,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
                     for (seq, rows) in &r.duplicated_examples {
                         println!("  seq {seq} stored {rows}{} times", if *rows == 255 { " or more" } else { "" });
                     }
+                    if r.redundant_copies > 0 {
+                        println!("  {} events also stored in a second block (dropped on read; a message sent twice across a window boundary)", r.redundant_copies);
+                    }
                 }
                 if !others.is_empty() {
                     println!("not checked (not in --expect): {}", others.join(", "));
@@ -250,6 +301,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
                         if latency_hist.before_event_time > 0 {
                             println!("  {} rows were written before their event time (clocks apart?); counted as 0 ms", latency_hist.before_event_time);
                         }
+                    }
+                    None if layout == herd_sink::Layout::Blocks => {
+                        println!("end-to-end latency: not stored in the blocks layout (use produce --probe-keyspace)")
                     }
                     None => println!("end-to-end latency: not measurable here (rows carry event-time write timestamps; run the workers with --write-timestamp ingest-time to measure it)"),
                 }

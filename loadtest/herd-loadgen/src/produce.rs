@@ -64,11 +64,16 @@ pub struct ShapeArgs {
     /// Extra bytes per event, carried in pad0, pad1, ... tags of at most 256 bytes.
     #[arg(long, default_value_t = 0)]
     pub payload_bytes: usize,
+    /// What the values look like, per series: a random walk with 2
+    /// decimals, a monotonic counter, a constant gauge, uniform random
+    /// doubles, or the old cycle of 1,000 numbers.
+    #[arg(long, value_enum, default_value_t = crate::values::ValueShape::Walk)]
+    pub values: crate::values::ValueShape,
 }
 
 impl ShapeArgs {
     pub fn shape(&self) -> Shape {
-        Shape { series: self.series, tags: self.tags, tag_values: self.tag_values, payload_bytes: self.payload_bytes }
+        Shape { series: self.series, tags: self.tags, tag_values: self.tag_values, payload_bytes: self.payload_bytes, values: self.values }
     }
 }
 

@@ -1,6 +1,11 @@
 //! `herd-loadgen verify`: what Cassandra holds against what was produced,
 //! event by event. A producer's events are its seq 0..count; each must be
-//! stored exactly once (one row per (producer, seq)).
+//! stored exactly once: one row per (producer, seq) in the rows layout; in
+//! the blocks layout, one event as a reader returns it (a reader drops an
+//! event found again in another block with the same series, metric and
+//! time). Such repeats are counted apart as redundant copies: they cost
+//! space, not correctness, and appear only when a producer sent a message
+//! twice across a window boundary.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -21,6 +26,8 @@ pub struct ProducerReport {
     pub missing_examples: Vec<String>,
     /// The first duplicated seqs, with their row counts.
     pub duplicated_examples: Vec<(u64, u64)>,
+    /// Blocks layout: copies of events beyond the one a reader returns.
+    pub redundant_copies: u64,
 }
 
 impl ProducerReport {
@@ -36,11 +43,12 @@ impl ProducerReport {
 pub struct Rows {
     counts: Vec<u8>,
     unexpected: BTreeMap<u64, u64>,
+    redundant: u64,
 }
 
 impl Rows {
     pub fn new(expected: u64) -> Rows {
-        Rows { counts: vec![0; expected as usize], unexpected: BTreeMap::new() }
+        Rows { counts: vec![0; expected as usize], unexpected: BTreeMap::new(), redundant: 0 }
     }
 
     /// One more row for `seq` (counts saturate at 255).
@@ -48,6 +56,19 @@ impl Rows {
         match self.counts.get_mut(seq as usize) {
             Some(n) => *n = n.saturating_add(1),
             None => *self.unexpected.entry(seq).or_default() += 1,
+        }
+    }
+
+    /// Expected seqs stored more than once.
+    pub fn repeated(&self) -> impl Iterator<Item = u64> + '_ {
+        self.counts.iter().enumerate().filter(|(_, &n)| n > 1).map(|(seq, _)| seq as u64)
+    }
+
+    /// Counts `seq` as `distinct` events, the rest of its copies as redundant.
+    pub fn collapse(&mut self, seq: u64, distinct: u8) {
+        if let Some(n) = self.counts.get_mut(seq as usize) {
+            self.redundant += u64::from(n.saturating_sub(distinct));
+            *n = distinct;
         }
     }
 }
@@ -111,6 +132,7 @@ pub fn compare(expected: &BTreeMap<String, u64>, stored: &Stored) -> Vec<Produce
                 unexpected: rows.unexpected.len() as u64,
                 missing_examples,
                 duplicated_examples,
+                redundant_copies: rows.redundant,
             }
         })
         .collect()
@@ -198,6 +220,14 @@ mod tests {
         (0..10).for_each(|s| all.add(s));
         let all: Stored = HashMap::from([("p".to_owned(), all)]);
         assert!(compare(&BTreeMap::from([("p".to_owned(), 10)]), &all)[0].ok());
+        // Blocks: two copies of one event are one event and a redundant copy.
+        let mut copies = Rows::new(3);
+        [0, 1, 1, 2, 2, 2].into_iter().for_each(|s| copies.add(s));
+        assert_eq!(copies.repeated().collect::<Vec<_>>(), vec![1, 2]);
+        copies.collapse(1, 1);
+        copies.collapse(2, 2);
+        let r = &compare(&BTreeMap::from([("p".to_owned(), 3)]), &HashMap::from([("p".to_owned(), copies)]))[0];
+        assert_eq!((r.duplicated, r.redundant_copies, r.duplicated_examples.clone()), (1, 2, vec![(2, 2)]));
         let mut many = Rows::new(1);
         (0..300).for_each(|_| many.add(0));
         assert_eq!(compare(&BTreeMap::from([("p".to_owned(), 1)]), &HashMap::from([("p".to_owned(), many)]))[0].duplicated_examples, vec![(0, 255)]);

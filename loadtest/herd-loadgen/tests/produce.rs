@@ -149,7 +149,7 @@ async fn probes_measure_when_rows_become_visible() {
     let settings = Sink::parse_from(["sink", "--keyspace", &ks, "--bucket-secs", "3600"]).args.validate().unwrap();
     let session = std::sync::Arc::new(herd_clients::cassandra::session(&endpoints()).await.expect("session"));
     herd_sink::schema::migrate(&session, &settings).await.expect("schema");
-    let writer = herd_sink::Writer::prepare(session, settings).await.expect("writer");
+    let writer = herd_sink::RowWriter::prepare(session, settings).await.expect("writer");
     // The reader below subscribes before herd-loadgen's first message.
     herd_clients::kafka::ensure_topic(&endpoints(), &topic, 4, 1).await.expect("topic");
 

@@ -100,7 +100,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
     let fencing = herd_sink::fencing::Fencing::prepare(&session, &sink.keyspace)
         .await
         .context("while preparing checkpoint statements")?;
-    let writer = herd_sink::Writer::prepare(session.clone(), sink)
+    let layout = sink.layout;
+    let store = herd_sink::store(session.clone(), sink)
         .await
         .context("while preparing statements")?;
     // -1: the broker's default partitions and replication.
@@ -114,7 +115,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
         worker: worker_id.clone(),
     };
     tracing::info!(
-        worker = %worker_id, root = %coord.root, migrations_applied = ?applied,
+        worker = %worker_id, root = %coord.root, migrations_applied = ?applied, %layout,
         metrics = %cli.metrics_addr, "worker started"
     );
 
@@ -142,7 +143,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
         Pipeline {
             settings: ingest,
             source,
-            writer,
+            store,
             dead_letters,
             session,
             fencing,

@@ -1,0 +1,367 @@
+//! Cutting a shard's messages into offset windows for the blocks layout:
+//! pure, no I/O.
+//!
+//! A shard's windows form a chain from where it started reading (its
+//! checkpoint): a window starts at the offset after the previous one and
+//! closes after the message that brings it to [`WindowLimits`] (messages,
+//! events, bytes, or a span of event time). All depend only on the
+//! messages themselves (never on when they were read), so
+//! whoever reads the shard from the same checkpoint (the same worker after
+//! a crash, a new owner after a handoff, a paused former owner) cuts the
+//! same windows and writes the same blocks under the same keys.
+//!
+//! A closed window becomes a chunk whose blocks are whole and whose offset
+//! (the window's end) may be checkpointed once they are stored: a
+//! checkpoint always sits on a window boundary, so a replay starts a window
+//! where the previous reader started it. While a window is open, its blocks
+//! are flushed every `flush_every` without a checkpoint, for freshness: a
+//! later flush writes a superset of each block under the same key, which
+//! wins (see herd-sink's blocks). Stopping a shard (a handoff, a shutdown)
+//! flushes its open window and checkpoints its end; the next reader starts
+//! a new chain there.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use herd_model::Decoded;
+use herd_sink::blocks::{BlockPacker, MAX_WINDOW_MESSAGES};
+use herd_sink::Write;
+
+use crate::chunk::{rejects_to_letters, Chunk, CommitOffset, SourcePosition};
+use crate::dead_letter::DeadLetter;
+use crate::shards::ShardKey;
+
+/// When a window closes. Changing these changes where windows end: a
+/// replay across the change stores some events in two blocks (readers
+/// drop the repeat), so they are constants of the block format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowLimits {
+    /// At most [`MAX_WINDOW_MESSAGES`].
+    pub max_messages: u32,
+    pub max_events: usize,
+    pub max_bytes: usize,
+    /// Event time from the window's first event to a message's newest, ms.
+    pub max_span_ms: i64,
+}
+
+/// 100,000 events make blocks of about 100 points for 1,000 series and
+/// metrics (enough for pco to reach its ratio), and bound what a shard holds
+/// in memory to 100,000 decoded events; 500 messages keep JSON shards (one
+/// event per message) moving; 32 MiB bounds big messages. 5 s of event time
+/// closes windows of slow shards: an open window is rewritten whole at every
+/// flush, so a window that stayed open for minutes would be rewritten
+/// hundreds of times.
+pub const WINDOW_LIMITS: WindowLimits = WindowLimits { max_messages: 500, max_events: 100_000, max_bytes: 32 << 20, max_span_ms: 5_000 };
+
+struct Window {
+    start: i64,
+    /// The offset after the last message read.
+    next: i64,
+    messages: u32,
+    events: usize,
+    bytes: usize,
+    /// Event time of the window's first event.
+    first_ts: Option<i64>,
+    packer: BlockPacker,
+    sources: Vec<SourcePosition>,
+    /// Not yet handed out in a chunk.
+    dead_letters: Vec<DeadLetter>,
+    new_messages: usize,
+    new_events: usize,
+    new_bytes: usize,
+    /// When the oldest unflushed message was added.
+    dirty_since: Option<Instant>,
+}
+
+pub struct WindowBuilder {
+    limits: WindowLimits,
+    bucket_ms: i64,
+    flush_every: Duration,
+    next_id: u64,
+    /// Where each running shard's next window starts (None: at the first
+    /// message read, for a shard read from Kafka's beginning).
+    chain: HashMap<ShardKey, Option<i64>>,
+    open: HashMap<ShardKey, Window>,
+}
+
+impl WindowBuilder {
+    pub fn new(limits: WindowLimits, bucket_ms: i64, flush_every: Duration) -> WindowBuilder {
+        assert!(limits.max_messages <= MAX_WINDOW_MESSAGES, "the blocks' write timestamps order at most {MAX_WINDOW_MESSAGES} messages");
+        WindowBuilder { limits, bucket_ms, flush_every, next_id: 0, chain: HashMap::new(), open: HashMap::new() }
+    }
+
+    /// Changes how often open windows are flushed (live configuration).
+    pub fn set_flush_every(&mut self, every: Duration) {
+        self.flush_every = every;
+    }
+
+    /// The shard starts reading at `from` (its checkpoint), or at Kafka's
+    /// beginning (None).
+    pub fn start(&mut self, shard: ShardKey, from: Option<i64>) {
+        self.open.remove(&shard);
+        self.chain.insert(shard, from);
+    }
+
+    /// Adds one decoded message of a started shard. Returns the chunk of the
+    /// window it closed, if it closed one.
+    pub fn add(
+        &mut self,
+        at: SourcePosition,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        content_type: Option<&[u8]>,
+        mut decoded: Decoded,
+        now: Instant,
+    ) -> Option<Chunk> {
+        let shard: ShardKey = (at.topic.clone(), at.partition);
+        let bucket_ms = self.bucket_ms;
+        let chain = self.chain.get(&shard).copied().flatten();
+        let w = self.open.entry(shard.clone()).or_insert_with(|| Window {
+            start: chain.unwrap_or(at.offset),
+            next: at.offset,
+            messages: 0,
+            events: 0,
+            bytes: 0,
+            first_ts: None,
+            packer: BlockPacker::new(bucket_ms),
+            sources: Vec::new(),
+            dead_letters: Vec::new(),
+            new_messages: 0,
+            new_events: 0,
+            new_bytes: 0,
+            dirty_since: None,
+        });
+        let size = payload.map_or(0, <[u8]>::len);
+        w.dead_letters.extend(rejects_to_letters(&at, key, payload, content_type, &mut decoded));
+        let source = w.sources.len() as u32;
+        w.events += decoded.events.len();
+        w.new_events += decoded.events.len();
+        let newest = decoded.events.iter().map(|e| e.ts).max();
+        if w.first_ts.is_none() {
+            w.first_ts = decoded.events.first().map(|e| e.ts);
+        }
+        let span = newest.zip(w.first_ts).map_or(0, |(n, f)| n.saturating_sub(f));
+        for event in decoded.events {
+            w.packer.add(event, source);
+        }
+        w.messages += 1;
+        w.new_messages += 1;
+        w.bytes += size;
+        w.new_bytes += size;
+        w.next = at.offset + 1;
+        w.dirty_since.get_or_insert(now);
+        w.sources.push(at);
+        let full = w.messages >= self.limits.max_messages
+            || w.events >= self.limits.max_events
+            || w.bytes >= self.limits.max_bytes
+            || span >= self.limits.max_span_ms;
+        full.then(|| self.close(&shard)).flatten()
+    }
+
+    /// When the next open window must be flushed.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.open.values().filter_map(|w| w.dirty_since).min().map(|t| t + self.flush_every)
+    }
+
+    /// Flushes every window whose oldest unflushed message is due by `now`:
+    /// its blocks so far, no checkpoint.
+    pub fn flush_due(&mut self, now: Instant) -> Vec<Chunk> {
+        let due: Vec<ShardKey> =
+            self.open.iter().filter(|(_, w)| w.dirty_since.is_some_and(|t| t + self.flush_every <= now)).map(|(k, _)| k.clone()).collect();
+        due.into_iter().filter_map(|k| self.cut(&k, false)).collect()
+    }
+
+    /// The shard stops: its open window is written and its end checkpointed.
+    /// The next reader of the shard starts a new chain there.
+    pub fn stop(&mut self, shard: &ShardKey) -> Option<Chunk> {
+        let chunk = self.close(shard);
+        self.chain.remove(shard);
+        chunk
+    }
+
+    /// Shutdown: every open window, written and checkpointed.
+    pub fn stop_all(&mut self) -> Vec<Chunk> {
+        let shards: Vec<ShardKey> = self.open.keys().cloned().collect();
+        shards.iter().filter_map(|k| self.stop(k)).collect()
+    }
+
+    /// Closes the shard's window: the next one starts after it.
+    fn close(&mut self, shard: &ShardKey) -> Option<Chunk> {
+        let chunk = self.cut(shard, true);
+        if let Some(w) = self.open.remove(shard) {
+            self.chain.insert(shard.clone(), Some(w.next));
+        }
+        chunk
+    }
+
+    /// A chunk of the window's blocks that gained events, its new dead
+    /// letters and, if `closing`, its end as the offset to checkpoint.
+    fn cut(&mut self, shard: &ShardKey, closing: bool) -> Option<Chunk> {
+        let w = self.open.get_mut(shard)?;
+        if w.new_messages == 0 && !closing {
+            return None;
+        }
+        let writes: Vec<Write> = w.packer.blocks(&shard.0, shard.1, w.start, w.messages).into_iter().map(Write::Block).collect();
+        let chunk = Chunk {
+            id: self.next_id,
+            writes,
+            sources: w.sources.clone(),
+            dead_letters: std::mem::take(&mut w.dead_letters),
+            offsets: if closing { vec![CommitOffset { topic: shard.0.clone(), partition: shard.1, next: w.next }] } else { Vec::new() },
+            messages: w.new_messages,
+            rows: w.new_events,
+            bytes: w.new_bytes,
+        };
+        self.next_id += 1;
+        w.new_messages = 0;
+        w.new_events = 0;
+        w.new_bytes = 0;
+        w.dirty_since = None;
+        Some(chunk)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herd_model::{Event, Position, Reject};
+
+    const LIMITS: WindowLimits = WindowLimits { max_messages: 3, max_events: 100, max_bytes: 1000, max_span_ms: 1000 };
+
+    fn shard() -> ShardKey {
+        ("t".into(), 0)
+    }
+
+    fn at(offset: i64) -> SourcePosition {
+        SourcePosition { topic: "t".into(), partition: 0, offset }
+    }
+
+    fn msg(seq: u64, n: u64) -> Decoded {
+        let events = (seq..seq + n)
+            .map(|s| Event {
+                series: format!("s{}", s % 2),
+                metric: "m".into(),
+                ts: s as i64,
+                value: 0.0,
+                tags: Default::default(),
+                producer: "p".into(),
+                seq: s,
+            })
+            .collect();
+        Decoded { events, rejects: vec![] }
+    }
+
+    fn keys(c: &Chunk) -> Vec<(String, i64, u32, usize)> {
+        let mut k: Vec<_> = c
+            .writes
+            .iter()
+            .map(|w| match w {
+                Write::Block(b) => (b.key.series.clone(), b.key.window_start, b.messages, b.events.len()),
+                Write::Rows(_) => panic!("a row batch from the window builder"),
+            })
+            .collect();
+        k.sort();
+        k
+    }
+
+    /// Feeds offsets `from..to` (one message of two events each) and returns
+    /// the chunks of the windows that closed.
+    fn feed(b: &mut WindowBuilder, from: i64, to: i64) -> Vec<Chunk> {
+        (from..to).filter_map(|o| b.add(at(o), None, Some(b"xy"), None, msg(o as u64 * 2, 2), Instant::now())).collect()
+    }
+
+    #[test]
+    fn windows_chain_from_the_checkpoint_and_close_by_messages() {
+        let mut b = WindowBuilder::new(LIMITS, 1000, Duration::from_secs(1));
+        b.start(shard(), Some(10));
+        let closed = feed(&mut b, 10, 17);
+        assert_eq!(closed.len(), 2, "10-12 and 13-15; 16 is open");
+        assert_eq!(keys(&closed[0]), vec![("s0".into(), 10, 3, 3), ("s1".into(), 10, 3, 3)]);
+        assert_eq!(closed[0].offsets, vec![CommitOffset { topic: "t".into(), partition: 0, next: 13 }]);
+        assert_eq!(keys(&closed[1])[0].1, 13);
+        assert_eq!((closed[1].id, closed[1].messages, closed[1].rows), (1, 3, 6));
+
+        // A replay from the same checkpoint cuts the same windows, with the same blocks.
+        let mut again = WindowBuilder::new(LIMITS, 1000, Duration::from_secs(1));
+        again.start(shard(), Some(10));
+        let replayed = feed(&mut again, 10, 17);
+        assert_eq!(replayed.iter().map(|c| &c.writes).collect::<Vec<_>>(), closed.iter().map(|c| &c.writes).collect::<Vec<_>>());
+
+        // From Kafka's beginning (no checkpoint): the first message read starts the chain.
+        let mut fresh = WindowBuilder::new(LIMITS, 1000, Duration::from_secs(1));
+        fresh.start(shard(), None);
+        assert_eq!(keys(&feed(&mut fresh, 4, 7)[0])[0].1, 4);
+    }
+
+    #[test]
+    fn closes_by_events_bytes_and_event_time() {
+        let mut b = WindowBuilder::new(WindowLimits { max_events: 5, max_messages: 100, ..LIMITS }, 1000, Duration::from_secs(1));
+        b.start(shard(), Some(0));
+        let closed = feed(&mut b, 0, 4);
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].offsets[0].next, 3, "6 events after 3 messages");
+        let mut b = WindowBuilder::new(WindowLimits { max_messages: 100, max_bytes: 4, ..LIMITS }, 1000, Duration::from_secs(1));
+        b.start(shard(), Some(0));
+        assert_eq!(feed(&mut b, 0, 3)[0].offsets[0].next, 2, "4 bytes after 2 messages");
+        // Event time: messages 2 ms apart in ts (2 events each), a span of 5 ms closes.
+        let mut b = WindowBuilder::new(WindowLimits { max_messages: 100, max_span_ms: 5, ..LIMITS }, 1000, Duration::from_secs(1));
+        b.start(shard(), Some(0));
+        assert_eq!(feed(&mut b, 0, 5)[0].offsets[0].next, 3, "ts 0 to 5 after 3 messages");
+    }
+
+    #[test]
+    fn flushes_open_windows_as_supersets_without_checkpoint() {
+        let t0 = Instant::now();
+        let mut b = WindowBuilder::new(LIMITS, 1000, Duration::from_millis(100));
+        b.start(shard(), Some(0));
+        assert_eq!(b.deadline(), None);
+        b.add(at(0), None, Some(b"x"), None, msg(0, 2), t0);
+        assert_eq!(b.deadline(), Some(t0 + Duration::from_millis(100)));
+        assert!(b.flush_due(t0 + Duration::from_millis(99)).is_empty());
+        let first = b.flush_due(t0 + Duration::from_millis(100));
+        assert_eq!(first.len(), 1);
+        assert!(first[0].offsets.is_empty(), "an open window is not checkpointed");
+        assert_eq!(keys(&first[0]), vec![("s0".into(), 0, 1, 1), ("s1".into(), 0, 1, 1)]);
+        assert_eq!(b.deadline(), None, "nothing new since");
+        assert!(b.flush_due(t0 + Duration::from_secs(9)).is_empty());
+
+        // One more event of s0 only: its block again, whole, with the new coverage.
+        b.add(at(1), None, Some(b"x"), None, Decoded { events: msg(2, 1).events, rejects: vec![] }, t0);
+        let second = b.flush_due(t0 + Duration::from_secs(1));
+        assert_eq!(keys(&second[0]), vec![("s0".into(), 0, 2, 2)]);
+        assert_eq!((second[0].rows, second[0].writes[0].fresh()), (1, 1), "only the new event counts as written");
+
+        // The close writes what is new and checkpoints the end.
+        let closed = b.add(at(2), None, Some(b"x"), None, msg(3, 1), t0).expect("3 messages");
+        assert_eq!(keys(&closed), vec![("s1".into(), 0, 3, 2)]);
+        assert_eq!(closed.offsets[0].next, 3);
+    }
+
+    #[test]
+    fn a_stop_writes_the_open_window_and_checkpoints_its_end() {
+        let mut b = WindowBuilder::new(LIMITS, 1000, Duration::from_secs(1));
+        b.start(shard(), Some(0));
+        feed(&mut b, 0, 5);
+        let stopped = b.stop(&shard()).expect("offsets 3-4 were open");
+        assert_eq!(stopped.offsets[0].next, 5);
+        assert_eq!(keys(&stopped)[0].1, 3);
+        assert!(b.stop(&shard()).is_none(), "nothing left");
+        // The next owner starts a new chain at the checkpoint.
+        b.start(shard(), Some(5));
+        assert_eq!(keys(&feed(&mut b, 5, 8)[0])[0].1, 5);
+    }
+
+    #[test]
+    fn dead_letters_go_out_once() {
+        let mut b = WindowBuilder::new(LIMITS, 1000, Duration::from_millis(1));
+        b.start(shard(), Some(0));
+        let bad = Decoded { events: vec![], rejects: vec![Reject { position: Position::Message, reason: "bad".into(), bytes: None }] };
+        let t0 = Instant::now();
+        b.add(at(0), None, Some(b"??"), None, bad, t0);
+        let flushed = b.flush_due(t0 + Duration::from_secs(1));
+        assert_eq!((flushed[0].dead_letters.len(), flushed[0].writes.len()), (1, 0));
+        let closed = feed(&mut b, 1, 3);
+        assert!(closed[0].dead_letters.is_empty(), "sent with the flush already");
+        assert_eq!(closed[0].offsets[0].next, 3);
+    }
+}
