@@ -1,6 +1,7 @@
 //! herdctl: operate a herd deployment from the command line.
 
 mod config;
+mod query;
 
 use std::process::ExitCode;
 
@@ -43,6 +44,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the points of one series and metric: those in a time range
+    /// (--from, --to), or the latest --limit. Reads either storage layout;
+    /// an event stored twice (sent twice by its producer) is printed once.
+    Query(query::QueryArgs),
     /// Check that Kafka, Cassandra and every ZooKeeper server answer a real
     /// request (a metadata request, a query on system.local, a session per
     /// ZooKeeper server). Exits 1 if any does not.
@@ -196,6 +201,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Config { action } => config::run(&endpoints, &root, action).await,
+        Command::Query(args) => query::run(&endpoints, args).await,
         Command::Doctor { json } => {
             let probes = probe::all(&endpoints).await;
             if json {
