@@ -18,7 +18,12 @@
 //! later flush writes a superset of each block under the same key, which
 //! wins (see herd-sink's blocks). Stopping a shard (a handoff, a shutdown)
 //! flushes its open window and checkpoints its end; the next reader starts
-//! a new chain there.
+//! a new chain there. So does a shard that received nothing for
+//! `flush_every`: its window is closed early, so that a quiet shard is
+//! checkpointed up to its last message instead of waiting for more. Like a
+//! stop, that starts a new chain at the checkpoint; the only cost is a rare
+//! redundant copy (dropped on read) if the worker dies between writing the
+//! next window's first blocks and that checkpoint.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -71,6 +76,8 @@ struct Window {
     new_bytes: usize,
     /// When the oldest unflushed message was added.
     dirty_since: Option<Instant>,
+    /// When the last message was added.
+    last_added: Instant,
 }
 
 pub struct WindowBuilder {
@@ -130,6 +137,7 @@ impl WindowBuilder {
             new_events: 0,
             new_bytes: 0,
             dirty_since: None,
+            last_added: now,
         });
         let size = payload.map_or(0, <[u8]>::len);
         w.dead_letters.extend(rejects_to_letters(&at, key, payload, content_type, &mut decoded));
@@ -150,6 +158,7 @@ impl WindowBuilder {
         w.new_bytes += size;
         w.next = at.offset + 1;
         w.dirty_since.get_or_insert(now);
+        w.last_added = now;
         w.sources.push(at);
         let full = w.messages >= self.limits.max_messages
             || w.events >= self.limits.max_events
@@ -158,17 +167,26 @@ impl WindowBuilder {
         full.then(|| self.close(&shard)).flatten()
     }
 
-    /// When the next open window must be flushed.
+    /// When the next open window must be flushed or closed.
     pub fn deadline(&self) -> Option<Instant> {
-        self.open.values().filter_map(|w| w.dirty_since).min().map(|t| t + self.flush_every)
+        self.open.values().map(|w| self.due_at(w)).min()
     }
 
-    /// Flushes every window whose oldest unflushed message is due by `now`:
-    /// its blocks so far, no checkpoint.
+    fn due_at(&self, w: &Window) -> Instant {
+        w.dirty_since.unwrap_or(w.last_added).min(w.last_added) + self.flush_every
+    }
+
+    /// Handles every window due by `now`: one that received nothing for
+    /// `flush_every` is closed (written and checkpointed); one whose oldest
+    /// unwritten message is that old is flushed (written, no checkpoint).
     pub fn flush_due(&mut self, now: Instant) -> Vec<Chunk> {
-        let due: Vec<ShardKey> =
-            self.open.iter().filter(|(_, w)| w.dirty_since.is_some_and(|t| t + self.flush_every <= now)).map(|(k, _)| k.clone()).collect();
-        due.into_iter().filter_map(|k| self.cut(&k, false)).collect()
+        let due: Vec<(ShardKey, bool)> = self
+            .open
+            .iter()
+            .filter(|(_, w)| self.due_at(w) <= now)
+            .map(|(k, w)| (k.clone(), w.last_added + self.flush_every <= now))
+            .collect();
+        due.into_iter().filter_map(|(k, idle)| if idle { self.close(&k) } else { self.cut(&k, false) }).collect()
     }
 
     /// The shard stops: its open window is written and its end checkpointed.
@@ -285,7 +303,20 @@ mod tests {
         let mut again = WindowBuilder::new(LIMITS, 1000, Duration::from_secs(1));
         again.start(shard(), Some(10));
         let replayed = feed(&mut again, 10, 17);
-        assert_eq!(replayed.iter().map(|c| &c.writes).collect::<Vec<_>>(), closed.iter().map(|c| &c.writes).collect::<Vec<_>>());
+        let sorted = |chunks: &[Chunk]| -> Vec<Vec<Write>> {
+            chunks
+                .iter()
+                .map(|c| {
+                    let mut w = c.writes.clone();
+                    w.sort_by_key(|w| match w {
+                        Write::Block(b) => b.key.clone(),
+                        Write::Rows(_) => unreachable!(),
+                    });
+                    w
+                })
+                .collect()
+        };
+        assert_eq!(sorted(&replayed), sorted(&closed));
 
         // From Kafka's beginning (no checkpoint): the first message read starts the chain.
         let mut fresh = WindowBuilder::new(LIMITS, 1000, Duration::from_secs(1));
@@ -310,31 +341,45 @@ mod tests {
     }
 
     #[test]
-    fn flushes_open_windows_as_supersets_without_checkpoint() {
+    fn flushes_open_windows_as_supersets_and_closes_idle_ones() {
         let t0 = Instant::now();
-        let mut b = WindowBuilder::new(LIMITS, 1000, Duration::from_millis(100));
+        let mut b = WindowBuilder::new(WindowLimits { max_messages: 10, ..LIMITS }, 1000, Duration::from_millis(100));
         b.start(shard(), Some(0));
         assert_eq!(b.deadline(), None);
+        let ms = |n| t0 + Duration::from_millis(n);
         b.add(at(0), None, Some(b"x"), None, msg(0, 2), t0);
-        assert_eq!(b.deadline(), Some(t0 + Duration::from_millis(100)));
-        assert!(b.flush_due(t0 + Duration::from_millis(99)).is_empty());
-        let first = b.flush_due(t0 + Duration::from_millis(100));
+        assert_eq!(b.deadline(), Some(ms(100)));
+        // Another message at 60 ms: the flush is due by the oldest one.
+        b.add(at(1), None, Some(b"x"), None, Decoded { events: msg(2, 1).events, rejects: vec![] }, ms(60));
+        assert!(b.flush_due(ms(99)).is_empty());
+        let first = b.flush_due(ms(100));
         assert_eq!(first.len(), 1);
-        assert!(first[0].offsets.is_empty(), "an open window is not checkpointed");
-        assert_eq!(keys(&first[0]), vec![("s0".into(), 0, 1, 1), ("s1".into(), 0, 1, 1)]);
-        assert_eq!(b.deadline(), None, "nothing new since");
-        assert!(b.flush_due(t0 + Duration::from_secs(9)).is_empty());
+        assert!(first[0].offsets.is_empty(), "an open window that still receives is not checkpointed");
+        assert_eq!(keys(&first[0]), vec![("s0".into(), 0, 2, 2), ("s1".into(), 0, 2, 1)]);
+        assert_eq!(b.deadline(), Some(ms(160)), "next: closing it if nothing comes");
 
         // One more event of s0 only: its block again, whole, with the new coverage.
-        b.add(at(1), None, Some(b"x"), None, Decoded { events: msg(2, 1).events, rejects: vec![] }, t0);
-        let second = b.flush_due(t0 + Duration::from_secs(1));
-        assert_eq!(keys(&second[0]), vec![("s0".into(), 0, 2, 2)]);
+        b.add(at(2), None, Some(b"x"), None, Decoded { events: msg(4, 1).events, rejects: vec![] }, ms(150));
+        assert_eq!(b.deadline(), Some(ms(250)));
+        let second = b.flush_due(ms(250));
+        assert_eq!(keys(&second[0]), vec![("s0".into(), 0, 3, 3)]);
         assert_eq!((second[0].rows, second[0].writes[0].fresh()), (1, 1), "only the new event counts as written");
+        assert_eq!(second[0].offsets[0].next, 3, "quiet for 100 ms: closed and checkpointed");
+        assert_eq!(b.deadline(), None);
 
-        // The close writes what is new and checkpoints the end.
-        let closed = b.add(at(2), None, Some(b"x"), None, msg(3, 1), t0).expect("3 messages");
-        assert_eq!(keys(&closed), vec![("s1".into(), 0, 3, 2)]);
-        assert_eq!(closed.offsets[0].next, 3);
+        // A full window closes at once and writes what is new.
+        let mut b = WindowBuilder::new(LIMITS, 1000, Duration::from_millis(100));
+        b.start(shard(), Some(0));
+        b.add(at(0), None, Some(b"x"), None, msg(0, 2), t0);
+        assert_eq!(b.flush_due(ms(100)).len(), 1, "idle: closed");
+        b.add(at(1), None, Some(b"x"), None, msg(2, 2), ms(200));
+        b.add(at(2), None, Some(b"x"), None, msg(4, 2), ms(250));
+        let flushed = b.flush_due(ms(300));
+        assert!(flushed[0].offsets.is_empty());
+        let closed = b.add(at(3), None, Some(b"x"), None, msg(6, 2), ms(310)).expect("3 messages: 1 to 3 closed");
+        assert_eq!(keys(&closed)[0].1, 1, "the window after the idle close starts at 1");
+        assert_eq!(closed.offsets[0].next, 4);
+        assert_eq!(keys(&closed), vec![("s0".into(), 1, 3, 3), ("s1".into(), 1, 3, 3)]);
     }
 
     #[test]
@@ -358,10 +403,12 @@ mod tests {
         let bad = Decoded { events: vec![], rejects: vec![Reject { position: Position::Message, reason: "bad".into(), bytes: None }] };
         let t0 = Instant::now();
         b.add(at(0), None, Some(b"??"), None, bad, t0);
-        let flushed = b.flush_due(t0 + Duration::from_secs(1));
-        assert_eq!((flushed[0].dead_letters.len(), flushed[0].writes.len()), (1, 0));
-        let closed = feed(&mut b, 1, 3);
-        assert!(closed[0].dead_letters.is_empty(), "sent with the flush already");
-        assert_eq!(closed[0].offsets[0].next, 3);
+        b.add(at(1), None, Some(b"x"), None, msg(0, 1), t0 + Duration::from_millis(1));
+        let flushed = b.flush_due(t0 + Duration::from_millis(1));
+        assert_eq!((flushed[0].dead_letters.len(), flushed[0].writes.len()), (1, 1));
+        assert!(flushed[0].offsets.is_empty());
+        let closed = b.add(at(2), None, None, None, msg(1, 1), t0 + Duration::from_millis(1)).unwrap();
+        assert!(closed.dead_letters.is_empty(), "sent with the flush already");
+        assert_eq!(closed.offsets[0].next, 3);
     }
 }

@@ -3,10 +3,30 @@
 use futures::TryStreamExt;
 use scylla::client::session::Session;
 
-/// The identity (producer, seq) of every row of `keyspace.points`, by a
-/// paged full scan. A duplicate would show as an identity listed twice
-/// (stored under two primary keys).
+/// The identity (producer, seq) of every stored event, by a paged full scan
+/// in the keyspace's layout: every row of `points`, or every event of every
+/// block of `blocks`. A duplicate shows as an identity listed twice (stored
+/// under two primary keys, or in two blocks).
 pub async fn stored_identities(session: &Session, keyspace: &str) -> Vec<(String, i64)> {
+    let pinned = herd_sink::schema::pinned(session, keyspace).await.expect("read herd_settings").expect("the keyspace has herd settings");
+    if pinned.layout == herd_sink::Layout::Blocks {
+        let mut statement = scylla::statement::Statement::new(format!("SELECT series, metric, data FROM {keyspace}.blocks"));
+        statement.set_page_size(500);
+        let blocks: Vec<(String, String, Vec<u8>)> = session
+            .query_iter(statement, &[])
+            .await
+            .expect("scan blocks")
+            .rows_stream::<(String, String, Vec<u8>)>()
+            .expect("row types")
+            .try_collect()
+            .await
+            .expect("read blocks");
+        return blocks
+            .iter()
+            .flat_map(|(series, metric, data)| herd_sink::block::decode(series, metric, data).expect("a block herd can decode"))
+            .map(|e| (e.producer, e.seq as i64))
+            .collect();
+    }
     let mut statement = scylla::statement::Statement::new(format!("SELECT producer, seq FROM {keyspace}.points"));
     statement.set_page_size(5000);
     session

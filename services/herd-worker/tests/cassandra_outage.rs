@@ -4,6 +4,7 @@
 //! and exactly the produced set is stored once Cassandra is back. Alone in its test binary: it stops the stack's shared Cassandra
 //! (cargo runs test binaries one at a time).
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeSet;
@@ -30,9 +31,11 @@ impl Drop for BringBackCassandra {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn cassandra_down_for_thirty_seconds_loses_nothing_and_memory_stays_bounded() {
-    let names = Names::new("outage");
+in_both_layouts!(outage:
+    cassandra_down_for_thirty_seconds_loses_nothing_and_memory_stays_bounded,
+    cassandra_down_for_thirty_seconds_loses_nothing_and_memory_stays_bounded_in_blocks_layout);
+async fn outage(layout: &'static str) {
+    let names = Names::with_layout("outage", layout);
     herd_clients::kafka::ensure_topic(&endpoints(), &names.topic, 4, 1).await.expect("topic");
     let producer = herd_clients::kafka::producer(&endpoints(), "outage-producer").expect("producer");
     let before = events("before", 20_000, 100);
@@ -91,5 +94,6 @@ async fn cassandra_down_for_thirty_seconds_loses_nothing_and_memory_stays_bounde
     assert!(status.success(), "{status}\n{}", worker.log_tail());
     let expected: BTreeSet<_> = identities(&before).into_iter().chain(identities(&during)).collect();
     assert_exactly(&session().await, &names.keyspace, &expected).await;
+    common::assert_verified(&names, &[("before", 20_000), ("during", 300_000)]);
     names.cleanup().await;
 }

@@ -3,6 +3,7 @@
 //! coordinator killed. Each ends with Cassandra holding exactly the produced
 //! events.
 
+#[macro_use]
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,8 +17,8 @@ use herd_testkit::kafka::produce;
 
 const DRAIN: Duration = Duration::from_secs(300);
 
-async fn setup(prefix: &str, partitions: i32) -> Names {
-    let names = Names::new(prefix);
+async fn setup(prefix: &str, partitions: i32, layout: &'static str) -> Names {
+    let names = Names::with_layout(prefix, layout);
     herd_clients::kafka::ensure_topic(&endpoints(), &names.topic, partitions, 1).await.expect("create topic");
     names
 }
@@ -30,6 +31,7 @@ async fn finish(names: &Names, workers: &mut [&mut common::Worker], all: &[Event
         assert!(w.terminate(Duration::from_secs(60)).success(), "{}", w.log_tail());
     }
     assert_exactly(&session().await, &names.keyspace, &identities(all)).await;
+    common::assert_verified(names, &[(&all[0].producer, all.len() as u64)]);
     names.cleanup().await;
 }
 
@@ -66,12 +68,14 @@ fn owned_by(c: &BTreeMap<i32, Checkpoint>, worker: &str) -> BTreeSet<i32> {
     c.iter().filter(|(_, c)| c.owner == worker).map(|(p, _)| *p).collect()
 }
 
+in_both_layouts!(killed_worker:
+    a_killed_worker_s_shards_resume_on_the_other_and_nothing_is_lost_or_duplicated,
+    a_killed_worker_s_shards_resume_on_the_other_and_nothing_is_lost_or_duplicated_in_blocks_layout);
 /// kill -9 of one of two workers mid-stream: the survivor claims its shards
 /// (with higher epochs) and resumes them from their checkpoints; nothing is
 /// lost or stored twice. Prints how long the shards were without an owner.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_killed_worker_s_shards_resume_on_the_other_and_nothing_is_lost_or_duplicated() {
-    let names = setup("faultkill", 6).await;
+async fn killed_worker(layout: &'static str) {
+    let names = setup("faultkill", 6, layout).await;
     let _coordinator = start_coordinator(&names, &format!("{}-coord", names.keyspace));
     let args = names.worker_args(&["--batch-max-rows", "2000"]);
     let mut w1 = start_worker("kill-w1", &args);
@@ -100,14 +104,16 @@ async fn a_killed_worker_s_shards_resume_on_the_other_and_nothing_is_lost_or_dup
     finish(&names, &mut [&mut w2], &all).await;
 }
 
+in_both_layouts!(paused_worker:
+    a_worker_paused_past_its_session_timeout_is_fenced_and_rejoins_cleanly,
+    a_worker_paused_past_its_session_timeout_is_fenced_and_rejoins_cleanly_in_blocks_layout);
 /// A worker frozen (SIGSTOP) past its session timeout while it has writes
 /// in flight: its shards move to the other worker; once resumed it stops
 /// every shard, no checkpoint ever goes backwards (a stale one would be its
 /// older offset, and Cassandra refuses it), it rejoins under newer epochs,
 /// and nothing is lost or stored twice.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_worker_paused_past_its_session_timeout_is_fenced_and_rejoins_cleanly() {
-    let names = setup("faultpause", 4).await;
+async fn paused_worker(layout: &'static str) {
+    let names = setup("faultpause", 4, layout).await;
     let _coordinator = start_coordinator(&names, &format!("{}-coord", names.keyspace));
     let args = names.worker_args(&["--batch-max-rows", "1000"]);
     let mut w1 = start_worker("pause-w1", &args);
@@ -176,12 +182,14 @@ async fn a_worker_paused_past_its_session_timeout_is_fenced_and_rejoins_cleanly(
     finish(&names, &mut [&mut w1, &mut w2], &all).await;
 }
 
+in_both_layouts!(joining_worker:
+    a_joining_worker_pauses_only_the_shards_that_move,
+    a_joining_worker_pauses_only_the_shards_that_move_in_blocks_layout);
 /// A second worker joins a running one: only the shards that move are
 /// stopped and handed over (revoke, checkpoint, release, new grant); the
 /// others keep their grant and keep advancing meanwhile.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_joining_worker_pauses_only_the_shards_that_move() {
-    let names = setup("faultjoin", 6).await;
+async fn joining_worker(layout: &'static str) {
+    let names = setup("faultjoin", 6, layout).await;
     let _coordinator = start_coordinator(&names, &format!("{}-coord", names.keyspace));
     let args = names.worker_args(&["--batch-max-rows", "1000"]);
     let mut w1 = start_worker("join-w1", &args);
@@ -221,7 +229,7 @@ async fn a_joining_worker_pauses_only_the_shards_that_move() {
 /// started afterwards receives every shard and ingests everything.
 #[tokio::test(flavor = "multi_thread")]
 async fn after_the_leader_is_killed_the_standby_grants_shards_to_a_new_worker() {
-    let names = setup("faultlead", 4).await;
+    let names = setup("faultlead", 4, "rows").await;
     let mut leader = start_coordinator(&names, "lead-a");
     let zk = herd_clients::zookeeper::connect(&endpoints(), Duration::from_secs(10)).await.expect("zk");
     let deadline = Instant::now() + Duration::from_secs(60);

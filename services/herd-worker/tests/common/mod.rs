@@ -95,16 +95,23 @@ pub struct Names {
     /// The test's ZooKeeper root.
     pub root: String,
     pub dead_letters: String,
+    /// The workers' --layout.
+    pub layout: &'static str,
 }
 
 impl Names {
     pub fn new(prefix: &str) -> Names {
+        Names::with_layout(prefix, "rows")
+    }
+
+    pub fn with_layout(prefix: &str, layout: &'static str) -> Names {
         let base = herd_testkit::unique_name(prefix);
         Names {
             topic: format!("{base}_in"),
             keyspace: base.clone(),
             root: format!("/herd_tests/{base}"),
             dead_letters: format!("{base}_dlq"),
+            layout,
         }
     }
 
@@ -135,7 +142,7 @@ impl Names {
     pub fn worker_args(&self, extra: &[&str]) -> Vec<String> {
         let mut args: Vec<String> = [
             "--root", &self.root, "--keyspace", &self.keyspace, "--session-timeout-ms", &SESSION_TIMEOUT_MS.to_string(),
-            "--dead-letter-topic", &self.dead_letters, "--bucket-secs", "3600",
+            "--dead-letter-topic", &self.dead_letters, "--bucket-secs", "3600", "--layout", self.layout,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -228,6 +235,26 @@ pub async fn assert_exactly(session: &Session, keyspace: &str, expected: &BTreeS
     );
 }
 
+/// Runs `herd-loadgen verify --json` on the test's keyspace, expecting
+/// each producer's seqs 0..count; returns its report.
+pub fn verify(names: &Names, expect: &[(&str, u64)]) -> serde_json::Value {
+    let mut args = vec!["verify".to_owned(), "--keyspace".to_owned(), names.keyspace.clone(), "--json".to_owned()];
+    for (producer, count) in expect {
+        args.extend(["--expect".to_owned(), format!("{producer}={count}")]);
+    }
+    let out = std::process::Command::new(sibling_binary("herd-loadgen")).args(&args).output().expect("run herd-loadgen verify");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("verify printed no JSON ({e}): {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// verify finds every event of `expect` exactly once (as a reader sees them).
+pub fn assert_verified(names: &Names, expect: &[(&str, u64)]) -> serde_json::Value {
+    let report = verify(names, expect);
+    assert_eq!(report["layout"], names.layout, "{report:#}");
+    assert_eq!(report["ok"], true, "verify found missing, duplicated or unexpected events: {report:#}");
+    report
+}
+
 pub async fn session() -> Session {
     herd_clients::cassandra::session(&herd_testkit::endpoints()).await.expect("Cassandra session")
 }
@@ -246,4 +273,19 @@ pub fn produce_over(names: &Names, events: &[Event], secs: u64, slices: usize) -
             tokio::time::sleep(std::time::Duration::from_millis(secs * 1000 / slices as u64)).await;
         }
     })
+}
+
+/// Runs an `async fn(layout)` test body as two tests, one per storage layout.
+#[macro_export]
+macro_rules! in_both_layouts {
+    ($body:ident: $rows:ident, $blocks:ident) => {
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $rows() {
+            $body("rows").await
+        }
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $blocks() {
+            $body("blocks").await
+        }
+    };
 }
