@@ -68,7 +68,10 @@ impl Block {
 /// Groups the events of one shard's window by (series, bucket, metric).
 pub struct BlockPacker {
     bucket_ms: i64,
-    groups: HashMap<(String, i64, String), Group>,
+    /// Series, then its (bucket, metric) groups: looking a series up by
+    /// `&str` allocates nothing, and a series has few metrics and buckets in
+    /// one window, so they are searched in a list.
+    groups: HashMap<String, Vec<(i64, String, Group)>>,
 }
 
 #[derive(Default)]
@@ -81,16 +84,23 @@ struct Group {
 
 impl BlockPacker {
     pub fn new(bucket_ms: i64) -> BlockPacker {
-        BlockPacker {
-            bucket_ms,
-            groups: HashMap::new(),
-        }
+        BlockPacker { bucket_ms, groups: HashMap::new() }
     }
 
     pub fn add(&mut self, event: Event, tag: u32) {
         let (series, bucket) = partition_key(&event, self.bucket_ms);
-        let key = (series.to_owned(), bucket, event.metric.clone());
-        let group = self.groups.entry(key).or_default();
+        let groups = match self.groups.get_mut(series) {
+            Some(g) => g,
+            None => self.groups.entry(series.to_owned()).or_default(),
+        };
+        let i = match groups.iter().position(|(b, m, _)| *b == bucket && *m == event.metric) {
+            Some(i) => i,
+            None => {
+                groups.push((bucket, event.metric.clone(), Group::default()));
+                groups.len() - 1
+            }
+        };
+        let group = &mut groups[i].2;
         group.events.push(event);
         group.tags.push(tag);
     }
@@ -104,13 +114,12 @@ impl BlockPacker {
     /// the same keys). A block without new events is not returned again: it
     /// would be the same content.
     pub fn blocks(&mut self, topic: &Arc<str>, partition: i32, window_start: i64, messages: u32) -> Vec<Block> {
-        self.groups
-            .iter_mut()
-            .filter(|(_, g)| g.events.len() > g.written)
-            .map(|((series, bucket, metric), g)| {
+        let mut out = Vec::new();
+        for (series, groups) in self.groups.iter_mut() {
+            for (bucket, metric, g) in groups.iter_mut().filter(|(_, _, g)| g.events.len() > g.written) {
                 let fresh = (g.events.len() - g.written) as u32;
                 g.written = g.events.len();
-                Block {
+                out.push(Block {
                     key: BlockKey {
                         series: series.clone(),
                         bucket: *bucket,
@@ -123,9 +132,10 @@ impl BlockPacker {
                     tags: g.tags.clone(),
                     messages,
                     fresh,
-                }
-            })
-            .collect()
+                });
+            }
+        }
+        out
     }
 }
 

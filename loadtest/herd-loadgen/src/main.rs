@@ -1,8 +1,11 @@
 //! herd-loadgen: drives events into Kafka and checks what herd made of them:
 //! `produce` (open-loop load), `verify` (event by event, with latency),
 //! `ceiling` (the same rows written straight to Cassandra, the database's
-//! limit) and `cleanup`.
+//! limit), `consume` (a bare Kafka consumer, the broker's limit),
+//! `blocksize` (block codecs compared, no server) and `cleanup`.
 
+mod blocksize;
+mod consume;
 mod gen;
 mod probe;
 mod produce;
@@ -82,6 +85,41 @@ enum Command {
         /// Bytes per CQL batch (herd-worker's --cql-batch-max-bytes).
         #[arg(long, default_value_t = 4096)]
         cql_batch_max_bytes: usize,
+    },
+    /// Read a whole topic with a bare librdkafka consumer (no decoding, no
+    /// writes): the rate any Kafka reader could reach here, herd's ceiling.
+    Consume(consume::ConsumeArgs),
+    /// Compare block codecs on generated events, without a server: bytes per
+    /// point and encode/decode time, per value shape (`--values`).
+    Blocksize {
+        #[command(flatten)]
+        events: Events,
+        /// Points per block (a (series, metric) in one offset window).
+        #[arg(long, default_value_t = 100)]
+        points_per_block: usize,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Time herd's read path on a keyspace (either layout): one series'
+    /// points over an hour, and its latest 100, each --reps times; prints
+    /// p50/p99/max and the points returned.
+    Readbench {
+        /// Cassandra keyspace the workers wrote to.
+        #[arg(long)]
+        keyspace: String,
+        #[arg(long, default_value = "series-1")]
+        series: String,
+        #[arg(long, default_value = "mem")]
+        metric: String,
+        /// The hour's end, ms since the epoch [default: now].
+        #[arg(long)]
+        to: Option<i64>,
+        #[arg(long, default_value_t = 100)]
+        reps: u32,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Drop the Cassandra keyspaces and delete the Kafka topics whose names
     /// start with a prefix: what earlier load runs left behind.
@@ -221,6 +259,65 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
     let endpoints = cli.connect.validate().bad_input()?;
     match cli.command {
         Command::Produce(args) => produce::run(&endpoints, args).await,
+        Command::Consume(args) => consume::run(&endpoints, args).await,
+        Command::Readbench { keyspace, series, metric, to, reps, json } => {
+            if !herd_sink::settings::valid_identifier(&keyspace) {
+                return Err(Exit::BadInput(anyhow::anyhow!("--keyspace {keyspace:?} is not a keyspace name herd uses")));
+            }
+            let session = herd_clients::cassandra::session(&endpoints).await.context("while connecting to Cassandra")?;
+            let pinned = herd_sink::schema::pinned(&session, &keyspace)
+                .await
+                .context("while reading herd_settings")?
+                .ok_or_else(|| anyhow::anyhow!("{keyspace} has no herd settings"))?;
+            let reader = herd_sink::read::PointReader::prepare(&session, &keyspace, pinned).await.context("while preparing")?;
+            let to = to.unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0));
+            let mut report = serde_json::Map::new();
+            for (what, hour) in [("hour", true), ("latest_100", false)] {
+                let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("valid bounds");
+                let mut points = 0;
+                for _ in 0..reps.max(1) {
+                    let t = Instant::now();
+                    let got = if hour {
+                        reader.range(&session, &series, &metric, to - 3_600_000, to).await
+                    } else {
+                        reader.latest(&session, &series, &metric, 100, to).await
+                    }
+                    .context("while reading")?;
+                    hist.saturating_record(t.elapsed().as_micros() as u64);
+                    points = got.len();
+                }
+                let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+                if !json {
+                    println!("{what:<11} {points:>8} points  p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  ({} reads, layout {})", ms(0.5), ms(0.99), ms(1.0), hist.len(), pinned.layout);
+                }
+                report.insert(what.into(), serde_json::json!({"points": points, "p50_ms": ms(0.5), "p99_ms": ms(0.99), "max_ms": ms(1.0), "reads": hist.len()}));
+            }
+            if json {
+                report.insert("layout".into(), pinned.layout.as_str().into());
+                println!("{}", serde_json::Value::Object(report));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Blocksize { events, points_per_block, json } => {
+            if points_per_block == 0 {
+                return Err(Exit::BadInput(anyhow::anyhow!("--points-per-block must be at least 1")));
+            }
+            let g = generator(&events)?;
+            let blocks = blocksize::blocks(&g, events.events, points_per_block);
+            let results = [blocksize::pco(&blocks), blocksize::arrow_zstd(&blocks)];
+            if json {
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({"values": format!("{:?}", events.shape.values).to_lowercase(), "points_per_block": points_per_block, "codecs": results})).context("while encoding JSON")?);
+            } else {
+                println!("{:<12} {:>10} {:>8} {:>12} {:>14} {:>16} {:>16}", "CODEC", "POINTS", "BLOCKS", "BYTES", "BYTES/POINT", "ENCODE ms/M", "DECODE ms/M");
+                for r in &results {
+                    println!(
+                        "{:<12} {:>10} {:>8} {:>12} {:>14.2} {:>16.0} {:>16.0}",
+                        r.codec, r.points, r.blocks, r.bytes, r.bytes_per_point, r.encode_ms_per_million, r.decode_ms_per_million
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Ceiling { sink, events, concurrency, cql_batch_max_rows, cql_batch_max_bytes } => {
             let g = generator(&events)?;
             let sink = sink.validate().bad_input()?;

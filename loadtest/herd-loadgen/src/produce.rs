@@ -154,6 +154,10 @@ pub struct ProduceArgs {
     /// encodings without it).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     content_type_header: bool,
+    /// Create the topic with this many partitions if it does not exist yet
+    /// (without it, the broker's auto-creation decides).
+    #[arg(long)]
+    partitions: Option<i32>,
     /// Validate flags and environment, print what would be produced, and
     /// exit without connecting to anything.
     #[arg(long)]
@@ -525,6 +529,12 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
         return Ok(ExitCode::SUCCESS);
     }
 
+    if let Some(p) = a.partitions {
+        if !(1..=10_000).contains(&p) {
+            return Err(Exit::BadInput(anyhow::anyhow!("--partitions {p}: expected 1 to 10000")));
+        }
+        herd_clients::kafka::ensure_topic(endpoints, &a.topic, p, 1).await.context("while creating the topic")?;
+    }
     let acks = Arc::new(Acks::new());
     let producers = ids
         .iter()

@@ -1,8 +1,9 @@
 //! Cassandra stopped for 30 s while events keep arriving: the worker neither
 //! crashes nor loses anything, checkpoints nothing while Cassandra is down, keeps
 //! its memory bounded, can still be stopped (a second signal exits at once),
-//! and exactly the produced set is stored once Cassandra is back. Alone in its test binary: it stops the stack's shared Cassandra
-//! (cargo runs test binaries one at a time).
+//! and exactly the produced set is stored once Cassandra is back, in both
+//! layouts. Alone in its test binary: it stops the stack's shared Cassandra
+//! (cargo runs test binaries one at a time; the two layouts' runs take turns).
 
 #[macro_use]
 mod common;
@@ -35,6 +36,9 @@ in_both_layouts!(outage:
     cassandra_down_for_thirty_seconds_loses_nothing_and_memory_stays_bounded,
     cassandra_down_for_thirty_seconds_loses_nothing_and_memory_stays_bounded_in_blocks_layout);
 async fn outage(layout: &'static str) {
+    // Both layouts' runs stop the shared Cassandra: one at a time.
+    static ONE_OUTAGE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one = ONE_OUTAGE_AT_A_TIME.lock().await;
     let names = Names::with_layout("outage", layout);
     herd_clients::kafka::ensure_topic(&endpoints(), &names.topic, 4, 1).await.expect("topic");
     let producer = herd_clients::kafka::producer(&endpoints(), "outage-producer").expect("producer");
