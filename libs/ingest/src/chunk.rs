@@ -221,7 +221,7 @@ mod tests {
         let events: Vec<Event> = (0..5).map(|i| event("a", i, i as u64)).chain([event("b", 3, 11)]).collect();
         b.add(at(0, 7), None, Some(b"x"), None, decoded(events), Instant::now());
         let chunk = b.take().unwrap();
-        let mut sizes: Vec<usize> = chunk.writes.iter().map(|w| w.events().len()).collect();
+        let mut sizes: Vec<usize> = chunk.writes.iter().map(|w| w.len()).collect();
         sizes.sort();
         assert_eq!(sizes, vec![1, 2, 3]);
         assert!(chunk.writes.iter().all(|w| w.tags().iter().all(|&s| chunk.sources[s as usize].offset == 7)));

@@ -59,6 +59,11 @@ impl KafkaSource {
             // Bounds what librdkafka prefetches while the pipeline is paused
             // (Cassandra down): 16 MiB per consumer instead of 64 MiB.
             .set("queued.max.messages.kbytes", "16384")
+            // Once that prefetch is full, librdkafka waits this long before it
+            // fetches again (default 1 s): the worker then drained its 16 MiB
+            // in a fraction of a second and sat idle for the rest (measured:
+            // 45 % of a core busy, 300,000 events/s in the blocks layout).
+            .set("fetch.queue.backoff.ms", "5")
             .set("statistics.interval.ms", "5000");
         let consumer: StreamConsumer<SourceContext> = config.create_with_context(SourceContext)?;
         Ok(KafkaSource { consumer })

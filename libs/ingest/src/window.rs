@@ -274,7 +274,7 @@ mod tests {
             .writes
             .iter()
             .map(|w| match w {
-                Write::Block(b) => (b.key.series.clone(), b.key.window_start, b.messages, b.events.len()),
+                Write::Block(b) => (b.key.series.clone(), b.key.window_start, b.messages, b.points.len()),
                 Write::Rows(_) => panic!("a row batch from the window builder"),
             })
             .collect();

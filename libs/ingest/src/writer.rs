@@ -138,7 +138,7 @@ impl Writer {
                     Err((write, reason)) => match self.stop_on_failure.load(Ordering::Relaxed) {
                         true => failure = Some(reason),
                         false => {
-                            tracing::warn!(events = write.events().len(), %reason, "write failed after the retry budget; sending the events to the dead-letter topic");
+                            tracing::warn!(events = write.len(), %reason, "write failed after the retry budget; sending the events to the dead-letter topic");
                             write_letters.extend(
                                 write.events().iter().zip(write.tags()).map(|(e, &s)| write_letter(e, &chunk.sources[s as usize], &reason)),
                             );
@@ -159,7 +159,7 @@ impl Writer {
         self.dead_lettered.fetch_add(letters, Ordering::Relaxed);
         metrics::histogram!(m::CHUNK_ROWS).record(chunk.rows as f64);
         metrics::histogram!(m::CHUNK_BYTES).record(chunk.bytes as f64);
-        if let Some(oldest) = chunk.writes.iter().flat_map(|w| w.events()).map(|e| e.ts).min() {
+        if let Some(oldest) = chunk.writes.iter().filter_map(Write::min_ts).min() {
             metrics::histogram!(m::END_TO_END_LATENCY).record((now_ms() - oldest).max(0) as f64 / 1000.0);
         }
         Ok(chunk.offsets)
@@ -203,7 +203,7 @@ impl Writer {
             // outage does not flood the log with one line per retry.
             if attempt % 10 == 0 {
                 tracing::warn!(
-                    series = %write.events()[0].series, events = write.events().len(), attempt, transient = error.transient, error = %error.message,
+                    series = %write.series(), events = write.len(), attempt, transient = error.transient, error = %error.message,
                     "Cassandra write failed; retrying in {} ms (consumption pauses while writes are pending)",
                     wait.as_millis()
                 );

@@ -19,7 +19,8 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::Consistency;
 use scylla::value::CqlTimestamp;
 
-use crate::{block, partition_key, SinkError, SinkSettings, WriteError};
+use crate::block::{self, Points};
+use crate::{partition_key, SinkError, SinkSettings, WriteError};
 
 /// Messages a window may cover at most. The write timestamp adds the
 /// number of messages covered to the newest event time in µs × 1000, which
@@ -40,12 +41,12 @@ pub struct BlockKey {
     pub window_start: i64,
 }
 
-/// One block to write: its key, its events (each with the caller's tag),
+/// One block to write: its key, its points (each with the caller's tag),
 /// and how many messages of the window it covers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Block {
     pub key: BlockKey,
-    pub events: Vec<Event>,
+    pub points: Points,
     pub tags: Vec<u32>,
     /// The window's first `messages` messages are in this block (or had no
     /// point of its series and metric). A rewrite with more is a superset.
@@ -60,8 +61,13 @@ impl Block {
     /// more messages, so its timestamp is strictly larger; the same block
     /// written again has the same one (an exact overwrite).
     pub fn write_timestamp(&self) -> i64 {
-        let newest = self.events.iter().map(|e| e.ts).max().unwrap_or(0);
+        let newest = self.points.max_ts().unwrap_or(0);
         newest * 1000 + i64::from(self.messages.min(MAX_WINDOW_MESSAGES))
+    }
+
+    /// The block's points as events (for dead letters).
+    pub fn events(&self) -> Vec<Event> {
+        (0..self.points.len()).map(|i| self.points.event(i, &self.key.series, &self.key.metric)).collect()
     }
 }
 
@@ -76,7 +82,7 @@ pub struct BlockPacker {
 
 #[derive(Default)]
 struct Group {
-    events: Vec<Event>,
+    points: Points,
     tags: Vec<u32>,
     /// Events already handed out in a block.
     written: usize,
@@ -101,7 +107,7 @@ impl BlockPacker {
             }
         };
         let group = &mut groups[i].2;
-        group.events.push(event);
+        group.points.push(event);
         group.tags.push(tag);
     }
 
@@ -116,9 +122,9 @@ impl BlockPacker {
     pub fn blocks(&mut self, topic: &Arc<str>, partition: i32, window_start: i64, messages: u32) -> Vec<Block> {
         let mut out = Vec::new();
         for (series, groups) in self.groups.iter_mut() {
-            for (bucket, metric, g) in groups.iter_mut().filter(|(_, _, g)| g.events.len() > g.written) {
-                let fresh = (g.events.len() - g.written) as u32;
-                g.written = g.events.len();
+            for (bucket, metric, g) in groups.iter_mut().filter(|(_, _, g)| g.points.len() > g.written) {
+                let fresh = (g.points.len() - g.written) as u32;
+                g.written = g.points.len();
                 out.push(Block {
                     key: BlockKey {
                         series: series.clone(),
@@ -128,7 +134,7 @@ impl BlockPacker {
                         partition,
                         window_start,
                     },
-                    events: g.events.clone(),
+                    points: g.points.clone(),
                     tags: g.tags.clone(),
                     messages,
                     fresh,
@@ -173,10 +179,9 @@ impl BlockWriter {
 
     /// Encodes and writes one block (a single-row insert, so it is atomic).
     pub async fn write(&self, b: &Block) -> Result<(), WriteError> {
-        let refs: Vec<&Event> = b.events.iter().collect();
-        let (data, points) = block::encode(&refs);
-        let min_ts = b.events.iter().map(|e| e.ts).min().unwrap_or(0);
-        let max_ts = b.events.iter().map(|e| e.ts).max().unwrap_or(0);
+        let (data, points) = block::encode(&b.points);
+        let min_ts = b.points.min_ts().unwrap_or(0);
+        let max_ts = b.points.max_ts().unwrap_or(0);
         let k = &b.key;
         self.session
             .execute_unpaged(
@@ -238,7 +243,7 @@ mod tests {
         blocks.sort_by(|a, b| a.key.cmp(&b.key));
         let keys: Vec<(&str, i64, &str, usize)> = blocks
             .iter()
-            .map(|b| (b.key.series.as_str(), b.key.bucket, b.key.metric.as_str(), b.events.len()))
+            .map(|b| (b.key.series.as_str(), b.key.bucket, b.key.metric.as_str(), b.points.len()))
             .collect();
         assert_eq!(
             keys,
@@ -248,14 +253,14 @@ mod tests {
             .iter()
             .all(|b| b.key.partition == 3 && b.key.window_start == 700 && b.messages == 5));
         assert_eq!(blocks[0].tags, vec![0, 1]);
-        assert!(blocks.iter().all(|b| b.fresh as usize == b.events.len()));
+        assert!(blocks.iter().all(|b| b.fresh as usize == b.points.len()));
         // The packer keeps its events: the next call is a superset under the
         // same keys, of the blocks that gained events only.
         p.add(event("a", "cpu", 5, 5), 5);
         let again = p.blocks(&topic, 3, 700, 6);
         assert_eq!(again.len(), 1);
         assert_eq!(
-            (&again[0].key, again[0].events.len(), again[0].fresh, again[0].messages),
+            (&again[0].key, again[0].points.len(), again[0].fresh, again[0].messages),
             (&blocks[0].key, 3, 1, 6)
         );
         assert!(p.blocks(&topic, 3, 700, 7).is_empty(), "nothing new");
@@ -274,7 +279,7 @@ mod tests {
             },
             tags: vec![0; events.len()],
             fresh: events.len() as u32,
-            events,
+            points: Points::from_events(&events),
             messages,
         };
         let small = block(vec![event("s", "m", 100, 0)], 1);

@@ -62,10 +62,40 @@ pub enum Write {
 }
 
 impl Write {
-    pub fn events(&self) -> &[Event] {
+    /// The events written, for dead letters: borrowed from a row batch,
+    /// made from a block's columns.
+    pub fn events(&self) -> std::borrow::Cow<'_, [Event]> {
         match self {
-            Write::Rows(b) => &b.events,
-            Write::Block(b) => &b.events,
+            Write::Rows(b) => std::borrow::Cow::Borrowed(&b.events),
+            Write::Block(b) => std::borrow::Cow::Owned(b.events()),
+        }
+    }
+
+    /// How many events the write holds.
+    pub fn len(&self) -> usize {
+        match self {
+            Write::Rows(b) => b.events.len(),
+            Write::Block(b) => b.points.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The series written (one per write in both layouts).
+    pub fn series(&self) -> &str {
+        match self {
+            Write::Rows(b) => b.events.first().map_or("", |e| e.series.as_str()),
+            Write::Block(b) => &b.key.series,
+        }
+    }
+
+    /// Event time of the oldest event.
+    pub fn min_ts(&self) -> Option<i64> {
+        match self {
+            Write::Rows(b) => b.events.iter().map(|e| e.ts).min(),
+            Write::Block(b) => b.points.min_ts(),
         }
     }
 

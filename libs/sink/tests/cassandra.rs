@@ -213,7 +213,7 @@ async fn blocks_are_pinned_rewritten_in_place_and_read_back_once() {
     let hour = 3_600_000;
     let block = |window_start: i64, seqs: &[u64], messages: u32| Block {
         key: BlockKey { series: "a".into(), bucket: 0, metric: "cpu".into(), topic: "t".into(), partition: 0, window_start },
-        events: seqs.iter().map(|&s| event("a", "cpu", 10 * s as i64, s)).collect(),
+        points: herd_sink::block::Points::from_events(&seqs.iter().map(|&s| event("a", "cpu", 10 * s as i64, s)).collect::<Vec<_>>()),
         tags: vec![0; seqs.len()],
         messages,
         fresh: seqs.len() as u32,
@@ -247,7 +247,7 @@ async fn blocks_are_pinned_rewritten_in_place_and_read_back_once() {
     writer.write(&block(103, &[4, 5], 2)).await.unwrap();
     let mut next_bucket = block(105, &[], 1);
     next_bucket.key.bucket = hour;
-    next_bucket.events = vec![event("a", "cpu", hour + 1, 6)];
+    next_bucket.points = herd_sink::block::Points::from_events(&[event("a", "cpu", hour + 1, 6)]);
     next_bucket.tags = vec![0];
     writer.write(&next_bucket).await.unwrap();
     assert_eq!(seqs(reader.range(&session, "a", "cpu", 0, 2 * hour).await.unwrap()), vec![1, 2, 3, 4, 5, 6], "4 once");

