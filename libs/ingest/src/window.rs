@@ -15,11 +15,12 @@
 //! checkpoint always sits on a window boundary, so a replay starts a window
 //! where the previous reader started it. While a window is open, its blocks
 //! are flushed every `flush_every` without a checkpoint, for freshness: a
-//! later flush writes a superset of each block under the same key, which
+//! later flush (after twice the previous interval, up to 8 times
+//! `flush_every`) writes a superset of each block under the same key, which
 //! wins (see herd-sink's blocks). Stopping a shard (a handoff, a shutdown)
 //! flushes its open window and checkpoints its end; the next reader starts
 //! a new chain there. So does a shard that received nothing for
-//! `flush_every`: its window is closed early, so that a quiet shard is
+//! [`IDLE_FLUSHES`] × `flush_every`: its window is closed early, so that a quiet shard is
 //! checkpointed up to its last message instead of waiting for more. Like a
 //! stop, that starts a new chain at the checkpoint; the only cost is a rare
 //! redundant copy (dropped on read) if the worker dies between writing the
@@ -50,12 +51,24 @@ pub struct WindowLimits {
 }
 
 /// 100,000 events make blocks of about 100 points for 1,000 series and
-/// metrics (enough for pco to reach its ratio), and bound what a shard holds
-/// in memory to 100,000 decoded events; 500 messages keep JSON shards (one
-/// event per message) moving; 32 MiB bounds big messages. 5 s of event time
-/// closes windows of slow shards: an open window is rewritten whole at every
-/// flush, so a window that stayed open for minutes would be rewritten
-/// hundreds of times.
+/// metrics, and bound what a shard holds to 100,000 points in columns
+/// (about 4 MB). Bigger windows would spread each block's fixed cost (its
+/// key, pco's headers: about 170 bytes on disk) over more points, but an
+/// open window is rewritten whole at every flush, and at 250,000 events the
+/// rewrites cost more than they saved (measured at 1,000,000 events/s
+/// offered: 198,000 events/s sustained and 4.83 bytes per point, against
+/// 326,000 and 4.66 at 100,000; loadtest/results/e2e.md). 500 messages keep
+/// JSON shards (one event per message) moving; 32 MiB bounds big messages.
+/// 5 s of event time closes windows of slow shards, for the same reason:
+/// a window that stayed open for minutes would be rewritten hundreds of
+/// times.
+/// A shard that received nothing for this many flush intervals has its
+/// window closed. Not one: under a backlog, the consumer serves partitions
+/// in turns, and a busy shard can go half a second without a message; at
+/// one interval, windows then closed early and blocks came out small
+/// (4.83 bytes per point instead of 4.66, and a third slower).
+pub const IDLE_FLUSHES: u32 = 4;
+
 pub const WINDOW_LIMITS: WindowLimits = WindowLimits { max_messages: 500, max_events: 100_000, max_bytes: 32 << 20, max_span_ms: 5_000 };
 
 struct Window {
@@ -78,6 +91,8 @@ struct Window {
     dirty_since: Option<Instant>,
     /// When the last message was added.
     last_added: Instant,
+    /// Flushes of this window so far (without a checkpoint).
+    flushes: u32,
 }
 
 pub struct WindowBuilder {
@@ -138,6 +153,7 @@ impl WindowBuilder {
             new_bytes: 0,
             dirty_since: None,
             last_added: now,
+            flushes: 0,
         });
         let size = payload.map_or(0, <[u8]>::len);
         w.dead_letters.extend(rejects_to_letters(&at, key, payload, content_type, &mut decoded));
@@ -172,19 +188,31 @@ impl WindowBuilder {
         self.open.values().map(|w| self.due_at(w)).min()
     }
 
+    /// Each flush rewrites the window's blocks whole, so the interval
+    /// doubles with every flush of the same window (up to 8 intervals): a
+    /// window that takes long to fill is rewritten a few times, not once per
+    /// interval. A shard that fills its windows in under a second (or is
+    /// quiet) sees its events within one interval.
     fn due_at(&self, w: &Window) -> Instant {
-        w.dirty_since.unwrap_or(w.last_added).min(w.last_added) + self.flush_every
+        match w.dirty_since {
+            Some(t) => t + self.flush_every * (1 << w.flushes.min(3)),
+            None => w.last_added + self.idle(),
+        }
+    }
+
+    fn idle(&self) -> Duration {
+        self.flush_every * IDLE_FLUSHES
     }
 
     /// Handles every window due by `now`: one that received nothing for
-    /// `flush_every` is closed (written and checkpointed); one whose oldest
+    /// `IDLE_FLUSHES` × `flush_every` is closed (written and checkpointed); one whose oldest
     /// unwritten message is that old is flushed (written, no checkpoint).
     pub fn flush_due(&mut self, now: Instant) -> Vec<Chunk> {
         let due: Vec<(ShardKey, bool)> = self
             .open
             .iter()
             .filter(|(_, w)| self.due_at(w) <= now)
-            .map(|(k, w)| (k.clone(), w.last_added + self.flush_every <= now))
+            .map(|(k, w)| (k.clone(), w.last_added + self.idle() <= now))
             .collect();
         due.into_iter().filter_map(|(k, idle)| if idle { self.close(&k) } else { self.cut(&k, false) }).collect()
     }
@@ -235,6 +263,7 @@ impl WindowBuilder {
         w.new_events = 0;
         w.new_bytes = 0;
         w.dirty_since = None;
+        w.flushes += 1;
         Some(chunk)
     }
 }
@@ -356,22 +385,28 @@ mod tests {
         assert_eq!(first.len(), 1);
         assert!(first[0].offsets.is_empty(), "an open window that still receives is not checkpointed");
         assert_eq!(keys(&first[0]), vec![("s0".into(), 0, 2, 2), ("s1".into(), 0, 2, 1)]);
-        assert_eq!(b.deadline(), Some(ms(160)), "next: closing it if nothing comes");
+        assert_eq!(b.deadline(), Some(ms(460)), "next: closing it if nothing comes for 4 intervals");
 
-        // One more event of s0 only: its block again, whole, with the new coverage.
+        // One more event of s0 only: its block again, whole, with the new
+        // coverage, after twice the interval (the window's second flush).
         b.add(at(2), None, Some(b"x"), None, Decoded { events: msg(4, 1).events, rejects: vec![] }, ms(150));
-        assert_eq!(b.deadline(), Some(ms(250)));
-        let second = b.flush_due(ms(250));
+        assert_eq!(b.deadline(), Some(ms(350)));
+        assert!(b.flush_due(ms(349)).is_empty());
+        let second = b.flush_due(ms(350));
         assert_eq!(keys(&second[0]), vec![("s0".into(), 0, 3, 3)]);
         assert_eq!((second[0].rows, second[0].writes[0].fresh()), (1, 1), "only the new event counts as written");
-        assert_eq!(second[0].offsets[0].next, 3, "quiet for 100 ms: closed and checkpointed");
+        assert!(second[0].offsets.is_empty(), "quiet for 200 ms only: still open");
+        assert_eq!(b.deadline(), Some(ms(550)));
+        let closed = b.flush_due(ms(550));
+        assert_eq!((closed[0].writes.len(), closed[0].offsets[0].next), (0, 3), "quiet for 400 ms: closed and checkpointed");
         assert_eq!(b.deadline(), None);
 
         // A full window closes at once and writes what is new.
         let mut b = WindowBuilder::new(LIMITS, 1000, Duration::from_millis(100));
         b.start(shard(), Some(0));
         b.add(at(0), None, Some(b"x"), None, msg(0, 2), t0);
-        assert_eq!(b.flush_due(ms(100)).len(), 1, "idle: closed");
+        assert!(b.flush_due(ms(100))[0].offsets.is_empty(), "flushed");
+        assert_eq!(b.flush_due(ms(400))[0].offsets[0].next, 1, "idle: closed");
         b.add(at(1), None, Some(b"x"), None, msg(2, 2), ms(200));
         b.add(at(2), None, Some(b"x"), None, msg(4, 2), ms(250));
         let flushed = b.flush_due(ms(300));
