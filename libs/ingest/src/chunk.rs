@@ -16,14 +16,7 @@ use herd_sink::rows::{BatchLimits, RowPacker};
 use herd_sink::Write;
 
 use crate::dead_letter::{DeadLetter, Stage};
-
-/// Where a message came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourcePosition {
-    pub topic: Arc<str>,
-    pub partition: i32,
-    pub offset: i64,
-}
+use crate::source::SourcePosition;
 
 /// The offset to commit for a partition: the next message to read.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,7 +21,7 @@ use std::time::Duration;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::backoff;
-use crate::chunk::SourcePosition;
+use crate::source::SourcePosition;
 use crate::metrics as m;
 use crate::settings::RetrySettings;
 

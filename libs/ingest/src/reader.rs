@@ -20,14 +20,14 @@ use rdkafka::message::{Headers, Message};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::chunk::{Chunk, ChunkBuilder, SourcePosition};
+use crate::chunk::{Chunk, ChunkBuilder};
 use crate::committer::ToCommitter;
 use crate::control::{Control, ShardEvent};
 use crate::live::{self, Bucket, Live};
 use crate::metrics as m;
 use crate::settings::IngestSettings;
 use crate::shards::{ShardKey, Stopped};
-use crate::source::{KafkaSource, StartAt};
+use crate::source::{KafkaSource, SourcePosition, StartAt};
 use crate::window::WindowBuilder;
 use crate::writer::Writer;
 

@@ -1,5 +1,7 @@
 //! Where messages come from: the Kafka partitions this worker was granted.
 
+use std::sync::Arc;
+
 use herd_config::Endpoints;
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -8,6 +10,14 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::metrics as m;
+
+/// Where a message came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcePosition {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+}
 
 pub struct SourceContext;
 

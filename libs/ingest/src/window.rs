@@ -33,7 +33,8 @@ use herd_model::Decoded;
 use herd_sink::blocks::{BlockPacker, MAX_WINDOW_MESSAGES};
 use herd_sink::Write;
 
-use crate::chunk::{rejects_to_letters, Chunk, CommitOffset, SourcePosition};
+use crate::chunk::{rejects_to_letters, Chunk, CommitOffset};
+use crate::source::SourcePosition;
 use crate::dead_letter::DeadLetter;
 use crate::shards::ShardKey;
 

@@ -19,7 +19,8 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff;
-use crate::chunk::{Chunk, CommitOffset, SourcePosition};
+use crate::chunk::{Chunk, CommitOffset};
+use crate::source::SourcePosition;
 use crate::committer::ToCommitter;
 use crate::dead_letter::{DeadLetter, DeadLetterSink, Stage};
 use crate::live::Globals;

@@ -16,11 +16,11 @@ use std::sync::Arc;
 use herd_model::Event;
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::statement::Consistency;
 use scylla::value::CqlTimestamp;
 
 use crate::block::{self, Points};
-use crate::{partition_key, SinkError, SinkSettings, WriteError};
+use crate::write::{partition_key, prepare_insert, WriteError};
+use crate::{SinkError, SinkSettings};
 
 /// Messages a window may cover at most. The write timestamp adds the
 /// number of messages covered to the newest event time in µs × 1000, which
@@ -155,17 +155,16 @@ pub struct BlockWriter {
 
 impl BlockWriter {
     pub async fn prepare(session: Arc<Session>, settings: SinkSettings) -> Result<BlockWriter, SinkError> {
-        let mut insert = session
-            .prepare(format!(
+        let insert = prepare_insert(
+            &session,
+            format!(
                 "INSERT INTO {}.blocks (series, bucket, metric, topic, partition, window_start, points, min_ts, max_ts, messages, data) \
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ? AND TTL ?",
                 settings.keyspace
-            ))
-            .await
-            .map_err(|e| SinkError::Prepare(e.to_string()))?;
-        insert.set_consistency(Consistency::LocalQuorum);
-        insert.set_request_timeout(Some(settings.write_timeout));
-        insert.set_is_idempotent(true);
+            ),
+            &settings,
+        )
+        .await?;
         Ok(BlockWriter {
             session,
             insert,

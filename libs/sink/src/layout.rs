@@ -15,7 +15,7 @@ use herd_model::Event;
 
 use crate::blocks::{Block, BlockWriter};
 use crate::rows::{RowBatch, RowWriter};
-use crate::WriteError;
+use crate::write::WriteError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Layout {

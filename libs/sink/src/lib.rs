@@ -26,9 +26,11 @@ pub mod read;
 pub mod rows;
 pub mod schema;
 pub mod settings;
+pub mod write;
 
 pub use layout::{Layout, Store, Write};
-pub use rows::{partition_key, RowWriter, WriteError};
+pub use rows::RowWriter;
+pub use write::{partition_key, WriteError};
 pub use settings::{Replication, SinkArgs, SinkSettings, WriteTimestamp};
 
 /// Prepares the writer of the keyspace's layout.

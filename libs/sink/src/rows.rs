@@ -12,58 +12,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use herd_model::Event;
 use scylla::client::session::Session;
-use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::Consistency;
 use scylla::value::CqlTimestamp;
 
+use crate::write::{partition_key, prepare_insert, WriteError};
 use crate::{SinkError, SinkSettings, WriteTimestamp};
-
-/// The Cassandra partition an event belongs to: its series and the start of
-/// its time bucket (ms since epoch). Pure, so batching can group by it.
-pub fn partition_key(event: &Event, bucket_ms: i64) -> (&str, i64) {
-    (event.series.as_str(), event.ts - event.ts.rem_euclid(bucket_ms))
-}
-
-/// A failed write, classified for the retry loop.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct WriteError {
-    /// Timeouts, unavailable replicas, overload, lost connections: the same
-    /// write can succeed later, so it is retried. Everything else (invalid
-    /// request, refused values) will fail again and counts against the
-    /// retry budget.
-    pub transient: bool,
-    pub message: String,
-}
-
-impl From<ExecutionError> for WriteError {
-    fn from(e: ExecutionError) -> WriteError {
-        let permanent = match &e {
-            ExecutionError::BadQuery(_) => true,
-            ExecutionError::LastAttemptError(attempt) => match attempt {
-                RequestAttemptError::SerializationError(_) | RequestAttemptError::CqlRequestSerialization(_) => true,
-                RequestAttemptError::DbError(db, _) => matches!(
-                    db,
-                    DbError::SyntaxError
-                        | DbError::Invalid
-                        | DbError::AlreadyExists { .. }
-                        | DbError::FunctionFailure { .. }
-                        | DbError::AuthenticationError
-                        | DbError::Unauthorized
-                        | DbError::ConfigError
-                ),
-                _ => false,
-            },
-            _ => false,
-        };
-        WriteError {
-            transient: !permanent,
-            message: e.to_string(),
-        }
-    }
-}
 
 /// Writes rows with one prepared statement, shared by all tasks.
 #[derive(Clone)]
@@ -88,19 +43,16 @@ type Row<'a> = (
 
 impl RowWriter {
     pub async fn prepare(session: Arc<Session>, settings: SinkSettings) -> Result<RowWriter, SinkError> {
-        let mut insert = session
-            .prepare(format!(
+        let insert = prepare_insert(
+            &session,
+            format!(
                 "INSERT INTO {}.points (series, bucket, metric, ts, producer, seq, value, tags) \
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ? AND TTL ?",
                 settings.keyspace
-            ))
-            .await
-            .map_err(|e| SinkError::Prepare(e.to_string()))?;
-        // A quorum of the local data center: with replication 1 that is the
-        // one replica, with 3 it survives one node down.
-        insert.set_consistency(Consistency::LocalQuorum);
-        insert.set_request_timeout(Some(settings.write_timeout));
-        insert.set_is_idempotent(true);
+            ),
+            &settings,
+        )
+        .await?;
         Ok(RowWriter {
             session,
             insert,
@@ -236,27 +188,6 @@ impl RowPacker {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(ts: i64) -> Event {
-        Event {
-            series: "s".into(),
-            metric: "m".into(),
-            ts,
-            value: 1.0,
-            tags: Default::default(),
-            producer: "p".into(),
-            seq: 1,
-        }
-    }
-
-    #[test]
-    fn buckets_start_at_multiples_of_the_width() {
-        let hour = 3_600_000;
-        assert_eq!(partition_key(&at(0), hour).1, 0);
-        assert_eq!(partition_key(&at(hour - 1), hour).1, 0);
-        assert_eq!(partition_key(&at(hour), hour).1, hour);
-        assert_eq!(partition_key(&at(5 * hour + 17), hour).1, 5 * hour);
-    }
 
     fn event(series: &str, ts: i64, seq: u64) -> Event {
         Event { series: series.into(), metric: "m".into(), ts, value: 0.0, tags: Default::default(), producer: "p".into(), seq }

@@ -43,8 +43,12 @@ fn event(series: &str, metric: &str, ts: i64, seq: u64) -> Event {
 }
 
 async fn count(session: &Session, ks: &str) -> i64 {
+    count_in(session, ks, "points").await
+}
+
+async fn count_in(session: &Session, ks: &str, table: &str) -> i64 {
     session
-        .query_unpaged(format!("SELECT count(*) FROM {ks}.points"), &[])
+        .query_unpaged(format!("SELECT count(*) FROM {ks}.{table}"), &[])
         .await
         .unwrap()
         .into_rows_result()
@@ -218,17 +222,6 @@ async fn blocks_are_pinned_rewritten_in_place_and_read_back_once() {
         messages,
         fresh: seqs.len() as u32,
     };
-    let blocks = |session: Arc<scylla::client::session::Session>, ks: String| async move {
-        session
-            .query_unpaged(format!("SELECT count(*) FROM {ks}.blocks"), &[])
-            .await
-            .unwrap()
-            .into_rows_result()
-            .unwrap()
-            .single_row::<(i64,)>()
-            .unwrap()
-            .0
-    };
     let partial = block(100, &[1, 2], 1);
     let whole = block(100, &[1, 2, 3, 4], 3);
     writer.write(&partial).await.unwrap();
@@ -236,7 +229,7 @@ async fn blocks_are_pinned_rewritten_in_place_and_read_back_once() {
     // A replay of the whole window, then a former owner's late write of its partial one.
     writer.write(&whole).await.unwrap();
     writer.write(&partial).await.unwrap();
-    assert_eq!(blocks(session.clone(), ks.clone()).await, 1, "one window, one block");
+    assert_eq!(count_in(&session, &ks, "blocks").await, 1, "one window, one block");
     let pinned = herd_sink::schema::pinned(&session, &ks).await.unwrap().unwrap();
     assert_eq!(pinned.layout, Layout::Blocks);
     let reader = PointReader::prepare(&session, &ks, pinned).await.expect("reader");
