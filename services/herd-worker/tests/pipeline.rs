@@ -102,7 +102,9 @@ async fn duplicate_sends(layout: &'static str) {
     let names = Names::with_layout("dup", layout);
     topic(&names).await;
     let _coordinator = start_coordinator(&names, "coord");
-    let all = events("dup", 60_000, 100);
+    // Enough that the first worker cannot store it all between two polls (a
+    // CI run once saw 60,000 events all checkpointed before the kill).
+    let all = events("dup", 200_000, 100);
     let mut outgoing = Vec::new();
     for (i, m) in messages(&all, Encoding::Arrow(100)).into_iter().enumerate() {
         if i % 10 == 3 {
@@ -111,7 +113,7 @@ async fn duplicate_sends(layout: &'static str) {
         outgoing.push(m);
     }
     produce(&producer(), &names.topic, &outgoing).await;
-    let args = names.worker_args(&["--batch-max-rows", "2000"]);
+    let args = names.worker_args(&["--batch-max-rows", "1000"]);
     let mut worker = start_worker("dup-first", &args);
     let deadline = tokio::time::Instant::now() + DRAIN;
     loop {
@@ -121,13 +123,13 @@ async fn duplicate_sends(layout: &'static str) {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "no progress to kill: {c} of {e}\n{}", worker.log_tail());
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     worker.kill9();
     let mut worker = start_worker("dup-second", &args);
     names.wait_all_checkpointed(DRAIN).await;
     assert!(worker.terminate(Duration::from_secs(60)).success(), "{}", worker.log_tail());
-    let report = common::assert_verified(&names, &[("dup", 60_000)]);
+    let report = common::assert_verified(&names, &[("dup", 200_000)]);
     eprintln!("{layout}: redundant copies in storage (dropped on read): {}", report["producers"][0]["redundant_copies"]);
     // A reader of one series gets each of its events once, in time order.
     let session = session().await;
