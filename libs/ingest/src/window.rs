@@ -20,11 +20,14 @@
 //! wins (see herd-sink's blocks). Stopping a shard (a handoff, a shutdown)
 //! flushes its open window and checkpoints its end; the next reader starts
 //! a new chain there. So does a shard that received nothing for
-//! [`IDLE_FLUSHES`] × `flush_every`: its window is closed early, so that a quiet shard is
-//! checkpointed up to its last message instead of waiting for more. Like a
-//! stop, that starts a new chain at the checkpoint; the only cost is a rare
-//! redundant copy (dropped on read) if the worker dies between writing the
-//! next window's first blocks and that checkpoint.
+//! [`IDLE_FLUSHES`] × `flush_every`: its window is closed early, so that a
+//! quiet shard is checkpointed up to its last message instead of waiting
+//! for more. Like a stop, that starts a new chain where this worker
+//! happened to be. Its cost: redundant copies (dropped on read, counted by
+//! verify) when someone else carries on the old chain over the same offsets,
+//! as a successor does while this worker, paused, wakes up, closes its idle
+//! window and reads on before it learns it lost the shard (see
+//! libs/sink/README.md, "Known limit").
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
