@@ -18,11 +18,12 @@ pub struct IngestArgs {
     #[arg(long, env = "HERD_LINGER_MS", default_value_t = 50)]
     pub linger_ms: u64,
 
-    /// Blocks layout: an offset window still open is written (without a
-    /// checkpoint) at the latest this many milliseconds after its oldest
-    /// unwritten message, so its events are visible before it closes. Each
-    /// such flush rewrites the window's blocks whole: 500 ms keeps events
-    /// visible within about a second at a few rewrites per window.
+    /// Blocks layout: an offset window still open is first written (without
+    /// a checkpoint) this many milliseconds after its oldest unwritten
+    /// message, so its events are visible before it closes; each later
+    /// write of the same window waits twice as long as the one before (up
+    /// to 8 times this), since each rewrites the window's blocks whole. A
+    /// shard quiet for 4 times this has its window closed and checkpointed.
     #[arg(long, env = "HERD_BLOCK_FLUSH_MS", default_value_t = 500)]
     pub block_flush_ms: u64,
 
