@@ -67,11 +67,12 @@ impl Cutter {
         }
     }
 
-    /// What is due at the deadline.
-    fn due(&mut self) -> Vec<Chunk> {
+    /// What is due at the deadline. `backlog`: whether Kafka holds more of
+    /// a shard than was read up to an offset.
+    fn due(&mut self, backlog: impl Fn(&ShardKey, i64) -> bool) -> Vec<Chunk> {
         match self {
             Cutter::Rows(b) => b.take().into_iter().collect(),
-            Cutter::Blocks(w) => w.flush_due(Instant::now()),
+            Cutter::Blocks(w) => w.flush_due(Instant::now(), backlog),
         }
     }
 
@@ -254,7 +255,15 @@ impl Reader<'_> {
                         let _ = committer.send(ToCommitter::Release(key, until, done));
                     }
                 },
-                _ = sleep_until(deadline) => send_all!(cutter.due()),
+                _ = sleep_until(deadline) => {
+                    // A shard Kafka still sends (not paused, not throttled)
+                    // and whose end lies beyond what was read: a backlog.
+                    let backlog = |shard: &ShardKey, next: i64| {
+                        running.get(shard).is_some_and(|r| !r.kafka_paused)
+                            && source.known_end(&shard.0, shard.1).is_some_and(|end| end > next)
+                    };
+                    send_all!(cutter.due(backlog))
+                }
                 received = source.recv() => match received {
                     Ok(msg) => {
                         // One shared name per topic, not an allocation per message.

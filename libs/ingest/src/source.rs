@@ -1,5 +1,6 @@
 //! Where messages come from: the Kafka partitions this worker was granted.
 
+use std::ffi::CString;
 use std::sync::Arc;
 
 use herd_config::Endpoints;
@@ -110,6 +111,27 @@ impl KafkaSource {
         let mut tpl = TopicPartitionList::with_capacity(1);
         tpl.add_partition(topic, partition);
         self.consumer.resume(&tpl)
+    }
+
+    /// The partition's end (the offset its next message will get) as of the
+    /// last fetch: no request, librdkafka's cached high watermark. None
+    /// before the first fetch.
+    pub fn known_end(&self, topic: &str, partition: i32) -> Option<i64> {
+        let topic = CString::new(topic).ok()?;
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: the client pointer lives as long as self.consumer; topic is
+        // a valid C string for the call; low and high are valid out-pointers.
+        // librdkafka only reads its cache under its own lock.
+        let err = unsafe {
+            rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                self.consumer.client().native_ptr(),
+                topic.as_ptr(),
+                partition,
+                &mut low,
+                &mut high,
+            )
+        };
+        (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
     }
 
     pub async fn recv(&self) -> Result<BorrowedMessage<'_>, KafkaError> {
