@@ -144,6 +144,7 @@ fn decode_stream(payload: &[u8]) -> Decoded {
                 return out;
             }
         };
+        out.events.reserve(batch.num_rows());
         for row in 0..batch.num_rows() {
             match columns.event(row) {
                 Ok(event) => out.events.push(event),
@@ -170,8 +171,15 @@ struct Columns {
     value: Float64Array,
     producer: StringArray,
     seq: UInt64Array,
-    /// Present when the column is; entries per row.
-    tags: Option<arrow::array::MapArray>,
+    /// Present when the column is: entries per row, keys, values.
+    tags: Option<Tags>,
+}
+
+/// A Map<Utf8, Utf8> column, cast once per batch (not once per row).
+struct Tags {
+    map: arrow::array::MapArray,
+    keys: StringArray,
+    values: StringArray,
 }
 
 fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, String> {
@@ -226,7 +234,10 @@ impl Columns {
                     DataType::Struct(fields)
                         if fields.len() == 2 && is_text(fields[0].data_type()) && is_text(fields[1].data_type()) =>
                     {
-                        Some(t.as_map().clone())
+                        let map = t.as_map().clone();
+                        let keys = to_type("tags", map.keys(), &DataType::Utf8)?.as_string::<i32>().clone();
+                        let values = to_type("tags", map.values(), &DataType::Utf8)?.as_string::<i32>().clone();
+                        Some(Tags { map, keys, values })
                     }
                     _ => return Err(format!("column \"tags\" has type {}; expected Map<Utf8, Utf8>", t.data_type())),
                 },
@@ -260,13 +271,10 @@ impl Columns {
             return Err("seq is null, negative or not a whole number".into());
         }
         let mut tags = BTreeMap::new();
-        if let Some(map) = &self.tags {
+        if let Some(Tags { map, keys, values }) = &self.tags {
             if map.is_valid(row) {
-                let entries = map.value(row);
-                let keys = to_type("tags", entries.column(0), &DataType::Utf8)?;
-                let values = to_type("tags", entries.column(1), &DataType::Utf8)?;
-                let (keys, values) = (keys.as_string::<i32>(), values.as_string::<i32>());
-                for i in 0..keys.len() {
+                let offsets = map.value_offsets();
+                for i in offsets[row] as usize..offsets[row + 1] as usize {
                     if keys.is_valid(i) && values.is_valid(i) {
                         tags.insert(keys.value(i).to_owned(), values.value(i).to_owned());
                     }
@@ -327,6 +335,31 @@ mod tests {
         assert_eq!(d.rejects.len(), 1);
         assert_eq!(d.rejects[0].position, Position::Row(2));
         assert_eq!(d.rejects[0].reason, "invalid event: series: is empty");
+    }
+
+    #[test]
+    fn tags_of_each_row_are_its_own() {
+        // 0, 2 and 1 tags, then a null map and a null value (both skipped).
+        let mut events: Vec<_> = (0..3).map(sample).collect();
+        events[0].tags.clear();
+        events[1].tags.insert("az".into(), "b".into());
+        let mut d = decode(&encode(&events).unwrap());
+        assert_eq!(d.events, events);
+        let mut tags = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+        tags.append(false).unwrap();
+        tags.keys().append_value("k");
+        tags.values().append_null();
+        tags.keys().append_value("dc");
+        tags.values().append_value("us-2");
+        tags.append(true).unwrap();
+        let base = record_batch(&[sample(7), sample(8)]).unwrap();
+        let mut columns = base.columns().to_vec();
+        columns[6] = Arc::new(tags.finish());
+        let batch = RecordBatch::try_new(base.schema(), columns).unwrap();
+        d = decode(&ipc(&[batch]));
+        assert!(d.rejects.is_empty(), "{:?}", d.rejects);
+        assert!(d.events[0].tags.is_empty());
+        assert_eq!(d.events[1].tags, BTreeMap::from([("dc".to_owned(), "us-2".to_owned())]));
     }
 
     #[test]
