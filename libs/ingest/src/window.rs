@@ -57,18 +57,6 @@ pub struct WindowLimits {
     pub max_span_ms: i64,
 }
 
-/// 100,000 events make blocks of about 100 points for 1,000 series and
-/// metrics, and bound what a shard holds to 100,000 points in columns
-/// (about 4 MB). Bigger windows would spread each block's fixed cost (its
-/// key, pco's headers: about 170 bytes on disk) over more points, but an
-/// open window is rewritten whole at every flush, and at 250,000 events the
-/// rewrites cost more than they saved (measured at 1,000,000 events/s
-/// offered: 198,000 events/s sustained and 4.83 bytes per point, against
-/// 326,000 and 4.66 at 100,000; loadtest/results/e2e.md). 500 messages keep
-/// JSON shards (one event per message) moving; 32 MiB bounds big messages.
-/// 5 s of event time closes windows of slow shards, for the same reason:
-/// a window that stayed open for minutes would be rewritten hundreds of
-/// times.
 /// A shard that received nothing for this many flush intervals has its
 /// window closed. Not one: under a backlog, the consumer serves partitions
 /// in turns, and a busy shard can go half a second without a message; at
@@ -76,7 +64,18 @@ pub struct WindowLimits {
 /// (4.83 bytes per point instead of 4.66, and a third slower).
 pub const IDLE_FLUSHES: u32 = 4;
 
-pub const WINDOW_LIMITS: WindowLimits = WindowLimits { max_messages: 500, max_events: 100_000, max_bytes: 32 << 20, max_span_ms: 5_000 };
+/// 250,000 events make blocks of about 250 points for 1,000 series and
+/// metrics, and bound what a shard holds to 250,000 points in columns
+/// (about 10 MB). A block's fixed cost (its key, pco's headers: about 170
+/// bytes on disk) is spread over more points the bigger it is: at 1,000,000
+/// events/s offered, 2.57 bytes per point on disk against 3.22 at 100,000
+/// events (loadtest/results/e2e.md). That holds because flushes wait during a
+/// backlog: when every open window was rewritten at each flush, 250,000
+/// did worse than 100,000 (198,000 events/s against 326,000). 500 messages
+/// keep JSON shards (one event per message) moving; 32 MiB bounds big
+/// messages. 5 s of event time closes windows of slow shards: a window
+/// that stayed open for minutes would be rewritten hundreds of times.
+pub const WINDOW_LIMITS: WindowLimits = WindowLimits { max_messages: 500, max_events: 250_000, max_bytes: 32 << 20, max_span_ms: 5_000 };
 
 struct Window {
     start: i64,
