@@ -24,6 +24,9 @@ pub struct CommitOffset {
     pub topic: Arc<str>,
     pub partition: i32,
     pub next: i64,
+    /// Blocks layout: where the window still open at `next` starts (None:
+    /// `next` starts a window). Stored with the checkpoint.
+    pub window_start: Option<i64>,
 }
 
 /// The writer stage's input: what to store, then what may be checkpointed.
@@ -153,7 +156,7 @@ impl ChunkBuilder {
             dead_letters: std::mem::take(&mut self.dead_letters),
             offsets: std::mem::take(&mut self.offsets)
                 .into_iter()
-                .map(|((topic, partition), next)| CommitOffset { topic, partition, next })
+                .map(|((topic, partition), next)| CommitOffset { topic, partition, next, window_start: None })
                 .collect(),
             messages: self.messages,
             rows: self.rows,
@@ -219,7 +222,7 @@ mod tests {
         assert_eq!(sizes, vec![1, 2, 3]);
         assert!(chunk.writes.iter().all(|w| w.tags().iter().all(|&s| chunk.sources[s as usize].offset == 7)));
         assert_eq!(chunk.rows, 6);
-        assert_eq!(chunk.offsets, vec![CommitOffset { topic: "t".into(), partition: 0, next: 8 }]);
+        assert_eq!(chunk.offsets, vec![CommitOffset { topic: "t".into(), partition: 0, next: 8, window_start: None }]);
     }
 
     #[test]

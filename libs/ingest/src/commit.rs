@@ -21,17 +21,20 @@ impl CommitSequencer {
     pub fn complete(&mut self, id: u64, offsets: Vec<CommitOffset>) -> Vec<CommitOffset> {
         debug_assert!(id >= self.next && !self.done.contains_key(&id), "chunk {id} completed twice");
         self.done.insert(id, offsets);
-        let mut ready: BTreeMap<(std::sync::Arc<str>, i32), i64> = BTreeMap::new();
+        // Per partition, the highest offset, with the window open there.
+        let mut ready: BTreeMap<(std::sync::Arc<str>, i32), (i64, Option<i64>)> = BTreeMap::new();
         while let Some(offsets) = self.done.remove(&self.next) {
             for o in offsets {
-                let next = ready.entry((o.topic, o.partition)).or_insert(o.next);
-                *next = (*next).max(o.next);
+                let at = ready.entry((o.topic, o.partition)).or_insert((o.next, o.window_start));
+                if o.next > at.0 {
+                    *at = (o.next, o.window_start);
+                }
             }
             self.next += 1;
         }
         ready
             .into_iter()
-            .map(|((topic, partition), next)| CommitOffset { topic, partition, next })
+            .map(|((topic, partition), (next, window_start))| CommitOffset { topic, partition, next, window_start })
             .collect()
     }
 
@@ -46,7 +49,16 @@ mod tests {
     use super::*;
 
     fn off(partition: i32, next: i64) -> CommitOffset {
-        CommitOffset { topic: "t".into(), partition, next }
+        CommitOffset { topic: "t".into(), partition, next, window_start: None }
+    }
+
+    #[test]
+    fn the_highest_offset_keeps_its_open_window() {
+        let mut s = CommitSequencer::default();
+        let open = |next, start| CommitOffset { window_start: Some(start), ..off(0, next) };
+        let ready = s.complete(0, vec![open(10, 4), off(0, 12), open(11, 12)]);
+        assert_eq!(ready, vec![off(0, 12)], "12 starts a window");
+        assert_eq!(s.complete(1, vec![open(15, 12)]), vec![open(15, 12)]);
     }
 
     #[test]

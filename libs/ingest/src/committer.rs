@@ -106,11 +106,13 @@ impl Committer<'_> {
             return true;
         }
         let results = futures::future::join_all(
-            pending.iter().map(|((topic, partition), epoch, next)| self.fencing.commit(self.session, topic, *partition, *epoch, *next)),
+            pending
+                .iter()
+                .map(|((topic, partition), epoch, next, window)| self.fencing.commit(self.session, topic, *partition, *epoch, *next, *window)),
         )
         .await;
         let mut all = true;
-        for ((key, epoch, next), result) in pending.into_iter().zip(results) {
+        for ((key, epoch, next, _), result) in pending.into_iter().zip(results) {
             match result {
                 Ok(()) => {
                     metrics::counter!(m::CHECKPOINTS).increment(1);

@@ -297,7 +297,7 @@ impl Ownership {
                 return Err(e.to_string());
             }
         };
-        let at = checkpoint.next_offset.map_or(StartAt::Beginning, StartAt::Offset);
+        let at = StartAt::from_checkpoint(checkpoint.next_offset, checkpoint.window_start);
         let start = Control::Start { topic: shard.topic.clone(), partition: shard.partition, epoch, at };
         if self.control.send(start).await.is_err() {
             return Err("the pipeline has stopped".into());

@@ -27,7 +27,7 @@ use crate::live::{self, Bucket, Live};
 use crate::metrics as m;
 use crate::settings::IngestSettings;
 use crate::shards::{ShardKey, Stopped};
-use crate::source::{KafkaSource, SourcePosition, StartAt};
+use crate::source::{KafkaSource, SourcePosition};
 use crate::window::WindowBuilder;
 use crate::writer::Writer;
 
@@ -38,9 +38,9 @@ pub enum Cutter {
 }
 
 impl Cutter {
-    fn start(&mut self, shard: &ShardKey, from: Option<i64>) {
+    fn start(&mut self, shard: &ShardKey) {
         if let Cutter::Blocks(w) = self {
-            w.start(shard.clone(), from);
+            w.start(shard.clone());
         }
     }
 
@@ -227,14 +227,14 @@ impl Reader<'_> {
                             let _ = events.send(ShardEvent::StartFailed { topic, partition, epoch, reason: format!("Kafka refused the assignment: {e}") });
                             continue;
                         }
-                        let from = match at { StartAt::Offset(o) => Some(o), StartAt::Beginning => None };
+                        let (from, checkpoint) = (at.read_from(), at.checkpoint());
                         let mut shard = RunningShard { last: None, paused: false, bucket: None, throttled_until: None, kafka_paused: false };
                         shard.configure(&current.doc, &topic, partition, Instant::now());
                         shard.sync_kafka(source, &topic, partition);
-                        tracing::info!(%topic, partition, epoch, from = ?from, paused = shard.paused, "shard started");
-                        cutter.start(&key, from);
+                        tracing::info!(%topic, partition, epoch, from = ?from, checkpoint = ?checkpoint, paused = shard.paused, "shard started");
+                        cutter.start(&key);
                         running.insert(key.clone(), shard);
-                        let _ = committer.send(ToCommitter::Start(key, epoch, from));
+                        let _ = committer.send(ToCommitter::Start(key, epoch, checkpoint));
                     }
                     Some(Control::Stop { topic, partition, done }) => {
                         let key: ShardKey = (topic.as_str().into(), partition);

@@ -31,8 +31,9 @@ struct State {
     epoch: i64,
     /// The last checkpoint accepted by Cassandra (or claimed from it).
     committed: Option<i64>,
-    /// The highest offset ready to checkpoint, above `committed`.
-    pending: Option<i64>,
+    /// The highest offset ready to checkpoint, above `committed`, with the
+    /// start of the window open there.
+    pending: Option<(i64, Option<i64>)>,
     /// Set once the shard is being stopped: checkpointing `until` completes the stop.
     release: Option<Option<i64>>,
 }
@@ -60,19 +61,20 @@ impl<T> Book<T> {
     pub fn ready(&mut self, offsets: &[CommitOffset]) {
         for o in offsets {
             if let Some(s) = self.shards.get_mut(&(o.topic.clone(), o.partition)) {
-                if s.committed.is_none_or(|c| o.next > c) && s.pending.is_none_or(|p| o.next > p) {
-                    s.pending = Some(o.next);
+                if s.committed.is_none_or(|c| o.next > c) && s.pending.is_none_or(|(p, _)| o.next > p) {
+                    s.pending = Some((o.next, o.window_start));
                 }
             }
         }
     }
 
-    /// The checkpoints to write now: (shard, epoch, next offset).
-    pub fn to_commit(&self) -> Vec<(ShardKey, i64, i64)> {
+    /// The checkpoints to write now: (shard, epoch, next offset, start of
+    /// the window open there).
+    pub fn to_commit(&self) -> Vec<(ShardKey, i64, i64, Option<i64>)> {
         let mut out: Vec<_> = self
             .shards
             .iter()
-            .filter_map(|(k, s)| s.pending.map(|p| (k.clone(), s.epoch, p)))
+            .filter_map(|(k, s)| s.pending.map(|(p, w)| (k.clone(), s.epoch, p, w)))
             .collect();
         out.sort();
         out
@@ -87,7 +89,7 @@ impl<T> Book<T> {
         if s.committed.is_none_or(|c| next > c) {
             s.committed = Some(next);
         }
-        if s.pending.is_some_and(|p| p <= next) {
+        if s.pending.is_some_and(|(p, _)| p <= next) {
             s.pending = None;
         }
         self.settle(shard);
@@ -163,7 +165,7 @@ mod tests {
     }
 
     fn off(p: i32, next: i64) -> CommitOffset {
-        CommitOffset { topic: "t".into(), partition: p, next }
+        CommitOffset { topic: "t".into(), partition: p, next, window_start: None }
     }
 
     #[test]
@@ -173,9 +175,9 @@ mod tests {
         b.ready(&[off(0, 90)]);
         assert!(b.to_commit().is_empty(), "behind the claimed checkpoint");
         b.ready(&[off(0, 120), off(0, 150), off(1, 5)]);
-        assert_eq!(b.to_commit(), vec![(key(0), 7, 150)], "the highest, only for running shards");
+        assert_eq!(b.to_commit(), vec![(key(0), 7, 150, None)], "the highest, only for running shards");
         b.committed(&key(0), 7, 120);
-        assert_eq!(b.to_commit(), vec![(key(0), 7, 150)], "an older answer does not clear a newer pending one");
+        assert_eq!(b.to_commit(), vec![(key(0), 7, 150, None)], "an older answer does not clear a newer pending one");
         b.committed(&key(0), 7, 150);
         assert!(b.to_commit().is_empty() && b.is_settled());
     }
@@ -223,6 +225,6 @@ mod tests {
         b.start(key(0), 9, Some(10));
         b.committed(&key(0), 7, 50);
         b.ready(&[off(0, 20)]);
-        assert_eq!(b.to_commit(), vec![(key(0), 9, 20)]);
+        assert_eq!(b.to_commit(), vec![(key(0), 9, 20, None)]);
     }
 }

@@ -44,8 +44,41 @@ impl ConsumerContext for SourceContext {}
 pub enum StartAt {
     /// The shard's checkpoint: the next offset to read.
     Offset(i64),
+    /// A checkpoint at `next` inside an offset window that starts at
+    /// `window` (blocks layout): reading starts at `window` again, so the
+    /// windows are cut as before; what it re-reads is stored already and
+    /// is written again under the same keys.
+    InWindow { window: i64, next: i64 },
     /// No checkpoint yet: the earliest offset Kafka still holds.
     Beginning,
+}
+
+impl StartAt {
+    /// Where a stored checkpoint says to start.
+    pub fn from_checkpoint(next: Option<i64>, window_start: Option<i64>) -> StartAt {
+        match (next, window_start) {
+            (Some(next), Some(window)) if window < next => StartAt::InWindow { window, next },
+            (Some(next), _) => StartAt::Offset(next),
+            (None, _) => StartAt::Beginning,
+        }
+    }
+
+    /// The offset reading starts at (None: Kafka's beginning), which is
+    /// also where the shard's first window starts.
+    pub fn read_from(self) -> Option<i64> {
+        match self {
+            StartAt::Offset(o) | StartAt::InWindow { window: o, .. } => Some(o),
+            StartAt::Beginning => None,
+        }
+    }
+
+    /// The checkpoint the shard starts from (None: none yet).
+    pub fn checkpoint(self) -> Option<i64> {
+        match self {
+            StartAt::Offset(o) | StartAt::InWindow { next: o, .. } => Some(o),
+            StartAt::Beginning => None,
+        }
+    }
 }
 
 /// A Kafka consumer that reads exactly the partitions it is given (manual
@@ -83,10 +116,7 @@ impl KafkaSource {
     /// Starts reading `topic/partition` at `at`.
     pub fn start(&self, topic: &str, partition: i32, at: StartAt) -> Result<(), KafkaError> {
         let mut tpl = TopicPartitionList::with_capacity(1);
-        let offset = match at {
-            StartAt::Offset(o) => Offset::Offset(o),
-            StartAt::Beginning => Offset::Beginning,
-        };
+        let offset = at.read_from().map_or(Offset::Beginning, Offset::Offset);
         tpl.add_partition_offset(topic, partition, offset)?;
         self.consumer.incremental_assign(&tpl)
     }
@@ -136,5 +166,22 @@ impl KafkaSource {
 
     pub async fn recv(&self) -> Result<BorrowedMessage<'_>, KafkaError> {
         self.consumer.recv().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_inside_a_window_reads_from_the_window() {
+        let at = StartAt::from_checkpoint(Some(150), Some(100));
+        assert_eq!(at, StartAt::InWindow { window: 100, next: 150 });
+        assert_eq!((at.read_from(), at.checkpoint()), (Some(100), Some(150)));
+        let at = StartAt::from_checkpoint(Some(150), None);
+        assert_eq!((at, at.read_from(), at.checkpoint()), (StartAt::Offset(150), Some(150), Some(150)));
+        assert_eq!(StartAt::from_checkpoint(Some(150), Some(150)), StartAt::Offset(150), "an empty window");
+        let at = StartAt::from_checkpoint(None, None);
+        assert_eq!((at, at.read_from(), at.checkpoint()), (StartAt::Beginning, None, None));
     }
 }

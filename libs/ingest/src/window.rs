@@ -1,36 +1,38 @@
 //! Cutting a shard's messages into offset windows for the blocks layout:
 //! pure, no I/O.
 //!
-//! A shard's windows form a chain from where it started reading (its
-//! checkpoint): a window starts at the offset after the previous one and
-//! closes after the message that brings it to [`WindowLimits`] (messages,
-//! events, bytes, or a span of event time). All depend only on the
-//! messages themselves (never on when they were read), so
-//! whoever reads the shard from the same checkpoint (the same worker after
-//! a crash, a new owner after a handoff, a paused former owner) cuts the
-//! same windows and writes the same blocks under the same keys.
+//! A shard's windows form a chain from where it started reading: a window
+//! starts with the first message after the previous window, is keyed by
+//! that message's offset, and closes after the message that brings it to
+//! [`WindowLimits`] (messages, events, bytes, or a span of event time).
+//! All depend only on the messages themselves (never on when they were
+//! read), so whoever reads the shard from the same offset (the same worker
+//! after a crash, a new owner after a handoff, a paused former owner) cuts
+//! the same windows and writes the same blocks under the same keys. Two
+//! windows with the same key start with the same message, so one holds the
+//! other: if Kafka no longer holds a window's first messages (retention),
+//! a re-read starts its window at a later message, under another key, and
+//! cannot overwrite the stored block with less.
 //!
 //! A closed window becomes a chunk whose blocks are whole and whose offset
-//! (the window's end) may be checkpointed once they are stored: a
-//! checkpoint always sits on a window boundary, so a replay starts a window
-//! where the previous reader started it. While a window is open, its blocks
-//! are flushed every `flush_every` without a checkpoint, for freshness: a
-//! later flush (after twice the previous interval, up to 8 times
-//! `flush_every`) writes a superset of each block under the same key, which
-//! wins (see herd-sink's blocks). A flush is held back while Kafka already
-//! holds more of the shard (a backlog): the window will fill and close by
-//! itself, and rewriting it meanwhile would only cost the rewrite (measured:
-//! a third of the throughput when draining a backlog). Stopping a shard (a handoff, a shutdown)
-//! flushes its open window and checkpoints its end; the next reader starts
-//! a new chain there. So does a shard that received nothing for
-//! [`IDLE_FLUSHES`] × `flush_every`: its window is closed early, so that a
-//! quiet shard is checkpointed up to its last message instead of waiting
-//! for more. Like a stop, that starts a new chain where this worker
-//! happened to be. Its cost: redundant copies (dropped on read, counted by
-//! verify) when someone else carries on the old chain over the same offsets,
-//! as a successor does while this worker, paused, wakes up, closes its idle
-//! window and reads on before it learns it lost the shard (see
-//! libs/sink/README.md, "Known limit").
+//! (the window's end) may be checkpointed once they are stored. While a
+//! window is open, its blocks are flushed every `flush_every` without a
+//! checkpoint, for freshness: a later flush (after twice the previous
+//! interval, up to 8 times `flush_every`) writes a superset of each block
+//! under the same key, which wins (see herd-sink's blocks). A flush is held
+//! back while Kafka already holds more of the shard (a backlog): the window
+//! will fill and close by itself, and rewriting it meanwhile would only
+//! cost the rewrite (measured: a third of the throughput when draining a
+//! backlog).
+//!
+//! Nothing but the limits ends a window. A shard that stops (a handoff, a
+//! shutdown), or that received nothing for [`IDLE_FLUSHES`] × `flush_every`,
+//! has its open window written and checkpointed up to its last message,
+//! together with where the window starts; the window stays open. The next
+//! reader of the shard (a successor, or this worker after a restart) reads
+//! from the window's start again, so it cuts the same windows as everyone
+//! before it: a paused former owner that wakes up and reads on writes the
+//! blocks its successor writes, under the same keys.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -101,6 +103,8 @@ struct Window {
     flushes: u32,
     /// A flush held back during a backlog is looked at again then.
     held_until: Option<Instant>,
+    /// Messages before this offset are covered by a checkpoint.
+    checkpointed_to: i64,
 }
 
 pub struct WindowBuilder {
@@ -108,16 +112,13 @@ pub struct WindowBuilder {
     bucket_ms: i64,
     flush_every: Duration,
     next_id: u64,
-    /// Where each running shard's next window starts (None: at the first
-    /// message read, for a shard read from Kafka's beginning).
-    chain: HashMap<ShardKey, Option<i64>>,
     open: HashMap<ShardKey, Window>,
 }
 
 impl WindowBuilder {
     pub fn new(limits: WindowLimits, bucket_ms: i64, flush_every: Duration) -> WindowBuilder {
         assert!(limits.max_messages <= MAX_WINDOW_MESSAGES, "the blocks' write timestamps order at most {MAX_WINDOW_MESSAGES} messages");
-        WindowBuilder { limits, bucket_ms, flush_every, next_id: 0, chain: HashMap::new(), open: HashMap::new() }
+        WindowBuilder { limits, bucket_ms, flush_every, next_id: 0, open: HashMap::new() }
     }
 
     /// Changes how often open windows are flushed (live configuration).
@@ -125,11 +126,11 @@ impl WindowBuilder {
         self.flush_every = every;
     }
 
-    /// The shard starts reading at `from` (its checkpoint), or at Kafka's
-    /// beginning (None).
-    pub fn start(&mut self, shard: ShardKey, from: Option<i64>) {
+    /// The shard starts reading (at a window boundary: a checkpoint, the
+    /// start of the window open at one, or Kafka's beginning). Its first
+    /// message read starts a window.
+    pub fn start(&mut self, shard: ShardKey) {
         self.open.remove(&shard);
-        self.chain.insert(shard, from);
     }
 
     /// Adds one decoded message of a started shard. Returns the chunk of the
@@ -145,9 +146,9 @@ impl WindowBuilder {
     ) -> Option<Chunk> {
         let shard: ShardKey = (at.topic.clone(), at.partition);
         let bucket_ms = self.bucket_ms;
-        let chain = self.chain.get(&shard).copied().flatten();
+        let start = at.offset;
         let w = self.open.entry(shard.clone()).or_insert_with(|| Window {
-            start: chain.unwrap_or(at.offset),
+            start,
             next: at.offset,
             messages: 0,
             events: 0,
@@ -163,6 +164,7 @@ impl WindowBuilder {
             last_added: now,
             flushes: 0,
             held_until: None,
+            checkpointed_to: start,
         });
         let size = payload.map_or(0, <[u8]>::len);
         w.dead_letters.extend(rejects_to_letters(&at, key, payload, content_type, &mut decoded));
@@ -192,20 +194,22 @@ impl WindowBuilder {
         full.then(|| self.close(&shard)).flatten()
     }
 
-    /// When the next open window must be flushed or closed.
+    /// When the next open window must be flushed or checkpointed.
     pub fn deadline(&self) -> Option<Instant> {
-        self.open.values().map(|w| self.due_at(w)).min()
+        self.open.values().filter_map(|w| self.due_at(w)).min()
     }
 
     /// Each flush rewrites the window's blocks whole, so the interval
     /// doubles with every flush of the same window (up to 8 intervals): a
     /// window that takes long to fill is rewritten a few times, not once per
     /// interval. A shard that fills its windows in under a second (or is
-    /// quiet) sees its events within one interval.
-    fn due_at(&self, w: &Window) -> Instant {
+    /// quiet) sees its events within one interval. A window written and
+    /// checkpointed up to its last message has nothing due.
+    fn due_at(&self, w: &Window) -> Option<Instant> {
         match w.dirty_since {
-            Some(t) => (t + self.flush_every * (1 << w.flushes.min(3))).max(w.held_until.unwrap_or(t)),
-            None => w.last_added + self.idle(),
+            Some(t) => Some((t + self.flush_every * (1 << w.flushes.min(3))).max(w.held_until.unwrap_or(t))),
+            None if w.next > w.checkpointed_to => Some(w.last_added + self.idle()),
+            None => None,
         }
     }
 
@@ -213,22 +217,24 @@ impl WindowBuilder {
         self.flush_every * IDLE_FLUSHES
     }
 
-    /// Handles every window due by `now`: one that received nothing for
-    /// `IDLE_FLUSHES` × `flush_every` is closed (written and checkpointed); one
-    /// whose oldest unwritten message is that old is flushed (written, no
+    /// Handles every window due by `now`. One that received nothing for
+    /// `IDLE_FLUSHES` × `flush_every` is written and checkpointed up to its
+    /// last message, and stays open: the checkpoint records where it
+    /// starts. One whose oldest unwritten message is `flush_every` old (or
+    /// more, see [`WindowBuilder::deadline`]) is flushed (written, no
     /// checkpoint), unless `backlog(shard, next offset)` says Kafka holds
     /// more of the shard: then the flush is held back for one `flush_every`.
     pub fn flush_due(&mut self, now: Instant, backlog: impl Fn(&ShardKey, i64) -> bool) -> Vec<Chunk> {
         let due: Vec<(ShardKey, bool)> = self
             .open
             .iter()
-            .filter(|(_, w)| self.due_at(w) <= now)
+            .filter(|(_, w)| self.due_at(w).is_some_and(|t| t <= now))
             .map(|(k, w)| (k.clone(), w.last_added + self.idle() <= now))
             .collect();
         let mut out = Vec::new();
         for (k, idle) in due {
             if idle {
-                out.extend(self.close(&k));
+                out.extend(self.cut(&k, End::Checkpoint));
                 continue;
             }
             let w = self.open.get_mut(&k).expect("listed above");
@@ -236,16 +242,17 @@ impl WindowBuilder {
                 w.held_until = Some(now + self.flush_every);
                 continue;
             }
-            out.extend(self.cut(&k, false));
+            out.extend(self.cut(&k, End::Open));
         }
         out
     }
 
-    /// The shard stops: its open window is written and its end checkpointed.
-    /// The next reader of the shard starts a new chain there.
+    /// The shard stops: its open window is written and checkpointed up to
+    /// its last message, with where it starts; the next reader of the shard
+    /// reads from that start again and so cuts the same windows.
     pub fn stop(&mut self, shard: &ShardKey) -> Option<Chunk> {
-        let chunk = self.close(shard);
-        self.chain.remove(shard);
+        let chunk = self.cut(shard, End::Checkpoint);
+        self.open.remove(shard);
         chunk
     }
 
@@ -257,19 +264,25 @@ impl WindowBuilder {
 
     /// Closes the shard's window: the next one starts after it.
     fn close(&mut self, shard: &ShardKey) -> Option<Chunk> {
-        let chunk = self.cut(shard, true);
-        if let Some(w) = self.open.remove(shard) {
-            self.chain.insert(shard.clone(), Some(w.next));
-        }
+        let chunk = self.cut(shard, End::Close);
+        self.open.remove(shard);
         chunk
     }
 
-    /// A chunk of the window's blocks that gained events, its new dead
-    /// letters and, if `closing`, its end as the offset to checkpoint.
-    fn cut(&mut self, shard: &ShardKey, closing: bool) -> Option<Chunk> {
+    /// A chunk of the window's blocks that gained events and its new dead
+    /// letters; with `end`, what may be checkpointed. None: nothing to do.
+    fn cut(&mut self, shard: &ShardKey, end: End) -> Option<Chunk> {
         let w = self.open.get_mut(shard)?;
-        if w.new_messages == 0 && !closing {
-            return None;
+        let offset = |window_start| vec![CommitOffset { topic: shard.0.clone(), partition: shard.1, next: w.next, window_start }];
+        let offsets = match end {
+            End::Open if w.new_messages == 0 => return None,
+            End::Open => Vec::new(),
+            End::Checkpoint if w.new_messages == 0 && w.next <= w.checkpointed_to => return None,
+            End::Checkpoint => offset(Some(w.start)),
+            End::Close => offset(None),
+        };
+        if !offsets.is_empty() {
+            w.checkpointed_to = w.next;
         }
         let writes: Vec<Write> = w.packer.blocks(&shard.0, shard.1, w.start, w.messages).into_iter().map(Write::Block).collect();
         let chunk = Chunk {
@@ -277,7 +290,7 @@ impl WindowBuilder {
             writes,
             sources: w.sources.clone(),
             dead_letters: std::mem::take(&mut w.dead_letters),
-            offsets: if closing { vec![CommitOffset { topic: shard.0.clone(), partition: shard.1, next: w.next }] } else { Vec::new() },
+            offsets,
             messages: w.new_messages,
             rows: w.new_events,
             bytes: w.new_bytes,
@@ -291,6 +304,18 @@ impl WindowBuilder {
         w.flushes += 1;
         Some(chunk)
     }
+}
+
+/// How far a cut goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// A flush: the window stays open, nothing is checkpointed.
+    Open,
+    /// The window stays open (or its shard stops); its end is checkpointed
+    /// with its start.
+    Checkpoint,
+    /// The window is full: its end is checkpointed as a window boundary.
+    Close,
 }
 
 #[cfg(test)]
@@ -349,17 +374,17 @@ mod tests {
     #[test]
     fn windows_chain_from_the_checkpoint_and_close_by_messages() {
         let mut b = WindowBuilder::new(LIMITS, 1000, Duration::from_secs(1));
-        b.start(shard(), Some(10));
+        b.start(shard());
         let closed = feed(&mut b, 10, 17);
         assert_eq!(closed.len(), 2, "10-12 and 13-15; 16 is open");
         assert_eq!(keys(&closed[0]), vec![("s0".into(), 10, 3, 3), ("s1".into(), 10, 3, 3)]);
-        assert_eq!(closed[0].offsets, vec![CommitOffset { topic: "t".into(), partition: 0, next: 13 }]);
+        assert_eq!(closed[0].offsets, vec![CommitOffset { topic: "t".into(), partition: 0, next: 13, window_start: None }]);
         assert_eq!(keys(&closed[1])[0].1, 13);
         assert_eq!((closed[1].id, closed[1].messages, closed[1].rows), (1, 3, 6));
 
         // A replay from the same checkpoint cuts the same windows, with the same blocks.
         let mut again = WindowBuilder::new(LIMITS, 1000, Duration::from_secs(1));
-        again.start(shard(), Some(10));
+        again.start(shard());
         let replayed = feed(&mut again, 10, 17);
         let sorted = |chunks: &[Chunk]| -> Vec<Vec<Write>> {
             chunks
@@ -376,33 +401,36 @@ mod tests {
         };
         assert_eq!(sorted(&replayed), sorted(&closed));
 
-        // From Kafka's beginning (no checkpoint): the first message read starts the chain.
+        // The first message read keys its window, wherever reading started:
+        // Kafka's beginning, or a start whose first messages Kafka deleted
+        // since (retention). Such a re-read cannot overwrite the block of
+        // the window that started at 10 with less.
         let mut fresh = WindowBuilder::new(LIMITS, 1000, Duration::from_secs(1));
-        fresh.start(shard(), None);
-        assert_eq!(keys(&feed(&mut fresh, 4, 7)[0])[0].1, 4);
+        fresh.start(shard());
+        assert_eq!(keys(&feed(&mut fresh, 12, 15)[0])[0].1, 12);
     }
 
     #[test]
     fn closes_by_events_bytes_and_event_time() {
         let mut b = WindowBuilder::new(WindowLimits { max_events: 5, max_messages: 100, ..LIMITS }, 1000, Duration::from_secs(1));
-        b.start(shard(), Some(0));
+        b.start(shard());
         let closed = feed(&mut b, 0, 4);
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].offsets[0].next, 3, "6 events after 3 messages");
         let mut b = WindowBuilder::new(WindowLimits { max_messages: 100, max_bytes: 4, ..LIMITS }, 1000, Duration::from_secs(1));
-        b.start(shard(), Some(0));
+        b.start(shard());
         assert_eq!(feed(&mut b, 0, 3)[0].offsets[0].next, 2, "4 bytes after 2 messages");
         // Event time: messages 2 ms apart in ts (2 events each), a span of 5 ms closes.
         let mut b = WindowBuilder::new(WindowLimits { max_messages: 100, max_span_ms: 5, ..LIMITS }, 1000, Duration::from_secs(1));
-        b.start(shard(), Some(0));
+        b.start(shard());
         assert_eq!(feed(&mut b, 0, 5)[0].offsets[0].next, 3, "ts 0 to 5 after 3 messages");
     }
 
     #[test]
-    fn flushes_open_windows_as_supersets_and_closes_idle_ones() {
+    fn flushes_open_windows_as_supersets_and_checkpoints_idle_ones_inside() {
         let t0 = Instant::now();
         let mut b = WindowBuilder::new(WindowLimits { max_messages: 10, ..LIMITS }, 1000, Duration::from_millis(100));
-        b.start(shard(), Some(0));
+        b.start(shard());
         assert_eq!(b.deadline(), None);
         let ms = |n| t0 + Duration::from_millis(n);
         b.add(at(0), None, Some(b"x"), None, msg(0, 2), t0);
@@ -414,7 +442,7 @@ mod tests {
         assert_eq!(first.len(), 1);
         assert!(first[0].offsets.is_empty(), "an open window that still receives is not checkpointed");
         assert_eq!(keys(&first[0]), vec![("s0".into(), 0, 2, 2), ("s1".into(), 0, 2, 1)]);
-        assert_eq!(b.deadline(), Some(ms(460)), "next: closing it if nothing comes for 4 intervals");
+        assert_eq!(b.deadline(), Some(ms(460)), "next: checkpointing it if nothing comes for 4 intervals");
 
         // One more event of s0 only: its block again, whole, with the new
         // coverage, after twice the interval (the window's second flush).
@@ -424,34 +452,36 @@ mod tests {
         let second = b.flush_due(ms(350), no_backlog);
         assert_eq!(keys(&second[0]), vec![("s0".into(), 0, 3, 3)]);
         assert_eq!((second[0].rows, second[0].writes[0].fresh()), (1, 1), "only the new event counts as written");
-        assert!(second[0].offsets.is_empty(), "quiet for 200 ms only: still open");
+        assert!(second[0].offsets.is_empty(), "quiet for 200 ms only: not checkpointed");
         assert_eq!(b.deadline(), Some(ms(550)));
-        let closed = b.flush_due(ms(550), no_backlog);
-        assert_eq!((closed[0].writes.len(), closed[0].offsets[0].next), (0, 3), "quiet for 400 ms: closed and checkpointed");
-        assert_eq!(b.deadline(), None);
+        let idle = b.flush_due(ms(550), no_backlog);
+        assert_eq!(idle[0].writes.len(), 0, "nothing new to write");
+        assert_eq!(
+            idle[0].offsets,
+            vec![CommitOffset { topic: "t".into(), partition: 0, next: 3, window_start: Some(0) }],
+            "quiet for 400 ms: checkpointed up to its last message, inside the window that starts at 0"
+        );
+        assert_eq!(b.deadline(), None, "nothing due until the next message");
+        assert!(b.flush_due(ms(5000), no_backlog).is_empty());
 
-        // A full window closes at once and writes what is new.
-        let mut b = WindowBuilder::new(LIMITS, 1000, Duration::from_millis(100));
-        b.start(shard(), Some(0));
-        b.add(at(0), None, Some(b"x"), None, msg(0, 2), t0);
-        assert!(b.flush_due(ms(100), no_backlog)[0].offsets.is_empty(), "flushed");
-        assert_eq!(b.flush_due(ms(400), no_backlog)[0].offsets[0].next, 1, "idle: closed");
-        b.add(at(1), None, Some(b"x"), None, msg(2, 2), ms(200));
-        b.add(at(2), None, Some(b"x"), None, msg(4, 2), ms(250));
-        let flushed = b.flush_due(ms(300), no_backlog);
-        assert!(flushed[0].offsets.is_empty());
-        let closed = b.add(at(3), None, Some(b"x"), None, msg(6, 2), ms(310)).expect("3 messages: 1 to 3 closed");
-        assert_eq!(keys(&closed)[0].1, 1, "the window after the idle close starts at 1");
-        assert_eq!(closed.offsets[0].next, 4);
-        assert_eq!(keys(&closed), vec![("s0".into(), 1, 3, 3), ("s1".into(), 1, 3, 3)]);
+        // The window stays open: the next messages extend it, and it closes
+        // by its limits only, where any reader from offset 0 closes it.
+        let mut closed = None;
+        for o in 3..10 {
+            assert!(closed.is_none());
+            closed = b.add(at(o), None, Some(b"x"), None, msg(10 + o as u64, 1), ms(6000));
+        }
+        let closed = closed.expect("10 messages");
+        assert_eq!(closed.offsets, vec![CommitOffset { topic: "t".into(), partition: 0, next: 10, window_start: None }]);
+        assert!(keys(&closed).iter().all(|k| k.1 == 0 && k.2 == 10), "{:?}", keys(&closed));
     }
 
     #[test]
-    fn a_backlog_holds_flushes_back_but_not_closes() {
+    fn a_backlog_holds_flushes_back_but_not_idle_checkpoints() {
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
         let mut b = WindowBuilder::new(WindowLimits { max_messages: 10, ..LIMITS }, 1000, Duration::from_millis(100));
-        b.start(shard(), Some(0));
+        b.start(shard());
         b.add(at(0), None, Some(b"x"), None, msg(0, 2), t0);
         let asked = std::cell::Cell::new(None);
         let backlog = |k: &ShardKey, next: i64| {
@@ -467,30 +497,37 @@ mod tests {
         assert_eq!(flushed.len(), 1, "the backlog is gone: flushed");
         assert!(flushed[0].offsets.is_empty());
         assert_eq!(flushed[0].rows, 4, "one write for both messages");
-        // An idle window is closed even while Kafka reports more (a shard
-        // paused or throttled in Kafka): its end gets checkpointed.
-        let closed = b.flush_due(ms(800), backlog);
-        assert_eq!(closed[0].offsets[0].next, 2);
+        // An idle window is checkpointed even while Kafka reports more (a
+        // shard paused or throttled in Kafka).
+        let idle = b.flush_due(ms(800), backlog);
+        assert_eq!((idle[0].offsets[0].next, idle[0].offsets[0].window_start), (2, Some(0)));
     }
 
     #[test]
-    fn a_stop_writes_the_open_window_and_checkpoints_its_end() {
+    fn a_stop_checkpoints_inside_the_open_window_and_the_next_reader_cuts_the_same_windows() {
         let mut b = WindowBuilder::new(LIMITS, 1000, Duration::from_secs(1));
-        b.start(shard(), Some(0));
-        feed(&mut b, 0, 5);
+        b.start(shard());
+        let first = feed(&mut b, 0, 5);
         let stopped = b.stop(&shard()).expect("offsets 3-4 were open");
-        assert_eq!(stopped.offsets[0].next, 5);
+        assert_eq!((stopped.offsets[0].next, stopped.offsets[0].window_start), (5, Some(3)));
         assert_eq!(keys(&stopped)[0].1, 3);
         assert!(b.stop(&shard()).is_none(), "nothing left");
-        // The next owner starts a new chain at the checkpoint.
-        b.start(shard(), Some(5));
-        assert_eq!(keys(&feed(&mut b, 5, 8)[0])[0].1, 5);
+        // The next owner reads from the window's start (StartAt::InWindow)
+        // and cuts the windows an uninterrupted reader cuts.
+        b.start(shard());
+        let after = feed(&mut b, 3, 9);
+        let mut whole = WindowBuilder::new(LIMITS, 1000, Duration::from_secs(1));
+        whole.start(shard());
+        let uninterrupted = feed(&mut whole, 0, 9);
+        let windows = |chunks: &[Chunk]| chunks.iter().map(|c| (keys(c)[0].1, c.offsets[0].next)).collect::<Vec<_>>();
+        assert_eq!(windows(&uninterrupted), vec![(0, 3), (3, 6), (6, 9)]);
+        assert_eq!([windows(&first), windows(&after)].concat(), windows(&uninterrupted));
     }
 
     #[test]
     fn dead_letters_go_out_once() {
         let mut b = WindowBuilder::new(LIMITS, 1000, Duration::from_millis(1));
-        b.start(shard(), Some(0));
+        b.start(shard());
         let bad = Decoded { events: vec![], rejects: vec![Reject { position: Position::Message, reason: "bad".into(), bytes: None }] };
         let t0 = Instant::now();
         b.add(at(0), None, Some(b"??"), None, bad, t0);

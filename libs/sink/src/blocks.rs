@@ -37,7 +37,7 @@ pub struct BlockKey {
     pub metric: String,
     pub topic: Arc<str>,
     pub partition: i32,
-    /// The offset the window starts at.
+    /// The offset of the window's first message.
     pub window_start: i64,
 }
 

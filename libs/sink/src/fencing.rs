@@ -23,6 +23,10 @@ pub struct Checkpoint {
     pub owner: String,
     /// The next offset to read; None before the first commit.
     pub next_offset: Option<i64>,
+    /// Blocks layout: the first offset of the offset window still open at
+    /// `next_offset` (None: `next_offset` starts a window). The next reader
+    /// reads from here, so that it cuts the windows its predecessor cut.
+    pub window_start: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,10 +83,10 @@ impl Fencing {
             ))
             .await?,
             commit: prepare(format!(
-                "UPDATE {t} SET next_offset = ?, updated_at = ? WHERE topic = ? AND partition = ? IF epoch = ?"
+                "UPDATE {t} SET next_offset = ?, window_start = ?, updated_at = ? WHERE topic = ? AND partition = ? IF epoch = ?"
             ))
             .await?,
-            read: prepare(format!("SELECT epoch, owner, next_offset FROM {t} WHERE topic = ? AND partition = ?")).await?,
+            read: prepare(format!("SELECT epoch, owner, next_offset, window_start FROM {t} WHERE topic = ? AND partition = ?")).await?,
         })
     }
 
@@ -101,7 +105,7 @@ impl Fencing {
             .await
             .map_err(unavailable)?;
         if applied(&inserted) {
-            return Ok(Checkpoint { epoch, owner: owner.to_owned(), next_offset: None });
+            return Ok(Checkpoint { epoch, owner: owner.to_owned(), next_offset: None, window_start: None });
         }
         let updated = lwt(session, &self.update_claim, (epoch, owner, now(), topic, partition, epoch))
             .await
@@ -109,12 +113,14 @@ impl Fencing {
         if applied(&updated) {
             // The offset is the previous owner's last commit, untouched by the claim.
             let stored = self.read(session, topic, partition).await?;
-            return Ok(Checkpoint { epoch, owner: owner.to_owned(), next_offset: stored.and_then(|c| c.next_offset) });
+            let (next_offset, window_start) = stored.map_or((None, None), |c| (c.next_offset, c.window_start));
+            return Ok(Checkpoint { epoch, owner: owner.to_owned(), next_offset, window_start });
         }
         let current = self.read(session, topic, partition).await?.unwrap_or(Checkpoint {
             epoch: i64::MAX,
             owner: String::new(),
             next_offset: None,
+            window_start: None,
         });
         // Claimed before under this very grant (the owner restarted the
         // shard, or a retried claim whose answer was lost): an epoch is
@@ -131,7 +137,8 @@ impl Fencing {
         })
     }
 
-    /// Records `next_offset` for the shard, if `epoch` still owns it.
+    /// Records `next_offset` (and the start of the window open there, if
+    /// any) for the shard, if `epoch` still owns it.
     pub async fn commit(
         &self,
         session: &Session,
@@ -139,8 +146,9 @@ impl Fencing {
         partition: i32,
         epoch: i64,
         next_offset: i64,
+        window_start: Option<i64>,
     ) -> Result<(), FenceError> {
-        let result = lwt(session, &self.commit, (next_offset, now(), topic, partition, epoch))
+        let result = lwt(session, &self.commit, (next_offset, window_start, now(), topic, partition, epoch))
             .await
             .map_err(|detail| FenceError::Unavailable { topic: topic.to_owned(), partition, detail })?;
         if applied(&result) {
@@ -162,9 +170,9 @@ impl Fencing {
             .map_err(|e| unavailable(e.to_string()))?
             .into_rows_result()
             .map_err(|e| unavailable(e.to_string()))?;
-        rows.maybe_first_row::<(i64, String, Option<i64>)>()
+        rows.maybe_first_row::<(i64, String, Option<i64>, Option<i64>)>()
             .map_err(|e| unavailable(e.to_string()))
-            .map(|row| row.map(|(epoch, owner, next_offset)| Checkpoint { epoch, owner, next_offset }))
+            .map(|row| row.map(|(epoch, owner, next_offset, window_start)| Checkpoint { epoch, owner, next_offset, window_start }))
     }
 }
 
@@ -172,7 +180,7 @@ impl Fencing {
 /// operators (herdctl status) and tests. A full scan of a small table.
 pub async fn all_checkpoints(session: &Session, keyspace: &str) -> Result<Vec<(String, i32, Checkpoint)>, String> {
     let mut statement = scylla::statement::Statement::new(format!(
-        "SELECT topic, partition, epoch, owner, next_offset FROM {keyspace}.shard_checkpoints"
+        "SELECT topic, partition, epoch, owner, next_offset, window_start FROM {keyspace}.shard_checkpoints"
     ));
     statement.set_consistency(Consistency::Quorum);
     let rows = session
@@ -182,9 +190,9 @@ pub async fn all_checkpoints(session: &Session, keyspace: &str) -> Result<Vec<(S
         .into_rows_result()
         .map_err(|e| e.to_string())?;
     let mut out = rows
-        .rows::<(String, i32, i64, String, Option<i64>)>()
+        .rows::<(String, i32, i64, String, Option<i64>, Option<i64>)>()
         .map_err(|e| e.to_string())?
-        .map(|r| r.map(|(t, p, epoch, owner, next_offset)| (t, p, Checkpoint { epoch, owner, next_offset })))
+        .map(|r| r.map(|(t, p, epoch, owner, next_offset, window_start)| (t, p, Checkpoint { epoch, owner, next_offset, window_start })))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
     out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));

@@ -1,6 +1,7 @@
 //! Versioned schema migrations. Each runs once per keyspace, in order, and
 //! is recorded in `herd_migrations`; every statement is idempotent (`IF NOT
-//! EXISTS`), so a migration interrupted half-way is simply run again.
+//! EXISTS`, or a column added only if missing), so a migration interrupted
+//! half-way is simply run again.
 //!
 //! Two processes migrating at once is safe here because every statement is
 //! idempotent, but concurrent table creation on a multi-node cluster can
@@ -17,7 +18,16 @@ use crate::{Layout, SinkError, SinkSettings};
 pub struct Migration {
     pub version: i32,
     pub name: &'static str,
-    statements: fn(&SinkSettings) -> Vec<String>,
+    statements: fn(&SinkSettings) -> Vec<Step>,
+}
+
+/// One statement of a migration, idempotent either way.
+enum Step {
+    /// CQL that is idempotent by itself (`IF NOT EXISTS`).
+    Cql(String),
+    /// Adds a column unless the table has it. (Cassandra 5 has `ADD IF NOT
+    /// EXISTS`; ScyllaDB and older Cassandra do not, so the schema is asked.)
+    AddColumn { table: &'static str, column: &'static str, cql_type: &'static str },
 }
 
 /// The migrations, oldest first. Never edit one that has shipped; add a new one.
@@ -28,7 +38,7 @@ Migration {
     statements: |s| {
         let ks = &s.keyspace;
         vec![
-            format!("CREATE TABLE IF NOT EXISTS {ks}.herd_settings (name text PRIMARY KEY, value text)"),
+            Step::Cql(format!("CREATE TABLE IF NOT EXISTS {ks}.herd_settings (name text PRIMARY KEY, value text)")),
             // Partition: one series for one time bucket, so that a time-range
             // read touches few partitions and no partition grows forever.
             // Clustering: metric first (a read asks for one metric), newest
@@ -36,7 +46,7 @@ Migration {
             // the event identity, so two events never share a row and a replayed
             // event overwrites its own row. tags is frozen: writing a
             // non-frozen collection writes a tombstone first, on every insert.
-            format!(
+            Step::Cql(format!(
                 "CREATE TABLE IF NOT EXISTS {ks}.points (
                     series text,
                     bucket timestamp,
@@ -51,7 +61,7 @@ Migration {
                   AND compaction = {{'class': 'TimeWindowCompactionStrategy',
                                      'compaction_window_unit': 'DAYS',
                                      'compaction_window_size': 1}}"
-            ),
+            )),
         ]
     },
 },
@@ -61,7 +71,7 @@ Migration {
     statements: |s| {
         // One row per shard: the owner's fencing epoch and its checkpoint.
         // Written only by lightweight transactions (see fencing.rs).
-        vec![format!(
+        vec![Step::Cql(format!(
             "CREATE TABLE IF NOT EXISTS {}.shard_checkpoints (
                 topic text,
                 partition int,
@@ -72,7 +82,7 @@ Migration {
                 PRIMARY KEY ((topic, partition))
             )",
             s.keyspace
-        )]
+        ))]
     },
 },
 Migration {
@@ -84,7 +94,7 @@ Migration {
         // window that produced the block, so a rewrite of a window hits the
         // same row. Created in every keyspace; which table is used is
         // pinned in herd_settings (layout).
-        vec![format!(
+        vec![Step::Cql(format!(
             "CREATE TABLE IF NOT EXISTS {}.blocks (
                 series text,
                 bucket timestamp,
@@ -102,8 +112,15 @@ Migration {
                                   'compaction_window_unit': 'DAYS',
                                   'compaction_window_size': 1}}",
             s.keyspace
-        )]
+        ))]
     },
+},
+Migration {
+    version: 4,
+    name: "open window in checkpoints",
+    // Blocks layout: where the offset window open at a checkpoint starts
+    // (fencing.rs), so that the next reader cuts the same windows.
+    statements: |_| vec![Step::AddColumn { table: "shard_checkpoints", column: "window_start", cql_type: "bigint" }],
 }];
 
 /// Creates the keyspace if missing, applies the migrations it lacks, and
@@ -152,8 +169,28 @@ pub async fn migrate(session: &Session, settings: &SinkSettings) -> Result<Vec<i
 
     let mut now_applied = Vec::new();
     for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
-        for statement in (m.statements)(settings) {
-            session.query_unpaged(statement, &[]).await.map_err(|e| fail(m, e.to_string()))?;
+        for step in (m.statements)(settings) {
+            match step {
+                Step::Cql(cql) => {
+                    session.query_unpaged(cql, &[]).await.map_err(|e| fail(m, e.to_string()))?;
+                }
+                Step::AddColumn { table, column, cql_type } => {
+                    if !has_column(session, ks, table, column).await.map_err(|e| fail(m, e))? {
+                        let added = session.query_unpaged(format!("ALTER TABLE {ks}.{table} ADD {column} {cql_type}"), &[]).await;
+                        // Another process may have added it meanwhile: then
+                        // the statement fails, and the column is there.
+                        if let Err(e) = added {
+                            session.await_schema_agreement().await.map_err(|e| fail(m, e.to_string()))?;
+                            if !has_column(session, ks, table, column).await.map_err(|e| fail(m, e))? {
+                                return Err(fail(m, e.to_string()));
+                            }
+                        }
+                    }
+                    // Added by another process just now, the column can be in
+                    // the schema tables before queries may name it.
+                    usable_column(session, ks, table, column).await.map_err(|e| fail(m, e))?;
+                }
+            }
         }
         session.await_schema_agreement().await.map_err(|e| fail(m, e.to_string()))?;
         let now = CqlTimestamp(
@@ -225,6 +262,30 @@ async fn check_fixed_setting(
         stored: in_flag_unit(&stored),
         configured: in_flag_unit(value),
     })
+}
+
+async fn has_column(session: &Session, keyspace: &str, table: &str, column: &str) -> Result<bool, String> {
+    let found = rows(
+        session,
+        "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ? AND column_name = ?".into(),
+        (keyspace, table, column),
+    )
+    .await?;
+    Ok(found.rows_num() > 0)
+}
+
+/// Waits (up to 10 s) until a query may name the column.
+async fn usable_column(session: &Session, keyspace: &str, table: &str, column: &str) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    loop {
+        match session.query_unpaged(format!("SELECT {column} FROM {keyspace}.{table} LIMIT 1"), &[]).await {
+            Ok(_) => return Ok(()),
+            Err(e) if started.elapsed() > std::time::Duration::from_secs(10) => {
+                return Err(format!("column {column} of {keyspace}.{table} still unusable after 10 s: {e}"))
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
 }
 
 /// Runs a statement that returns rows; errors as text, for the migration error.

@@ -64,12 +64,16 @@ async fn migrations_writes_replays_and_documented_queries() {
     let ks = unique_name("sink");
     let settings = args(&ks, 3600).validate().unwrap();
 
-    assert_eq!(migrate(&session, &settings).await.expect("first migrate"), vec![1, 2, 3]);
+    assert_eq!(migrate(&session, &settings).await.expect("first migrate"), vec![1, 2, 3, 4]);
     assert_eq!(
         migrate(&session, &settings).await.expect("second migrate"),
         Vec::<i32>::new(),
         "migrations run once"
     );
+    // Interrupted after adding its column but before being recorded: run
+    // again, the added column is found and not added twice.
+    session.query_unpaged(format!("DELETE FROM {ks}.herd_migrations WHERE version = 4"), ()).await.unwrap();
+    assert_eq!(migrate(&session, &settings).await.expect("migrate again"), vec![4]);
 
     // The bucket width decides where rows live: changing it is refused.
     let changed = args(&ks, 60).validate().unwrap();
@@ -160,19 +164,23 @@ async fn a_newer_epoch_fences_the_older_owner_at_the_database() {
 
     let a = f.claim(&session, "events", 0, 1, "worker-a").await.expect("first claim");
     assert_eq!(a.next_offset, None, "a new shard starts from the beginning");
-    f.commit(&session, "events", 0, 1, 100).await.expect("owner commits");
+    f.commit(&session, "events", 0, 1, 100, Some(80)).await.expect("owner commits");
 
     let b = f.claim(&session, "events", 0, 2, "worker-b").await.expect("newer grant");
-    assert_eq!(b.next_offset, Some(100), "the new owner resumes from the last checkpoint");
+    assert_eq!(
+        (b.next_offset, b.window_start),
+        (Some(100), Some(80)),
+        "the new owner resumes from the last checkpoint, with the window open there"
+    );
 
     // The old owner, not knowing it lost the shard, tries to commit.
-    match f.commit(&session, "events", 0, 1, 150).await {
+    match f.commit(&session, "events", 0, 1, 150, None).await {
         Err(FenceError::Fenced { current_epoch: 2, current_owner, .. }) => assert_eq!(current_owner, "worker-b"),
         other => panic!("a stale owner's commit must be refused, got {other:?}"),
     }
     let stored = f.read(&session, "events", 0).await.unwrap().unwrap();
     assert_eq!((stored.epoch, stored.next_offset), (2, Some(100)), "the refused commit changed nothing");
-    f.commit(&session, "events", 0, 2, 200).await.expect("the owner commits");
+    f.commit(&session, "events", 0, 2, 200, None).await.expect("the owner commits");
 
     // Old or equal epochs cannot claim back; other shards are independent.
     for epoch in [1, 2] {
@@ -184,7 +192,7 @@ async fn a_newer_epoch_fences_the_older_owner_at_the_database() {
     f.claim(&session, "events", 1, 1, "worker-a").await.expect("another shard");
     // The holder of a grant may claim it again (a restarted shard) and resumes from its checkpoint.
     let again = f.claim(&session, "events", 0, 2, "worker-b").await.expect("same grant, same owner");
-    assert_eq!(again.next_offset, Some(200));
+    assert_eq!((again.next_offset, again.window_start), (Some(200), None), "a window boundary clears the window start");
 
     // Concurrent claims: whatever the interleaving, the highest epoch ends up owning.
     let claims = (1..=10).map(|epoch| {

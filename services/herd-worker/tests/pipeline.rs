@@ -129,7 +129,7 @@ async fn duplicate_sends(layout: &'static str) {
     let mut worker = start_worker("dup-second", &args);
     names.wait_all_checkpointed(DRAIN).await;
     assert!(worker.terminate(Duration::from_secs(60)).success(), "{}", worker.log_tail());
-    let report = common::assert_verified(&names, &[("dup", 200_000)]);
+    let report = common::assert_verified_allowing_copies(&names, &[("dup", 200_000)]);
     eprintln!("{layout}: redundant copies in storage (dropped on read): {}", report["producers"][0]["redundant_copies"]);
     // A reader of one series gets each of its events once, in time order.
     let session = session().await;
