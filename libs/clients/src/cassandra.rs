@@ -8,12 +8,7 @@ use scylla::client::session_builder::SessionBuilder;
 use crate::ClientError;
 
 fn nodes(endpoints: &Endpoints) -> String {
-    endpoints
-        .cassandra_nodes
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
+    endpoints.cassandra_nodes.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
 }
 
 /// Connects with the driver's default session settings (schema metadata and
@@ -24,10 +19,9 @@ pub async fn session(endpoints: &Endpoints) -> Result<Session, ClientError> {
         .connection_timeout(endpoints.connect_timeout);
     match tokio::time::timeout(endpoints.connect_timeout, builder.build()).await {
         Ok(Ok(session)) => Ok(session),
-        Ok(Err(e)) => Err(ClientError::Cassandra {
-            nodes: nodes(endpoints),
-            detail: e.to_string(),
-        }),
+        Ok(Err(e)) => {
+            Err(ClientError::Cassandra { nodes: nodes(endpoints), detail: e.to_string() })
+        }
         Err(_) => Err(ClientError::Cassandra {
             nodes: nodes(endpoints),
             detail: format!("no session within {:?}", endpoints.connect_timeout),
@@ -44,10 +38,7 @@ pub struct NodeInfo {
 }
 
 pub async fn node_info(endpoints: &Endpoints, session: &Session) -> Result<NodeInfo, ClientError> {
-    let err = |detail: String| ClientError::Cassandra {
-        nodes: nodes(endpoints),
-        detail,
-    };
+    let err = |detail: String| ClientError::Cassandra { nodes: nodes(endpoints), detail };
     let result = session
         .query_unpaged("SELECT release_version, cluster_name FROM system.local", &[])
         .await
@@ -57,8 +48,5 @@ pub async fn node_info(endpoints: &Endpoints, session: &Session) -> Result<NodeI
         .map_err(|e| err(format!("query on system.local returned no rows: {e}")))?
         .single_row::<(String, String)>()
         .map_err(|e| err(format!("unexpected system.local row: {e}")))?;
-    Ok(NodeInfo {
-        release_version,
-        cluster_name,
-    })
+    Ok(NodeInfo { release_version, cluster_name })
 }

@@ -14,11 +14,7 @@ pub enum ClientError {
     #[error("Kafka at {brokers}: no broker answered within {timeout:?}; check that a broker listens there (deploy/local/stack status) and that --kafka-brokers is right")]
     KafkaTimeout { brokers: String, timeout: Duration },
     #[error("Kafka at {brokers}: cannot create topic {topic:?}: {code}; check the broker log (deploy/local/stack logs kafka)")]
-    KafkaTopic {
-        brokers: String,
-        topic: String,
-        code: rdkafka::types::RDKafkaErrorCode,
-    },
+    KafkaTopic { brokers: String, topic: String, code: rdkafka::types::RDKafkaErrorCode },
     #[error("Cassandra at {nodes}: {detail}; check that a node listens on its CQL port (deploy/local/stack status) and that --cassandra-nodes is right")]
     Cassandra { nodes: String, detail: String },
     #[error("ZooKeeper at {servers}: {source}; check that a quorum of the ensemble is up (deploy/local/stack status) and that --zookeeper is right")]

@@ -30,10 +30,9 @@ fn create<T: rdkafka::config::FromClientConfig>(
     endpoints: &Endpoints,
     config: &ClientConfig,
 ) -> Result<T, ClientError> {
-    config.create().map_err(|source| ClientError::Kafka {
-        brokers: endpoints.kafka_bootstrap(),
-        source,
-    })
+    config
+        .create()
+        .map_err(|source| ClientError::Kafka { brokers: endpoints.kafka_bootstrap(), source })
 }
 
 /// A producer that waits for all in-sync replicas and is idempotent, so a
@@ -48,10 +47,7 @@ pub fn producer_config(endpoints: &Endpoints, client_id: &str) -> ClientConfig {
     config
         .set("acks", "all")
         .set("enable.idempotence", "true")
-        .set(
-            "message.timeout.ms",
-            (endpoints.connect_timeout.as_millis() * 3).to_string(),
-        );
+        .set("message.timeout.ms", (endpoints.connect_timeout.as_millis() * 3).to_string());
     config
 }
 
@@ -65,10 +61,7 @@ pub fn threaded_producer<C: ProducerContext + 'static>(
 ) -> Result<ThreadedProducer<C>, ClientError> {
     config
         .create_with_context(context)
-        .map_err(|source| ClientError::Kafka {
-            brokers: endpoints.kafka_bootstrap(),
-            source,
-        })
+        .map_err(|source| ClientError::Kafka { brokers: endpoints.kafka_bootstrap(), source })
 }
 
 /// A consumer in `group` that starts from the earliest offset and commits
@@ -109,10 +102,7 @@ pub async fn ensure_topic(
     let results = admin
         .create_topics([&new], &options)
         .await
-        .map_err(|source| ClientError::Kafka {
-            brokers: endpoints.kafka_bootstrap(),
-            source,
-        })?;
+        .map_err(|source| ClientError::Kafka { brokers: endpoints.kafka_bootstrap(), source })?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -155,9 +145,12 @@ pub async fn cluster_info(endpoints: &Endpoints) -> Result<ClusterInfo, ClientEr
 /// blocks, so it runs on the blocking pool; a timeout is reported as such.
 async fn with_metadata<T: Send + 'static>(
     endpoints: &Endpoints,
-    f: impl FnOnce(&rdkafka::client::Client<DefaultClientContext>, &rdkafka::metadata::Metadata) -> T + Send + 'static,
+    f: impl FnOnce(&rdkafka::client::Client<DefaultClientContext>, &rdkafka::metadata::Metadata) -> T
+        + Send
+        + 'static,
 ) -> Result<T, ClientError> {
-    let admin: AdminClient<DefaultClientContext> = create(endpoints, &base_config(endpoints, "herd-admin"))?;
+    let admin: AdminClient<DefaultClientContext> =
+        create(endpoints, &base_config(endpoints, "herd-admin"))?;
     let timeout = endpoints.connect_timeout;
     let brokers = endpoints.kafka_bootstrap();
     tokio::task::spawn_blocking(move || {
@@ -181,7 +174,10 @@ pub async fn topic_names(endpoints: &Endpoints) -> Result<Vec<String>, ClientErr
 
 /// The partitions of each topic that exists, from a metadata request.
 /// Topics that do not exist (yet) are left out.
-pub async fn partitions(endpoints: &Endpoints, topics: &[String]) -> Result<Vec<(String, i32)>, ClientError> {
+pub async fn partitions(
+    endpoints: &Endpoints,
+    topics: &[String],
+) -> Result<Vec<(String, i32)>, ClientError> {
     let topics = topics.to_vec();
     with_metadata(endpoints, move |_, m| {
         m.topics()

@@ -32,13 +32,7 @@ impl Probe {
             Ok(value) => (true, describe(value)),
             Err(e) => (false, e.to_string()),
         };
-        Probe {
-            server,
-            target,
-            ok,
-            detail,
-            elapsed_ms: started.elapsed().as_millis(),
-        }
+        Probe { server, target, ok, detail, elapsed_ms: started.elapsed().as_millis() }
     }
 }
 
@@ -57,12 +51,8 @@ pub async fn kafka(endpoints: &Endpoints) -> Probe {
 
 pub async fn cassandra(endpoints: &Endpoints) -> Probe {
     let started = Instant::now();
-    let target = endpoints
-        .cassandra_nodes
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
+    let target =
+        endpoints.cassandra_nodes.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
     let result = async {
         let session = cassandra::session(endpoints).await?;
         cassandra::node_info(endpoints, &session).await
@@ -80,9 +70,8 @@ pub async fn zookeeper(endpoints: &Endpoints) -> Vec<Probe> {
         let started = Instant::now();
         let result = async {
             let client = zookeeper::connect_one(server, endpoints.connect_timeout).await?;
-            let stat = client.check_stat("/").await.map_err(|source| crate::ClientError::ZooKeeper {
-                servers: server.to_string(),
-                source,
+            let stat = client.check_stat("/").await.map_err(|source| {
+                crate::ClientError::ZooKeeper { servers: server.to_string(), source }
             });
             let session = client.session_id();
             zookeeper::close(client, Duration::from_secs(2)).await;

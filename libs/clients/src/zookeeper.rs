@@ -16,13 +16,11 @@ use crate::ClientError;
 /// Connects to the ensemble (with its chroot, if any) and negotiates
 /// `session_timeout`. Fails instead of retrying forever when no server
 /// answers within the connect timeout.
-pub async fn connect(endpoints: &Endpoints, session_timeout: Duration) -> Result<Client, ClientError> {
-    connect_to(
-        &endpoints.zookeeper.to_string(),
-        endpoints.connect_timeout,
-        session_timeout,
-    )
-    .await
+pub async fn connect(
+    endpoints: &Endpoints,
+    session_timeout: Duration,
+) -> Result<Client, ClientError> {
+    connect_to(&endpoints.zookeeper.to_string(), endpoints.connect_timeout, session_timeout).await
 }
 
 async fn connect_to(
@@ -30,15 +28,12 @@ async fn connect_to(
     connect_timeout: Duration,
     session_timeout: Duration,
 ) -> Result<Client, ClientError> {
-    let connector = Client::connector()
-        .with_session_timeout(session_timeout)
-        .with_fail_eagerly();
+    let connector = Client::connector().with_session_timeout(session_timeout).with_fail_eagerly();
     match tokio::time::timeout(connect_timeout, connector.connect(connect_string)).await {
         Ok(Ok(client)) => Ok(client),
-        Ok(Err(source)) => Err(ClientError::ZooKeeper {
-            servers: connect_string.to_owned(),
-            source,
-        }),
+        Ok(Err(source)) => {
+            Err(ClientError::ZooKeeper { servers: connect_string.to_owned(), source })
+        }
         Err(_) => Err(ClientError::ZooKeeperTimeout {
             servers: connect_string.to_owned(),
             timeout: connect_timeout,
@@ -48,7 +43,10 @@ async fn connect_to(
 
 /// Connects to one server of the ensemble only (no chroot), for probing
 /// servers one by one.
-pub async fn connect_one(server: &HostPort, connect_timeout: Duration) -> Result<Client, ClientError> {
+pub async fn connect_one(
+    server: &HostPort,
+    connect_timeout: Duration,
+) -> Result<Client, ClientError> {
     connect_to(&server.to_string(), connect_timeout, Duration::from_secs(4)).await
 }
 

@@ -11,7 +11,7 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 use rdkafka::Offset;
-use zookeeper_client::{CreateMode, EventType, Acls};
+use zookeeper_client::{Acls, CreateMode, EventType};
 
 /// Bound for each step that waits on a server, generous for a loaded 2-core box.
 const STEP: Duration = Duration::from_secs(60);
@@ -30,10 +30,7 @@ async fn kafka_produce_then_consume_through_a_consumer_group() {
         let topic = &topic;
         async move {
             producer
-                .send(
-                    FutureRecord::to(topic).key(payload.as_str()).payload(payload.as_str()),
-                    STEP,
-                )
+                .send(FutureRecord::to(topic).key(payload.as_str()).payload(payload.as_str()), STEP)
                 .await
                 .map_err(|(e, _)| e)
         }
@@ -50,7 +47,9 @@ async fn kafka_produce_then_consume_through_a_consumer_group() {
     while received.len() < MESSAGES {
         let message = tokio::time::timeout_at(deadline, consumer.recv())
             .await
-            .unwrap_or_else(|_| panic!("only {} of {MESSAGES} messages within {STEP:?}", received.len()))
+            .unwrap_or_else(|_| {
+                panic!("only {} of {MESSAGES} messages within {STEP:?}", received.len())
+            })
             .expect("consume");
         let payload = message.payload_view::<str>().expect("payload").expect("utf-8");
         assert_eq!(message.key(), Some(payload.as_bytes()), "key travels with its message");
@@ -74,9 +73,7 @@ async fn kafka_produce_then_consume_through_a_consumer_group() {
     assert_eq!(total, MESSAGES as i64, "committed offsets cover every message");
 
     let admin = kafka::admin(&endpoints, "smoke-admin").expect("admin");
-    let _ = admin
-        .delete_topics(&[&topic], &rdkafka::admin::AdminOptions::new())
-        .await;
+    let _ = admin.delete_topics(&[&topic], &rdkafka::admin::AdminOptions::new()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -140,10 +137,7 @@ async fn cassandra_create_keyspace_and_table_then_write_and_read() {
     let ks = state.get_keyspace(&keyspace).expect("keyspace in driver metadata");
     assert!(ks.tables.contains_key("points"), "table in driver metadata");
 
-    session
-        .query_unpaged(format!("DROP KEYSPACE {keyspace}"), &[])
-        .await
-        .expect("drop keyspace");
+    session.query_unpaged(format!("DROP KEYSPACE {keyspace}"), &[]).await.expect("drop keyspace");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -181,9 +175,7 @@ async fn zookeeper_ephemeral_sequential_node_goes_with_its_session() {
     );
 
     assert!(zookeeper::close(owner, STEP).await, "owner session closed");
-    let event = tokio::time::timeout(STEP, deleted.changed())
-        .await
-        .expect("deletion seen in time");
+    let event = tokio::time::timeout(STEP, deleted.changed()).await.expect("deletion seen in time");
     assert_eq!(event.event_type, EventType::NodeDeleted);
     assert_eq!(observer.check_stat(&path).await.expect("stat"), None, "node gone");
 

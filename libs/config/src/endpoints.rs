@@ -56,23 +56,11 @@ pub struct ZkConnect {
 #[non_exhaustive]
 pub enum ConfigError {
     #[error("{field}: {value:?} is not a valid address: {reason}; expected host:port[,host:port...], e.g. 127.0.0.1:9092")]
-    BadAddress {
-        field: &'static str,
-        value: String,
-        reason: String,
-    },
+    BadAddress { field: &'static str, value: String, reason: String },
     #[error("{field}: {value:?} has an invalid chroot: {reason}; expected host:port[,host:port...][/path], e.g. 127.0.0.1:2181/herd")]
-    BadChroot {
-        field: &'static str,
-        value: String,
-        reason: &'static str,
-    },
+    BadChroot { field: &'static str, value: String, reason: &'static str },
     #[error("{field}: {value} is out of range; expected {allowed}")]
-    OutOfRange {
-        field: &'static str,
-        value: u64,
-        allowed: &'static str,
-    },
+    OutOfRange { field: &'static str, value: u64, allowed: &'static str },
 }
 
 /// The longest connect timeout accepted: beyond an hour a typo is likelier than intent.
@@ -127,11 +115,8 @@ impl ZkConnect {
         let chroot = match chroot {
             None => None,
             Some(path) => {
-                let bad = |reason| ConfigError::BadChroot {
-                    field,
-                    value: value.to_owned(),
-                    reason,
-                };
+                let bad =
+                    |reason| ConfigError::BadChroot { field, value: value.to_owned(), reason };
                 if path == "/" {
                     None
                 } else if path.ends_with('/') {
@@ -145,10 +130,7 @@ impl ZkConnect {
                 }
             }
         };
-        Ok(ZkConnect {
-            servers: parse_host_ports(field, hosts)?,
-            chroot,
-        })
+        Ok(ZkConnect { servers: parse_host_ports(field, hosts)?, chroot })
     }
 
     /// The servers part of the connect string, without the chroot.
@@ -178,11 +160,7 @@ fn join(list: &[HostPort]) -> String {
 }
 
 fn parse_host_ports(field: &'static str, value: &str) -> Result<Vec<HostPort>, ConfigError> {
-    let bad = |reason: String| ConfigError::BadAddress {
-        field,
-        value: value.to_owned(),
-        reason,
-    };
+    let bad = |reason: String| ConfigError::BadAddress { field, value: value.to_owned(), reason };
     if value.trim().is_empty() {
         return Err(bad("it is empty".into()));
     }
@@ -198,16 +176,14 @@ fn parse_host_port(item: &str) -> Result<HostPort, String> {
     }
     // [v6]:port, or host:port where host has no colon.
     let (host, port) = if let Some(rest) = item.strip_prefix('[') {
-        let (host, rest) = rest
-            .split_once(']')
-            .ok_or_else(|| format!("{item:?} opens '[' without closing it"))?;
+        let (host, rest) =
+            rest.split_once(']').ok_or_else(|| format!("{item:?} opens '[' without closing it"))?;
         let port = rest
             .strip_prefix(':')
             .ok_or_else(|| format!("{item:?} has no :port after the IPv6 address"))?;
         (host, port)
     } else {
-        item.rsplit_once(':')
-            .ok_or_else(|| format!("{item:?} has no :port"))?
+        item.rsplit_once(':').ok_or_else(|| format!("{item:?} has no :port"))?
     };
     if host.is_empty() {
         return Err(format!("{item:?} has no host"));
@@ -222,10 +198,7 @@ fn parse_host_port(item: &str) -> Result<HostPort, String> {
         .parse()
         .map_err(|_| format!("{item:?}: port {port:?} is not a number from 1 to 65535"))?;
     let port = NonZeroU16::new(port).ok_or_else(|| format!("{item:?}: port 0 is not allowed"))?;
-    Ok(HostPort {
-        host: host.to_owned(),
-        port,
-    })
+    Ok(HostPort { host: host.to_owned(), port })
 }
 
 #[cfg(test)]
@@ -242,17 +215,18 @@ mod tests {
     }
 
     fn hp(host: &str, port: u16) -> HostPort {
-        HostPort {
-            host: host.into(),
-            port: NonZeroU16::new(port).unwrap(),
-        }
+        HostPort { host: host.into(), port: NonZeroU16::new(port).unwrap() }
     }
 
     #[test]
     fn defaults_describe_the_local_stack() {
-        let e = args("127.0.0.1:9092", "127.0.0.1:9042", "127.0.0.1:2181,127.0.0.1:2182,127.0.0.1:2183")
-            .validate()
-            .unwrap();
+        let e = args(
+            "127.0.0.1:9092",
+            "127.0.0.1:9042",
+            "127.0.0.1:2181,127.0.0.1:2182,127.0.0.1:2183",
+        )
+        .validate()
+        .unwrap();
         assert_eq!(e.kafka_brokers, vec![hp("127.0.0.1", 9092)]);
         assert_eq!(e.cassandra_nodes, vec![hp("127.0.0.1", 9042)]);
         assert_eq!(e.zookeeper.servers.len(), 3);
@@ -312,7 +286,10 @@ mod tests {
     fn timeout_range() {
         let mut a = args("a:1", "b:1", "c:1");
         a.connect_timeout_secs = 0;
-        assert!(matches!(a.validate(), Err(ConfigError::OutOfRange { field: "connect-timeout-secs", .. })));
+        assert!(matches!(
+            a.validate(),
+            Err(ConfigError::OutOfRange { field: "connect-timeout-secs", .. })
+        ));
         a.connect_timeout_secs = 3601;
         assert!(a.validate().is_err());
         a.connect_timeout_secs = 3600;

@@ -23,7 +23,11 @@ pub struct InvalidSetting {
 }
 
 impl InvalidSetting {
-    pub fn new(field: &'static str, value: impl ToString, problem: impl Into<String>) -> InvalidSetting {
+    pub fn new(
+        field: &'static str,
+        value: impl ToString,
+        problem: impl Into<String>,
+    ) -> InvalidSetting {
         InvalidSetting { field, value: value.to_string(), problem: problem.into() }
     }
 }
@@ -69,7 +73,10 @@ impl CoordArgs {
                 "is out of range; expected 2000 to 60000",
             ));
         }
-        Ok(Coord { root, session_timeout: std::time::Duration::from_millis(self.session_timeout_ms) })
+        Ok(Coord {
+            root,
+            session_timeout: std::time::Duration::from_millis(self.session_timeout_ms),
+        })
     }
 }
 
@@ -83,14 +90,21 @@ pub fn kafka_topic(field: &'static str, value: &str) -> Result<String, InvalidSe
     if ok {
         Ok(value.to_owned())
     } else {
-        Err(InvalidSetting::new(field, value, "is not a valid Kafka topic name; use 1 to 249 of a-z A-Z 0-9 . _ -"))
+        Err(InvalidSetting::new(
+            field,
+            value,
+            "is not a valid Kafka topic name; use 1 to 249 of a-z A-Z 0-9 . _ -",
+        ))
     }
 }
 
 /// Validates a ZooKeeper root path for herd's state: absolute, not `/`
 /// itself, no trailing slash, no empty segment.
 pub fn zk_root(field: &'static str, value: &str) -> Result<String, InvalidSetting> {
-    let ok = value.starts_with('/') && value.len() > 1 && !value.ends_with('/') && !value.contains("//")
+    let ok = value.starts_with('/')
+        && value.len() > 1
+        && !value.ends_with('/')
+        && !value.contains("//")
         && !value.chars().any(|c| c.is_whitespace() || c.is_control());
     if ok {
         Ok(value.to_owned())

@@ -49,7 +49,10 @@ pub fn assign(workers: &[Worker], shards: &[Shard], previous: &Assignment) -> As
     let mut result = Assignment::new();
     let mut unplaced = Vec::new();
     for shard in &shards {
-        match previous.get(*shard).and_then(|owner| left.get_mut(owner.as_str()).map(|l| (owner, l))) {
+        match previous
+            .get(*shard)
+            .and_then(|owner| left.get_mut(owner.as_str()).map(|l| (owner, l)))
+        {
             Some((owner, l)) if *l > 0 => {
                 *l -= 1;
                 result.insert((*shard).clone(), owner.clone());
@@ -213,8 +216,13 @@ mod tests {
             // Minimal: a staying worker keeps min(before, after) of its
             // shards; exactly the rest moves.
             let before_counts = counts(&before);
-            let kept: usize = c.iter().map(|(id, &n)| before_counts.get(id).map_or(0, |&b| b.min(n))).sum();
-            assert_eq!(moved(&before, &a) + (s.len() - before.len()), s.len() - kept, "round {round}");
+            let kept: usize =
+                c.iter().map(|(id, &n)| before_counts.get(id).map_or(0, |&b| b.min(n))).sum();
+            assert_eq!(
+                moved(&before, &a) + (s.len() - before.len()),
+                s.len() - kept,
+                "round {round}"
+            );
             assert!(left.iter().all(|id| !c.contains_key(id.as_str())));
         }
     }

@@ -84,14 +84,78 @@ pub struct KeyDoc {
 }
 
 pub const KEYS: &[KeyDoc] = &[
-    KeyDoc { key: "batch_max_rows", scope: "global", unit: "events", default: "--batch-max-rows (5000)", range: "1 to 1000000", live: "yes, from the next chunk", meaning: "a chunk of work is cut at this many events" },
-    KeyDoc { key: "batch_max_bytes", scope: "global", unit: "bytes", default: "--batch-max-bytes (4194304)", range: "1 to 1073741824", live: "yes, from the next chunk", meaning: "...or at this many bytes of Kafka payload" },
-    KeyDoc { key: "linger_ms", scope: "global", unit: "ms", default: "--linger-ms (50)", range: "0 to 60000", live: "yes, from the next chunk", meaning: "...or this long after its first message" },
-    KeyDoc { key: "max_in_flight", scope: "global", unit: "requests", default: "--max-in-flight (64)", range: "1 to 4096", live: "yes; a decrease waits for requests in flight to finish", meaning: "Cassandra write requests in flight per worker" },
-    KeyDoc { key: "on_write_failure", scope: "global", unit: "-", default: "--on-write-failure (dead-letter)", range: "dead-letter, stop", live: "yes, for writes that fail from then on", meaning: "what happens to events whose write fails after the retry budget" },
-    KeyDoc { key: "log_level", scope: "global", unit: "-", default: "--log (info)", range: "a tracing filter: trace, debug, info, warn, error, or target=level,...", live: "yes", meaning: "what the worker logs" },
-    KeyDoc { key: "paused", scope: "global, topic, shard", unit: "-", default: "false", range: "true, false", live: "yes, within a second", meaning: "stop consuming (nothing is lost: the shard resumes from where it stopped)" },
-    KeyDoc { key: "rate_limit_eps", scope: "global, topic, shard", unit: "events/s per shard", default: "0 (unlimited)", range: "0 to 100000000", live: "yes", meaning: "most events per second consumed from each shard" },
+    KeyDoc {
+        key: "batch_max_rows",
+        scope: "global",
+        unit: "events",
+        default: "--batch-max-rows (5000)",
+        range: "1 to 1000000",
+        live: "yes, from the next chunk",
+        meaning: "a chunk of work is cut at this many events",
+    },
+    KeyDoc {
+        key: "batch_max_bytes",
+        scope: "global",
+        unit: "bytes",
+        default: "--batch-max-bytes (4194304)",
+        range: "1 to 1073741824",
+        live: "yes, from the next chunk",
+        meaning: "...or at this many bytes of Kafka payload",
+    },
+    KeyDoc {
+        key: "linger_ms",
+        scope: "global",
+        unit: "ms",
+        default: "--linger-ms (50)",
+        range: "0 to 60000",
+        live: "yes, from the next chunk",
+        meaning: "...or this long after its first message",
+    },
+    KeyDoc {
+        key: "max_in_flight",
+        scope: "global",
+        unit: "requests",
+        default: "--max-in-flight (64)",
+        range: "1 to 4096",
+        live: "yes; a decrease waits for requests in flight to finish",
+        meaning: "Cassandra write requests in flight per worker",
+    },
+    KeyDoc {
+        key: "on_write_failure",
+        scope: "global",
+        unit: "-",
+        default: "--on-write-failure (dead-letter)",
+        range: "dead-letter, stop",
+        live: "yes, for writes that fail from then on",
+        meaning: "what happens to events whose write fails after the retry budget",
+    },
+    KeyDoc {
+        key: "log_level",
+        scope: "global",
+        unit: "-",
+        default: "--log (info)",
+        range: "a tracing filter: trace, debug, info, warn, error, or target=level,...",
+        live: "yes",
+        meaning: "what the worker logs",
+    },
+    KeyDoc {
+        key: "paused",
+        scope: "global, topic, shard",
+        unit: "-",
+        default: "false",
+        range: "true, false",
+        live: "yes, within a second",
+        meaning: "stop consuming (nothing is lost: the shard resumes from where it stopped)",
+    },
+    KeyDoc {
+        key: "rate_limit_eps",
+        scope: "global, topic, shard",
+        unit: "events/s per shard",
+        default: "0 (unlimited)",
+        range: "0 to 100000000",
+        live: "yes",
+        meaning: "most events per second consumed from each shard",
+    },
 ];
 
 /// A document or edit that is refused: where, the value, what is allowed.
@@ -103,13 +167,19 @@ pub struct Invalid {
     pub problem: String,
 }
 
-fn invalid(key: impl Into<String>, value: impl fmt::Display, problem: impl Into<String>) -> Invalid {
+fn invalid(
+    key: impl Into<String>,
+    value: impl fmt::Display,
+    problem: impl Into<String>,
+) -> Invalid {
     Invalid { key: key.into(), value: value.to_string(), problem: problem.into() }
 }
 
 fn range(key: &str, v: Option<u64>, min: u64, max: u64) -> Result<(), Invalid> {
     match v {
-        Some(v) if v < min || v > max => Err(invalid(key, v, format!("is out of range; allowed {min} to {max}"))),
+        Some(v) if v < min || v > max => {
+            Err(invalid(key, v, format!("is out of range; allowed {min} to {max}")))
+        }
         _ => Ok(()),
     }
 }
@@ -139,7 +209,11 @@ impl ConfigDoc {
         range("max_in_flight", g.max_in_flight, 1, 4096)?;
         if let Some(p) = &g.on_write_failure {
             if p != "dead-letter" && p != "stop" {
-                return Err(invalid("on_write_failure", p, "is not a policy; allowed dead-letter or stop"));
+                return Err(invalid(
+                    "on_write_failure",
+                    p,
+                    "is not a policy; allowed dead-letter or stop",
+                ));
             }
         }
         if let Some(l) = &g.log_level {
@@ -154,7 +228,11 @@ impl ConfigDoc {
         }
         for (shard, p) in &self.shards {
             if parse_shard_key(shard).is_none() {
-                return Err(invalid("shards", shard, "is not a shard; expected topic:partition, e.g. events:3"));
+                return Err(invalid(
+                    "shards",
+                    shard,
+                    "is not a shard; expected topic:partition, e.g. events:3",
+                ));
             }
             shard_params(&format!("shard.{shard}."), p)?;
         }
@@ -166,7 +244,13 @@ impl ConfigDoc {
         if data.is_empty() {
             return Ok(ConfigDoc::default());
         }
-        let doc: ConfigDoc = serde_json::from_slice(data).map_err(|e| invalid("document", String::from_utf8_lossy(&data[..data.len().min(60)]), format!("is not a valid config document: {e}")))?;
+        let doc: ConfigDoc = serde_json::from_slice(data).map_err(|e| {
+            invalid(
+                "document",
+                String::from_utf8_lossy(&data[..data.len().min(60)]),
+                format!("is not a valid config document: {e}"),
+            )
+        })?;
         doc.validate()?;
         Ok(doc)
     }
@@ -175,7 +259,10 @@ impl ConfigDoc {
     pub fn effective(&self, topic: &str, partition: i32) -> EffectiveShard {
         let mut paused = self.global.paused;
         let mut rate = self.global.rate_limit_eps;
-        for p in [self.topics.get(topic), self.shards.get(&format!("{topic}:{partition}"))].into_iter().flatten() {
+        for p in [self.topics.get(topic), self.shards.get(&format!("{topic}:{partition}"))]
+            .into_iter()
+            .flatten()
+        {
             paused = p.paused.or(paused);
             rate = p.rate_limit_eps.or(rate);
         }
@@ -188,9 +275,9 @@ impl ConfigDoc {
     pub fn with_edits(&self, edits: &[String]) -> Result<ConfigDoc, Invalid> {
         let mut doc = self.clone();
         for edit in edits {
-            let (path, value) = edit
-                .split_once('=')
-                .ok_or_else(|| invalid("edit", edit, "is not key=value, e.g. batch_max_rows=10000"))?;
+            let (path, value) = edit.split_once('=').ok_or_else(|| {
+                invalid("edit", edit, "is not key=value, e.g. batch_max_rows=10000")
+            })?;
             doc.set(path.trim(), value.trim())?;
         }
         doc.validate()?;
@@ -198,18 +285,24 @@ impl ConfigDoc {
     }
 
     fn set(&mut self, path: &str, value: &str) -> Result<(), Invalid> {
-        let (scope, key): (Option<(&str, String)>, &str) = if let Some(rest) = path.strip_prefix("topic.") {
-            let (name, key) = rest.rsplit_once('.').ok_or_else(|| invalid(path, value, "expected topic.NAME.KEY"))?;
-            (Some(("topic", name.to_owned())), key)
-        } else if let Some(rest) = path.strip_prefix("shard.") {
-            let (name, key) = rest.rsplit_once('.').ok_or_else(|| invalid(path, value, "expected shard.TOPIC:PARTITION.KEY"))?;
-            (Some(("shard", name.to_owned())), key)
-        } else {
-            (None, path)
-        };
+        let (scope, key): (Option<(&str, String)>, &str) =
+            if let Some(rest) = path.strip_prefix("topic.") {
+                let (name, key) = rest
+                    .rsplit_once('.')
+                    .ok_or_else(|| invalid(path, value, "expected topic.NAME.KEY"))?;
+                (Some(("topic", name.to_owned())), key)
+            } else if let Some(rest) = path.strip_prefix("shard.") {
+                let (name, key) = rest
+                    .rsplit_once('.')
+                    .ok_or_else(|| invalid(path, value, "expected shard.TOPIC:PARTITION.KEY"))?;
+                (Some(("shard", name.to_owned())), key)
+            } else {
+                (None, path)
+            };
         let unset = value.is_empty();
         let num = |v: &str| v.parse::<u64>().map_err(|_| invalid(path, v, "is not a whole number"));
-        let flag = |v: &str| v.parse::<bool>().map_err(|_| invalid(path, v, "is not true or false"));
+        let flag =
+            |v: &str| v.parse::<bool>().map_err(|_| invalid(path, v, "is not true or false"));
         let shard_key = |p: &mut ShardParams, key: &str| -> Result<bool, Invalid> {
             match key {
                 "paused" => p.paused = if unset { None } else { Some(flag(value)?) },
@@ -227,7 +320,11 @@ impl ConfigDoc {
                     return Err(invalid(
                         path,
                         value,
-                        if global_only { format!("{key} is global only; set it without the {kind} prefix") } else { format!("is not a key; {kind} keys are paused, rate_limit_eps") },
+                        if global_only {
+                            format!("{key} is global only; set it without the {kind} prefix")
+                        } else {
+                            format!("is not a key; {kind} keys are paused, rate_limit_eps")
+                        },
                     ));
                 }
                 if *entry == ShardParams::default() {
@@ -241,15 +338,27 @@ impl ConfigDoc {
                 (g.paused, g.rate_limit_eps) = (shard.paused, shard.rate_limit_eps);
                 if !was_shard_key {
                     match key {
-                        "batch_max_rows" => g.batch_max_rows = if unset { None } else { Some(num(value)?) },
-                        "batch_max_bytes" => g.batch_max_bytes = if unset { None } else { Some(num(value)?) },
+                        "batch_max_rows" => {
+                            g.batch_max_rows = if unset { None } else { Some(num(value)?) }
+                        }
+                        "batch_max_bytes" => {
+                            g.batch_max_bytes = if unset { None } else { Some(num(value)?) }
+                        }
                         "linger_ms" => g.linger_ms = if unset { None } else { Some(num(value)?) },
-                        "max_in_flight" => g.max_in_flight = if unset { None } else { Some(num(value)?) },
-                        "on_write_failure" => g.on_write_failure = (!unset).then(|| value.to_owned()),
+                        "max_in_flight" => {
+                            g.max_in_flight = if unset { None } else { Some(num(value)?) }
+                        }
+                        "on_write_failure" => {
+                            g.on_write_failure = (!unset).then(|| value.to_owned())
+                        }
                         "log_level" => g.log_level = (!unset).then(|| value.to_owned()),
                         _ => {
                             let known: Vec<&str> = KEYS.iter().map(|k| k.key).collect();
-                            return Err(invalid(path, value, format!("is not a key; known keys: {}", known.join(", "))));
+                            return Err(invalid(
+                                path,
+                                value,
+                                format!("is not a key; known keys: {}", known.join(", ")),
+                            ));
                         }
                     }
                 }
@@ -315,7 +424,9 @@ fn validate_log_level(filter: &str) -> Result<(), Invalid> {
     let ok = !filter.trim().is_empty()
         && filter.split(',').all(|d| {
             let level = d.rsplit_once('=').map_or(d, |(target, level)| {
-                if target.is_empty() || !target.chars().all(|c| c.is_ascii_alphanumeric() || "_:-".contains(c)) {
+                if target.is_empty()
+                    || !target.chars().all(|c| c.is_ascii_alphanumeric() || "_:-".contains(c))
+                {
                     return "";
                 }
                 level
@@ -425,14 +536,25 @@ pub async fn write(
     change: &str,
 ) -> Result<u64, StoreError> {
     use zookeeper_client::{Acls, CreateMode};
-    match client.mkdir(&history_dir(root), &CreateMode::Persistent.with_acls(Acls::anyone_all())).await {
+    match client
+        .mkdir(&history_dir(root), &CreateMode::Persistent.with_acls(Acls::anyone_all()))
+        .await
+    {
         Ok(()) | Err(zookeeper_client::Error::NodeExists) => {}
         Err(e) => return Err(e.into()),
     }
     let version = expected + 1;
     let data = serde_json::to_vec_pretty(doc).expect("serializable");
-    let at_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-    let entry = HistoryEntry { version, at_ms, by: by.to_owned(), change: change.to_owned(), doc: doc.clone() };
+    let at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let entry = HistoryEntry {
+        version,
+        at_ms,
+        by: by.to_owned(),
+        change: change.to_owned(),
+        doc: doc.clone(),
+    };
     let entry = serde_json::to_vec(&entry).expect("serializable");
     let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
     let mut writer = client.new_multi_writer();
@@ -444,7 +566,10 @@ pub async fn write(
     writer.add_create(&format!("{}/{version:010}", history_dir(root)), &entry, &persistent)?;
     match writer.commit().await {
         Ok(_) => Ok(version),
-        Err(zookeeper_client::MultiWriteError::OperationFailed { source: zookeeper_client::Error::BadVersion | zookeeper_client::Error::NodeExists, .. }) => {
+        Err(zookeeper_client::MultiWriteError::OperationFailed {
+            source: zookeeper_client::Error::BadVersion | zookeeper_client::Error::NodeExists,
+            ..
+        }) => {
             let current = read(client, root).await?.version;
             Err(StoreError::Conflict { expected, current })
         }
@@ -453,12 +578,19 @@ pub async fn write(
 }
 
 /// Every accepted version, oldest first.
-pub async fn history(client: &zookeeper_client::Client, root: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+pub async fn history(
+    client: &zookeeper_client::Client,
+    root: &str,
+) -> Result<Vec<HistoryEntry>, StoreError> {
     Ok(crate::membership::children_json(client, &history_dir(root)).await?)
 }
 
 /// The document of an earlier `version`, from the history.
-pub async fn version_doc(client: &zookeeper_client::Client, root: &str, version: u64) -> Result<Option<ConfigDoc>, StoreError> {
+pub async fn version_doc(
+    client: &zookeeper_client::Client,
+    root: &str,
+    version: u64,
+) -> Result<Option<ConfigDoc>, StoreError> {
     Ok(history(client, root).await?.into_iter().find(|e| e.version == version).map(|e| e.doc))
 }
 
@@ -473,19 +605,41 @@ mod tests {
     #[test]
     fn edits_build_a_document_and_overrides_resolve_shard_over_topic_over_global() {
         let doc = ConfigDoc::default()
-            .with_edits(&edits(&["batch_max_rows=10000", "rate_limit_eps=1000", "topic.events.paused=true", "shard.events:3.paused=false", "shard.events:4.rate_limit_eps=0"]))
+            .with_edits(&edits(&[
+                "batch_max_rows=10000",
+                "rate_limit_eps=1000",
+                "topic.events.paused=true",
+                "shard.events:3.paused=false",
+                "shard.events:4.rate_limit_eps=0",
+            ]))
             .unwrap();
         assert_eq!(doc.global.batch_max_rows, Some(10_000));
-        assert_eq!(doc.effective("events", 1), EffectiveShard { paused: true, rate_limit_eps: Some(1000) });
-        assert_eq!(doc.effective("events", 3), EffectiveShard { paused: false, rate_limit_eps: Some(1000) });
-        assert_eq!(doc.effective("events", 4), EffectiveShard { paused: true, rate_limit_eps: None }, "0 means unlimited");
-        assert_eq!(doc.effective("other", 0), EffectiveShard { paused: false, rate_limit_eps: Some(1000) });
+        assert_eq!(
+            doc.effective("events", 1),
+            EffectiveShard { paused: true, rate_limit_eps: Some(1000) }
+        );
+        assert_eq!(
+            doc.effective("events", 3),
+            EffectiveShard { paused: false, rate_limit_eps: Some(1000) }
+        );
+        assert_eq!(
+            doc.effective("events", 4),
+            EffectiveShard { paused: true, rate_limit_eps: None },
+            "0 means unlimited"
+        );
+        assert_eq!(
+            doc.effective("other", 0),
+            EffectiveShard { paused: false, rate_limit_eps: Some(1000) }
+        );
         // Round trip through JSON, and removal with an empty value.
         let back = ConfigDoc::parse(&serde_json::to_vec(&doc).unwrap()).unwrap();
         assert_eq!(back, doc);
         let removed = doc.with_edits(&edits(&["topic.events.paused=", "rate_limit_eps="])).unwrap();
         assert!(removed.topics.is_empty());
-        assert_eq!(removed.effective("events", 1), EffectiveShard { paused: false, rate_limit_eps: None });
+        assert_eq!(
+            removed.effective("events", 1),
+            EffectiveShard { paused: false, rate_limit_eps: None }
+        );
     }
 
     #[test]
@@ -497,7 +651,10 @@ mod tests {
             ("on_write_failure=ignore", "on_write_failure: \"ignore\" is not a policy"),
             ("log_level=loud", "log_level: \"loud\" is not a log filter"),
             ("topic.events.paused=maybe", "topic.events.paused: \"maybe\" is not true or false"),
-            ("topic.events.batch_max_rows=5", "topic.events.batch_max_rows: \"5\" batch_max_rows is global only"),
+            (
+                "topic.events.batch_max_rows=5",
+                "topic.events.batch_max_rows: \"5\" batch_max_rows is global only",
+            ),
             ("shard.events.paused=true", "shards: \"events\" is not a shard"),
             ("batch_size=5", "batch_size: \"5\" is not a key; known keys: batch_max_rows"),
             ("novalue", "edit: \"novalue\" is not key=value"),
@@ -510,7 +667,10 @@ mod tests {
     #[test]
     fn documents_from_outside_are_validated_and_unknown_fields_refused() {
         assert!(ConfigDoc::parse(br#"{"global": {"batch_max_rows": 0}}"#).is_err());
-        assert!(ConfigDoc::parse(br#"{"global": {"batch_rows": 10}}"#).unwrap_err().problem.contains("unknown field"));
+        assert!(ConfigDoc::parse(br#"{"global": {"batch_rows": 10}}"#)
+            .unwrap_err()
+            .problem
+            .contains("unknown field"));
         assert!(ConfigDoc::parse(b"{not json").is_err());
         assert_eq!(ConfigDoc::parse(b"").unwrap(), ConfigDoc::default());
         let ok = ConfigDoc::parse(br#"{"global": {"linger_ms": 5, "paused": false}, "topics": {"a": {"rate_limit_eps": 10}}}"#).unwrap();
@@ -520,9 +680,15 @@ mod tests {
 
     #[test]
     fn diff_lists_changed_keys() {
-        let a = ConfigDoc::default().with_edits(&edits(&["linger_ms=5", "topic.t.paused=true"])).unwrap();
-        let b = a.with_edits(&edits(&["linger_ms=10", "topic.t.paused=", "batch_max_rows=7"])).unwrap();
-        assert_eq!(diff(&a, &b), vec!["+batch_max_rows=7", "-linger_ms=5", "+linger_ms=10", "-topic.t.paused=true"]);
+        let a = ConfigDoc::default()
+            .with_edits(&edits(&["linger_ms=5", "topic.t.paused=true"]))
+            .unwrap();
+        let b =
+            a.with_edits(&edits(&["linger_ms=10", "topic.t.paused=", "batch_max_rows=7"])).unwrap();
+        assert_eq!(
+            diff(&a, &b),
+            vec!["+batch_max_rows=7", "-linger_ms=5", "+linger_ms=10", "-topic.t.paused=true"]
+        );
         assert!(diff(&b, &b).is_empty());
     }
 }

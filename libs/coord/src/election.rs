@@ -12,7 +12,9 @@
 //! gone) cannot overwrite its successor's state.
 
 use serde::{Deserialize, Serialize};
-use zookeeper_client::{Acls, CheckWriteError, Client, CreateMode, LockOptions, LockPrefix, OwnedLockClient};
+use zookeeper_client::{
+    Acls, CheckWriteError, Client, CreateMode, LockOptions, LockPrefix, OwnedLockClient,
+};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -59,16 +61,17 @@ pub async fn campaign(client: &Client, root: &str, id: &str) -> Result<Leadershi
     let lock = client.lock(prefix, id.as_bytes(), options).await?;
     let lock_path = lock.lock_path().to_owned();
     let (_, stat) = client.get_data(&lock_path).await?;
-    Ok(Leadership {
-        lock: lock.into_owned(),
-        epoch: stat.czxid,
-        lock_path,
-    })
+    Ok(Leadership { lock: lock.into_owned(), epoch: stat.czxid, lock_path })
 }
 
 impl Leadership {
     /// Creates or replaces `path` with `data`, only if this is still the leadership.
-    pub async fn write(&self, client: &Client, path: &str, data: &[u8]) -> Result<(), ElectionError> {
+    pub async fn write(
+        &self,
+        client: &Client,
+        path: &str,
+        data: &[u8],
+    ) -> Result<(), ElectionError> {
         let exists = client.check_stat(path).await?.is_some();
         let mut writer = self.lock.new_check_writer();
         if exists {
@@ -81,15 +84,28 @@ impl Leadership {
     }
 
     /// Publishes `{root}/leader`.
-    pub async fn publish(&self, client: &Client, root: &str, id: &str) -> Result<(), ElectionError> {
+    pub async fn publish(
+        &self,
+        client: &Client,
+        root: &str,
+        id: &str,
+    ) -> Result<(), ElectionError> {
         let info = LeaderInfo { id: id.to_owned(), epoch: self.epoch };
-        self.write(client, &format!("{root}/leader"), &serde_json::to_vec(&info).expect("serializable")).await
+        self.write(
+            client,
+            &format!("{root}/leader"),
+            &serde_json::to_vec(&info).expect("serializable"),
+        )
+        .await
     }
 }
 
 /// Who leads according to `{root}/leader`, after a sync so that the answer
 /// is not older than the last completed write.
-pub async fn current_leader(client: &Client, root: &str) -> Result<Option<LeaderInfo>, ElectionError> {
+pub async fn current_leader(
+    client: &Client,
+    root: &str,
+) -> Result<Option<LeaderInfo>, ElectionError> {
     let path = format!("{root}/leader");
     match client.sync(&path).await {
         Ok(()) | Err(zookeeper_client::Error::NoNode) => {}

@@ -102,18 +102,23 @@ pub struct Holder {
 }
 
 /// The grants to publish. `previous` must be resolved (no [`NEW_GRANT`]).
-pub fn plan(target: &Assignment, previous: &[ShardGrant], holders: &BTreeMap<Shard, Holder>) -> Vec<ShardGrant> {
+pub fn plan(
+    target: &Assignment,
+    previous: &[ShardGrant],
+    holders: &BTreeMap<Shard, Holder>,
+) -> Vec<ShardGrant> {
     let previous: BTreeMap<Shard, &ShardGrant> = previous.iter().map(|g| (g.shard(), g)).collect();
     let mut out = Vec::with_capacity(target.len());
     for (shard, owner) in target {
-        let grant = |owner: &str, epoch: i64, revoke: bool, next_owner: Option<String>| ShardGrant {
-            topic: shard.topic.clone(),
-            partition: shard.partition,
-            owner: owner.to_owned(),
-            epoch,
-            revoke,
-            next_owner,
-        };
+        let grant =
+            |owner: &str, epoch: i64, revoke: bool, next_owner: Option<String>| ShardGrant {
+                topic: shard.topic.clone(),
+                partition: shard.partition,
+                owner: owner.to_owned(),
+                epoch,
+                revoke,
+                next_owner,
+            };
         let g = match holders.get(shard) {
             Some(h) if h.worker != *owner => grant(&h.worker, h.epoch, true, Some(owner.clone())),
             Some(h) => grant(owner, h.epoch, false, None),
@@ -154,7 +159,9 @@ mod tests {
 
     fn holders(h: &[(i32, &str, i64)]) -> BTreeMap<Shard, Holder> {
         h.iter()
-            .map(|&(p, w, e)| (shard(p), Holder { topic: "t".into(), partition: p, worker: w.into(), epoch: e }))
+            .map(|&(p, w, e)| {
+                (shard(p), Holder { topic: "t".into(), partition: p, worker: w.into(), epoch: e })
+            })
             .collect()
     }
 
@@ -177,18 +184,47 @@ mod tests {
         let held = holders(&[(0, "a", 100), (1, "a", 100)]);
         // b joins: shard 1 should move to b, but a still holds it.
         let v2 = plan(&target(&["a", "b"]), &v1, &held);
-        assert_eq!(v2[0], ShardGrant { topic: "t".into(), partition: 0, owner: "a".into(), epoch: 100, revoke: false, next_owner: None });
-        assert_eq!(v2[1], ShardGrant { topic: "t".into(), partition: 1, owner: "a".into(), epoch: 100, revoke: true, next_owner: Some("b".into()) });
+        assert_eq!(
+            v2[0],
+            ShardGrant {
+                topic: "t".into(),
+                partition: 0,
+                owner: "a".into(),
+                epoch: 100,
+                revoke: false,
+                next_owner: None
+            }
+        );
+        assert_eq!(
+            v2[1],
+            ShardGrant {
+                topic: "t".into(),
+                partition: 1,
+                owner: "a".into(),
+                epoch: 100,
+                revoke: true,
+                next_owner: Some("b".into())
+            }
+        );
         let v2 = publish(v2, 200);
-        assert!(AssignmentDoc { leader_epoch: 1, shards: v2.clone() }.granted_to("b").is_empty(), "no overlap");
-        assert_eq!(AssignmentDoc { leader_epoch: 1, shards: v2.clone() }.target(), target(&["a", "b"]));
+        assert!(
+            AssignmentDoc { leader_epoch: 1, shards: v2.clone() }.granted_to("b").is_empty(),
+            "no overlap"
+        );
+        assert_eq!(
+            AssignmentDoc { leader_epoch: 1, shards: v2.clone() }.target(),
+            target(&["a", "b"])
+        );
         // a released shard 1: now b gets it, with an epoch above a's.
         let v3 = publish(plan(&target(&["a", "b"]), &v2, &holders(&[(0, "a", 100)])), 300);
         assert_eq!((v3[1].owner.as_str(), v3[1].epoch, v3[1].revoke), ("b", 300, false));
         // The unmoved shard kept its epoch through every version.
         assert_eq!(v3[0].epoch, 100);
         // b takes it up; later versions keep b's epoch.
-        let v4 = publish(plan(&target(&["a", "b"]), &v3, &holders(&[(0, "a", 100), (1, "b", 300)])), 400);
+        let v4 = publish(
+            plan(&target(&["a", "b"]), &v3, &holders(&[(0, "a", 100), (1, "b", 300)])),
+            400,
+        );
         assert_eq!(v4, v3);
     }
 

@@ -62,7 +62,11 @@ pub async fn register(client: &Client, root: &str, info: &WorkerInfo) -> Result<
 }
 
 /// Rewrites a registered worker's data (e.g. the config version it runs).
-pub async fn update_registration(client: &Client, root: &str, info: &WorkerInfo) -> Result<(), ElectionError> {
+pub async fn update_registration(
+    client: &Client,
+    root: &str,
+    info: &WorkerInfo,
+) -> Result<(), ElectionError> {
     let data = serde_json::to_vec(info).expect("serializable");
     client.set_data(&format!("{}/{}", workers_dir(root), info.id), &data, None).await?;
     Ok(())
@@ -71,7 +75,10 @@ pub async fn update_registration(client: &Client, root: &str, info: &WorkerInfo)
 /// The children of `dir` whose data parses as `T`, sorted by name. Children
 /// that do not parse (written by hand) or are gone meanwhile are skipped; a
 /// missing `dir` has none.
-pub async fn children_json<T: serde::de::DeserializeOwned>(client: &Client, dir: &str) -> Result<Vec<T>, zookeeper_client::Error> {
+pub async fn children_json<T: serde::de::DeserializeOwned>(
+    client: &Client,
+    dir: &str,
+) -> Result<Vec<T>, zookeeper_client::Error> {
     let mut names = match client.list_children(dir).await {
         Ok(names) => names,
         Err(zookeeper_client::Error::NoNode) => return Ok(Vec::new()),
@@ -98,7 +105,10 @@ pub async fn workers(client: &Client, root: &str) -> Result<Vec<WorkerInfo>, Ele
 /// The published assignment, if any, with its epochs resolved. A document
 /// that does not parse (written by hand) reads as none, and is logged by the
 /// caller's next round.
-pub async fn read_assignment(client: &Client, root: &str) -> Result<Option<AssignmentDoc>, ElectionError> {
+pub async fn read_assignment(
+    client: &Client,
+    root: &str,
+) -> Result<Option<AssignmentDoc>, ElectionError> {
     match client.get_data(&assignment_path(root)).await {
         Ok((data, stat)) => Ok(parse_assignment(&data, stat.mzxid)),
         Err(zookeeper_client::Error::NoNode) => Ok(None),
@@ -125,7 +135,10 @@ pub async fn watch_assignment(
 pub async fn watch_data(
     client: &Client,
     path: &str,
-) -> Result<(Option<(Vec<u8>, zookeeper_client::Stat)>, zookeeper_client::OneshotWatcher), zookeeper_client::Error> {
+) -> Result<
+    (Option<(Vec<u8>, zookeeper_client::Stat)>, zookeeper_client::OneshotWatcher),
+    zookeeper_client::Error,
+> {
     loop {
         match client.get_and_watch_data(path).await {
             Ok((data, stat, watcher)) => return Ok((Some((data, stat)), watcher)),
@@ -184,15 +197,24 @@ pub async fn release(client: &Client, root: &str, shard: &Shard) -> Result<(), E
 }
 
 /// Who holds which shard. Reads only: creates nothing.
-pub async fn holders(client: &Client, root: &str) -> Result<BTreeMap<Shard, Holder>, ElectionError> {
+pub async fn holders(
+    client: &Client,
+    root: &str,
+) -> Result<BTreeMap<Shard, Holder>, ElectionError> {
     let held: Vec<Holder> = children_json(client, &owned_dir(root)).await?;
-    Ok(held.into_iter().map(|h| (Shard { topic: h.topic.clone(), partition: h.partition }, h)).collect())
+    Ok(held
+        .into_iter()
+        .map(|h| (Shard { topic: h.topic.clone(), partition: h.partition }, h))
+        .collect())
 }
 
 /// Arms a watch on `dir`'s children (creating `dir` if missing): it fires
 /// when a child is added or removed. Arm it before reading, so that no
 /// change falls between the read and the watch.
-pub async fn watch_children(client: &Client, dir: &str) -> Result<zookeeper_client::OneshotWatcher, ElectionError> {
+pub async fn watch_children(
+    client: &Client,
+    dir: &str,
+) -> Result<zookeeper_client::OneshotWatcher, ElectionError> {
     ensure_path(client, dir).await?;
     let (_, _, watcher) = client.get_and_watch_children(dir).await?;
     Ok(watcher)

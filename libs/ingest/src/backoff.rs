@@ -6,7 +6,8 @@ use std::time::Duration;
 
 /// `unit` is a random number in [0, 1).
 pub fn delay(attempt: u32, initial: Duration, max: Duration, unit: f64) -> Duration {
-    let ceiling = initial.saturating_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX)).min(max);
+    let ceiling =
+        initial.saturating_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX)).min(max);
     ceiling.mul_f64(unit.clamp(0.0, 1.0))
 }
 

@@ -54,7 +54,13 @@ pub struct Limits {
 
 /// Dead letters for a message's rejects: each carries the rejected bytes
 /// (a JSON line) or the whole message.
-pub fn rejects_to_letters(at: &SourcePosition, key: Option<&[u8]>, payload: Option<&[u8]>, content_type: Option<&[u8]>, decoded: &mut Decoded) -> Vec<DeadLetter> {
+pub fn rejects_to_letters(
+    at: &SourcePosition,
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+    content_type: Option<&[u8]>,
+    decoded: &mut Decoded,
+) -> Vec<DeadLetter> {
     decoded
         .rejects
         .drain(..)
@@ -156,7 +162,12 @@ impl ChunkBuilder {
             dead_letters: std::mem::take(&mut self.dead_letters),
             offsets: std::mem::take(&mut self.offsets)
                 .into_iter()
-                .map(|((topic, partition), next)| CommitOffset { topic, partition, next, window_start: None })
+                .map(|((topic, partition), next)| CommitOffset {
+                    topic,
+                    partition,
+                    next,
+                    window_start: None,
+                })
                 .collect(),
             messages: self.messages,
             rows: self.rows,
@@ -199,11 +210,7 @@ mod tests {
     }
 
     fn at(partition: i32, offset: i64) -> SourcePosition {
-        SourcePosition {
-            topic: "t".into(),
-            partition,
-            offset,
-        }
+        SourcePosition { topic: "t".into(), partition, offset }
     }
 
     fn decoded(events: Vec<Event>) -> Decoded {
@@ -214,15 +221,22 @@ mod tests {
     fn a_chunk_holds_one_write_per_partition_batch() {
         let mut b = ChunkBuilder::new(limits());
         // Series a, bucket 0: 5 events (3 + 2 rows per batch); series b: 1.
-        let events: Vec<Event> = (0..5).map(|i| event("a", i, i as u64)).chain([event("b", 3, 11)]).collect();
+        let events: Vec<Event> =
+            (0..5).map(|i| event("a", i, i as u64)).chain([event("b", 3, 11)]).collect();
         b.add(at(0, 7), None, Some(b"x"), None, decoded(events), Instant::now());
         let chunk = b.take().unwrap();
         let mut sizes: Vec<usize> = chunk.writes.iter().map(|w| w.len()).collect();
         sizes.sort();
         assert_eq!(sizes, vec![1, 2, 3]);
-        assert!(chunk.writes.iter().all(|w| w.tags().iter().all(|&s| chunk.sources[s as usize].offset == 7)));
+        assert!(chunk
+            .writes
+            .iter()
+            .all(|w| w.tags().iter().all(|&s| chunk.sources[s as usize].offset == 7)));
         assert_eq!(chunk.rows, 6);
-        assert_eq!(chunk.offsets, vec![CommitOffset { topic: "t".into(), partition: 0, next: 8, window_start: None }]);
+        assert_eq!(
+            chunk.offsets,
+            vec![CommitOffset { topic: "t".into(), partition: 0, next: 8, window_start: None }]
+        );
     }
 
     #[test]
@@ -230,10 +244,24 @@ mod tests {
         let now = Instant::now();
         let mut b = ChunkBuilder::new(limits());
         assert!(b.deadline().is_none() && b.take().is_none());
-        b.add(at(0, 0), None, Some(b"xy"), None, decoded((0..9).map(|i| event("a", i, i as u64)).collect()), now);
+        b.add(
+            at(0, 0),
+            None,
+            Some(b"xy"),
+            None,
+            decoded((0..9).map(|i| event("a", i, i as u64)).collect()),
+            now,
+        );
         assert!(!b.is_full());
         assert_eq!(b.deadline(), Some(now + Duration::from_millis(50)));
-        b.add(at(0, 1), None, Some(b"z"), None, decoded(vec![event("a", 9, 9u64)]), now + Duration::from_millis(10));
+        b.add(
+            at(0, 1),
+            None,
+            Some(b"z"),
+            None,
+            decoded(vec![event("a", 9, 9u64)]),
+            now + Duration::from_millis(10),
+        );
         assert!(b.is_full(), "10 rows");
         let chunk = b.take().unwrap();
         assert_eq!((chunk.id, chunk.messages, chunk.bytes), (0, 2, 3));
@@ -266,8 +294,11 @@ mod tests {
         b.add(at(1, 3), None, None, None, decoded(vec![event("a", 2, 2)]), now);
         let c = b.take().unwrap();
         let write = &c.writes[0];
-        let offsets: Vec<(i32, i64)> =
-            write.tags().iter().map(|&s| (c.sources[s as usize].partition, c.sources[s as usize].offset)).collect();
+        let offsets: Vec<(i32, i64)> = write
+            .tags()
+            .iter()
+            .map(|&s| (c.sources[s as usize].partition, c.sources[s as usize].offset))
+            .collect();
         assert_eq!(offsets, vec![(0, 8), (1, 3)]);
     }
 
@@ -278,11 +309,22 @@ mod tests {
         let d = Decoded {
             events: vec![event("a", 1, 1)],
             rejects: vec![
-                Reject { position: Position::Line(2), reason: "bad line".into(), bytes: Some(b"{oops".to_vec()) },
+                Reject {
+                    position: Position::Line(2),
+                    reason: "bad line".into(),
+                    bytes: Some(b"{oops".to_vec()),
+                },
                 Reject { position: Position::Message, reason: "whole".into(), bytes: None },
             ],
         };
-        b.add(at(3, 42), Some(b"k"), Some(&payload), Some(b"application/x-ndjson"), d, Instant::now());
+        b.add(
+            at(3, 42),
+            Some(b"k"),
+            Some(&payload),
+            Some(b"application/x-ndjson"),
+            d,
+            Instant::now(),
+        );
         let c = b.take().unwrap();
         assert_eq!(c.rows, 1);
         assert_eq!(c.dead_letters.len(), 2);

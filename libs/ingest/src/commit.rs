@@ -19,7 +19,10 @@ impl CommitSequencer {
     /// Records chunk `id` as done; returns the offsets now safe to commit
     /// (one per partition, the highest), empty if an earlier chunk is pending.
     pub fn complete(&mut self, id: u64, offsets: Vec<CommitOffset>) -> Vec<CommitOffset> {
-        debug_assert!(id >= self.next && !self.done.contains_key(&id), "chunk {id} completed twice");
+        debug_assert!(
+            id >= self.next && !self.done.contains_key(&id),
+            "chunk {id} completed twice"
+        );
         self.done.insert(id, offsets);
         // Per partition, the highest offset, with the window open there.
         let mut ready: BTreeMap<(std::sync::Arc<str>, i32), (i64, Option<i64>)> = BTreeMap::new();
@@ -34,7 +37,12 @@ impl CommitSequencer {
         }
         ready
             .into_iter()
-            .map(|((topic, partition), (next, window_start))| CommitOffset { topic, partition, next, window_start })
+            .map(|((topic, partition), (next, window_start))| CommitOffset {
+                topic,
+                partition,
+                next,
+                window_start,
+            })
             .collect()
     }
 
@@ -76,7 +84,8 @@ mod tests {
     #[test]
     fn any_completion_order_commits_the_same_final_offsets() {
         // Chunk i covers partition i % 3 up to offset 10 * (i + 1).
-        let chunks: Vec<Vec<CommitOffset>> = (0..6).map(|i| vec![off(i % 3, 10 * (i as i64 + 1))]).collect();
+        let chunks: Vec<Vec<CommitOffset>> =
+            (0..6).map(|i| vec![off(i % 3, 10 * (i as i64 + 1))]).collect();
         for order in [[0, 1, 2, 3, 4, 5], [5, 4, 3, 2, 1, 0], [2, 0, 4, 1, 5, 3]] {
             let mut s = CommitSequencer::default();
             let mut committed: BTreeMap<i32, i64> = BTreeMap::new();
@@ -86,7 +95,10 @@ mod tests {
                 for o in s.complete(id as u64, chunks[id].clone()) {
                     // Never past a chunk that is not done.
                     let first_pending = (0..6).find(|i| !done.contains(i)).unwrap_or(6);
-                    let limit = (0..first_pending).filter(|i| i % 3 == o.partition as usize).map(|i| 10 * (i as i64 + 1)).max();
+                    let limit = (0..first_pending)
+                        .filter(|i| i % 3 == o.partition as usize)
+                        .map(|i| 10 * (i as i64 + 1))
+                        .max();
                     assert_eq!(Some(o.next), limit, "order {order:?}");
                     let prev = committed.insert(o.partition, o.next);
                     assert!(prev.map_or(true, |p| p < o.next), "offsets only move forward");

@@ -46,7 +46,11 @@ impl Committer<'_> {
     /// checkpoints (the binary bounds how long). Returns the chunks
     /// committed, or the write failure that stops the pipeline (after
     /// cancelling `failed`).
-    pub async fn run(self, mut inbox: mpsc::UnboundedReceiver<ToCommitter>, failed: CancellationToken) -> Result<u64, String> {
+    pub async fn run(
+        self,
+        mut inbox: mpsc::UnboundedReceiver<ToCommitter>,
+        failed: CancellationToken,
+    ) -> Result<u64, String> {
         let mut sequencer = CommitSequencer::default();
         let mut book: Book<oneshot::Sender<Stopped>> = Book::default();
         let mut chunks = 0;
@@ -89,7 +93,13 @@ impl Committer<'_> {
         // Everything is drained: write the last checkpoints.
         let mut attempt = 0;
         while !self.checkpoint(&mut book).await {
-            tokio::time::sleep(backoff::delay(attempt, Duration::from_millis(100), Duration::from_secs(2), rand::random())).await;
+            tokio::time::sleep(backoff::delay(
+                attempt,
+                Duration::from_millis(100),
+                Duration::from_secs(2),
+                rand::random(),
+            ))
+            .await;
             attempt += 1;
         }
         for (_, done, stopped) in book.take_done() {
@@ -105,11 +115,11 @@ impl Committer<'_> {
         if pending.is_empty() {
             return true;
         }
-        let results = futures::future::join_all(
-            pending
-                .iter()
-                .map(|((topic, partition), epoch, next, window)| self.fencing.commit(self.session, topic, *partition, *epoch, *next, *window)),
-        )
+        let results = futures::future::join_all(pending.iter().map(
+            |((topic, partition), epoch, next, window)| {
+                self.fencing.commit(self.session, topic, *partition, *epoch, *next, *window)
+            },
+        ))
         .await;
         let mut all = true;
         for ((key, epoch, next, _), result) in pending.into_iter().zip(results) {
@@ -122,7 +132,12 @@ impl Committer<'_> {
                     metrics::counter!(m::CHECKPOINTS_FENCED).increment(1);
                     if book.fenced(&key, epoch) {
                         tracing::warn!(topic = %key.0, partition = key.1, epoch, error = %e, "checkpoint refused: a newer owner holds the shard; it is no longer checkpointed here");
-                        let _ = self.events.send(ShardEvent::Fenced { topic: key.0.to_string(), partition: key.1, epoch, reason: e.to_string() });
+                        let _ = self.events.send(ShardEvent::Fenced {
+                            topic: key.0.to_string(),
+                            partition: key.1,
+                            epoch,
+                            reason: e.to_string(),
+                        });
                     }
                 }
                 Err(e) => {

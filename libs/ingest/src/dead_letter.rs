@@ -21,9 +21,9 @@ use std::time::Duration;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::backoff;
-use crate::source::SourcePosition;
 use crate::metrics as m;
 use crate::settings::RetrySettings;
+use crate::source::SourcePosition;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -83,17 +83,22 @@ impl DeadLetterSink {
         let headers = letter.headers(&self.worker);
         let mut attempt = 0;
         loop {
-            let mut kafka_headers = rdkafka::message::OwnedHeaders::new_with_capacity(headers.len());
+            let mut kafka_headers =
+                rdkafka::message::OwnedHeaders::new_with_capacity(headers.len());
             for (k, v) in &headers {
-                kafka_headers = kafka_headers.insert(rdkafka::message::Header { key: k, value: Some(v.as_str()) });
+                kafka_headers = kafka_headers
+                    .insert(rdkafka::message::Header { key: k, value: Some(v.as_str()) });
             }
-            let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic).payload(&letter.payload).headers(kafka_headers);
+            let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic)
+                .payload(&letter.payload)
+                .headers(kafka_headers);
             if let Some(key) = &letter.key {
                 record = record.key(key);
             }
             match self.producer.send(record, Duration::from_secs(30)).await {
                 Ok(_) => {
-                    metrics::counter!(m::EVENTS_DEAD_LETTERED, "stage" => letter.stage.as_str()).increment(1);
+                    metrics::counter!(m::EVENTS_DEAD_LETTERED, "stage" => letter.stage.as_str())
+                        .increment(1);
                     return;
                 }
                 Err((e, _)) => {

@@ -91,17 +91,33 @@ mod tests {
             #[command(flatten)]
             ingest: crate::IngestArgs,
         }
-        Cli::try_parse_from(["t", "--batch-max-rows", "7", "--linger-ms", "9"]).unwrap().ingest.validate().unwrap()
+        Cli::try_parse_from(["t", "--batch-max-rows", "7", "--linger-ms", "9"])
+            .unwrap()
+            .ingest
+            .validate()
+            .unwrap()
     }
 
     #[test]
     fn the_document_overrides_the_command_line_key_by_key() {
         let s = settings();
         let none = globals(&s, &ConfigDoc::default());
-        assert_eq!((none.batch_max_rows, none.linger, none.on_write_failure), (7, Duration::from_millis(9), OnWriteFailure::DeadLetter));
-        let doc = ConfigDoc::default().with_edits(&["batch_max_rows=100".into(), "on_write_failure=stop".into(), "max_in_flight=3".into()]).unwrap();
+        assert_eq!(
+            (none.batch_max_rows, none.linger, none.on_write_failure),
+            (7, Duration::from_millis(9), OnWriteFailure::DeadLetter)
+        );
+        let doc = ConfigDoc::default()
+            .with_edits(&[
+                "batch_max_rows=100".into(),
+                "on_write_failure=stop".into(),
+                "max_in_flight=3".into(),
+            ])
+            .unwrap();
         let g = globals(&s, &doc);
-        assert_eq!((g.batch_max_rows, g.linger, g.max_in_flight, g.on_write_failure), (100, Duration::from_millis(9), 3, OnWriteFailure::Stop));
+        assert_eq!(
+            (g.batch_max_rows, g.linger, g.max_in_flight, g.on_write_failure),
+            (100, Duration::from_millis(9), 3, OnWriteFailure::Stop)
+        );
     }
 
     #[test]

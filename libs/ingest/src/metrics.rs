@@ -34,20 +34,48 @@ pub fn describe() {
     describe_counter!(MESSAGES_CONSUMED, Unit::Count, "Kafka messages consumed");
     describe_counter!(EVENTS_CONSUMED, Unit::Count, "Events decoded from consumed messages");
     describe_counter!(EVENTS_WRITTEN, Unit::Count, "Events acknowledged by Cassandra");
-    describe_counter!(EVENTS_DEAD_LETTERED, Unit::Count, "Events sent to the dead-letter topic, by stage");
+    describe_counter!(
+        EVENTS_DEAD_LETTERED,
+        Unit::Count,
+        "Events sent to the dead-letter topic, by stage"
+    );
     describe_counter!(WRITE_RETRIES, Unit::Count, "Retried Cassandra writes, by kind of failure");
     describe_histogram!(WRITE_LATENCY, Unit::Seconds, "Latency of one Cassandra write request");
     describe_histogram!(CHUNK_ROWS, Unit::Count, "Events per chunk of work");
     describe_histogram!(CHUNK_BYTES, Unit::Bytes, "Kafka payload bytes per chunk of work");
-    describe_histogram!(END_TO_END_LATENCY, Unit::Seconds, "Event time to write acknowledged, oldest event per chunk");
-    describe_gauge!(PARTITION_LAG, Unit::Count, "Messages between the consumer position and the partition end");
+    describe_histogram!(
+        END_TO_END_LATENCY,
+        Unit::Seconds,
+        "Event time to write acknowledged, oldest event per chunk"
+    );
+    describe_gauge!(
+        PARTITION_LAG,
+        Unit::Count,
+        "Messages between the consumer position and the partition end"
+    );
     describe_gauge!(CHUNKS_IN_FLIGHT, Unit::Count, "Chunks being written");
     describe_counter!(CHECKPOINTS, Unit::Count, "Shard checkpoints accepted by Cassandra");
-    describe_counter!(CHECKPOINTS_FENCED, Unit::Count, "Shard checkpoints refused because a newer grant holds the shard");
-    describe_counter!(MESSAGES_SKIPPED, Unit::Count, "Prefetched messages of stopped shards, skipped");
+    describe_counter!(
+        CHECKPOINTS_FENCED,
+        Unit::Count,
+        "Shard checkpoints refused because a newer grant holds the shard"
+    );
+    describe_counter!(
+        MESSAGES_SKIPPED,
+        Unit::Count,
+        "Prefetched messages of stopped shards, skipped"
+    );
     describe_gauge!(SHARDS_RUNNING, Unit::Count, "Shards this worker runs");
-    describe_gauge!(CONFIG_VERSION, Unit::Count, "Live configuration version this worker runs (0: command line only)");
-    describe_counter!(CONFIG_REJECTED, Unit::Count, "Invalid configuration documents refused (the last good one stays)");
+    describe_gauge!(
+        CONFIG_VERSION,
+        Unit::Count,
+        "Live configuration version this worker runs (0: command line only)"
+    );
+    describe_counter!(
+        CONFIG_REJECTED,
+        Unit::Count,
+        "Invalid configuration documents refused (the last good one stays)"
+    );
     // Rare events start at 0, so that rate() and alerts see them from the start.
     for stage in ["decode", "write"] {
         metrics::counter!(EVENTS_DEAD_LETTERED, "stage" => stage).increment(0);

@@ -39,9 +39,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use zookeeper_client::Client;
 
+use crate::control::{Control, ShardEvent};
 use crate::live::Live;
 use crate::metrics as m;
-use crate::control::{Control, ShardEvent};
 use crate::shards::Stopped;
 use crate::source::StartAt;
 
@@ -87,7 +87,9 @@ impl Ownership {
             };
             match self.session(client, &shutdown).await {
                 End::Shutdown(client) => return Some(client),
-                End::SessionLost(why) => tracing::warn!(reason = %why, "ZooKeeper session lost; every shard stopped; registering again"),
+                End::SessionLost(why) => {
+                    tracing::warn!(reason = %why, "ZooKeeper session lost; every shard stopped; registering again")
+                }
             }
         }
     }
@@ -134,7 +136,9 @@ impl Ownership {
             let (granted, watcher) = match membership::watch_assignment(&client, &root).await {
                 Ok((doc, watcher)) => {
                     let mut granted = doc.map(|d| d.granted_to(&self.info.id)).unwrap_or_default();
-                    if let Some(s) = granted.keys().find(|s| s.topic == self.dead_letter_topic).cloned() {
+                    if let Some(s) =
+                        granted.keys().find(|s| s.topic == self.dead_letter_topic).cloned()
+                    {
                         tracing::error!(topic = %s.topic, "granted the dead-letter topic; not ingesting it (remove it from the coordinator's --topics)");
                         granted.retain(|s, _| s.topic != self.dead_letter_topic);
                     }
@@ -149,11 +153,19 @@ impl Ownership {
             // The live configuration: apply a new valid version, refuse an invalid one.
             let config_watcher = match dynconf::watch(&client, &root).await {
                 Ok((stored, watcher)) => {
-                    if stored.version != self.live.borrow().version && rejected != Some(stored.version) {
+                    if stored.version != self.live.borrow().version
+                        && rejected != Some(stored.version)
+                    {
                         match stored.doc() {
                             Ok(doc) => {
-                                tracing::info!(version = stored.version, "configuration version accepted");
-                                self.live.send_replace(Live { version: stored.version, doc: Arc::new(doc) });
+                                tracing::info!(
+                                    version = stored.version,
+                                    "configuration version accepted"
+                                );
+                                self.live.send_replace(Live {
+                                    version: stored.version,
+                                    doc: Arc::new(doc),
+                                });
                                 self.info.config_version = stored.version;
                                 rejected = None;
                             }
@@ -278,12 +290,20 @@ impl Ownership {
     /// Holds, claims and starts a granted shard. Ok(false): another worker
     /// still holds it; try again later.
     async fn take(&self, client: &Client, shard: &Shard, epoch: i64) -> Result<bool, String> {
-        let holder = Holder { topic: shard.topic.clone(), partition: shard.partition, worker: self.info.id.clone(), epoch };
+        let holder = Holder {
+            topic: shard.topic.clone(),
+            partition: shard.partition,
+            worker: self.info.id.clone(),
+            epoch,
+        };
         if !membership::hold(client, &self.coord.root, &holder).await.map_err(|e| e.to_string())? {
             tracing::info!(topic = %shard.topic, partition = shard.partition, "granted, but its previous owner has not released it yet; waiting");
             return Ok(false);
         }
-        let claimed = self.fencing.claim(&self.session, &shard.topic, shard.partition, epoch, &self.info.id).await;
+        let claimed = self
+            .fencing
+            .claim(&self.session, &shard.topic, shard.partition, epoch, &self.info.id)
+            .await;
         let checkpoint = match claimed {
             Ok(c) => c,
             Err(e) => {
@@ -298,7 +318,8 @@ impl Ownership {
             }
         };
         let at = StartAt::from_checkpoint(checkpoint.next_offset, checkpoint.window_start);
-        let start = Control::Start { topic: shard.topic.clone(), partition: shard.partition, epoch, at };
+        let start =
+            Control::Start { topic: shard.topic.clone(), partition: shard.partition, epoch, at };
         if self.control.send(start).await.is_err() {
             return Err("the pipeline has stopped".into());
         }

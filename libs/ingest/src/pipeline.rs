@@ -78,7 +78,17 @@ impl Pipeline {
     /// Runs until `shutdown` is cancelled (then drains and returns Ok) or a
     /// write fails under the `stop` policy.
     pub async fn run(self, shutdown: CancellationToken) -> Result<Summary, PipelineError> {
-        let Pipeline { settings, source, store, dead_letters, session, fencing, control, events, live } = self;
+        let Pipeline {
+            settings,
+            source,
+            store,
+            dead_letters,
+            session,
+            fencing,
+            control,
+            events,
+            live,
+        } = self;
         m::describe();
         let bucket_ms = store.settings().bucket_ms;
         let cutter = match store.layout() {
@@ -92,7 +102,9 @@ impl Pipeline {
                     bucket_ms,
                 },
             })),
-            Layout::Blocks => Cutter::Blocks(WindowBuilder::new(WINDOW_LIMITS, bucket_ms, settings.block_flush)),
+            Layout::Blocks => {
+                Cutter::Blocks(WindowBuilder::new(WINDOW_LIMITS, bucket_ms, settings.block_flush))
+            }
         };
         let slots = Arc::new(Semaphore::new(settings.max_chunks_in_flight.get()));
         let writer = Arc::new(Writer::new(settings.clone(), store, dead_letters));
@@ -102,7 +114,16 @@ impl Pipeline {
         let (done_tx, done_rx) = mpsc::unbounded_channel::<ToCommitter>();
         let messages = AtomicU64::new(0);
 
-        let reader = Reader { settings: &settings, source: &source, cutter, writer: writer.clone(), control, events: events.clone(), live, messages: &messages };
+        let reader = Reader {
+            settings: &settings,
+            source: &source,
+            cutter,
+            writer: writer.clone(),
+            control,
+            events: events.clone(),
+            live,
+            messages: &messages,
+        };
         let committer = Committer { session: &session, fencing: &fencing, events };
         let ((), (), result) = tokio::join!(
             reader.run(chunk_tx, done_tx.clone(), shutdown, failed.clone()),

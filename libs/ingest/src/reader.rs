@@ -45,7 +45,14 @@ impl Cutter {
     }
 
     /// Adds a message; returns the chunks it completed.
-    fn add(&mut self, at: SourcePosition, key: Option<&[u8]>, payload: Option<&[u8]>, ct: Option<&[u8]>, d: Decoded) -> Option<Chunk> {
+    fn add(
+        &mut self,
+        at: SourcePosition,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        ct: Option<&[u8]>,
+        d: Decoded,
+    ) -> Option<Chunk> {
         let now = Instant::now();
         match self {
             Cutter::Rows(b) => {
@@ -113,7 +120,13 @@ struct RunningShard {
 }
 
 impl RunningShard {
-    fn configure(&mut self, doc: &herd_coord::dynconf::ConfigDoc, topic: &str, partition: i32, now: Instant) {
+    fn configure(
+        &mut self,
+        doc: &herd_coord::dynconf::ConfigDoc,
+        topic: &str,
+        partition: i32,
+        now: Instant,
+    ) {
         let e = doc.effective(topic, partition);
         self.paused = e.paused;
         match e.rate_limit_eps {
@@ -121,7 +134,9 @@ impl RunningShard {
                 self.bucket = None;
                 self.throttled_until = None;
             }
-            Some(rate) if self.bucket.as_ref().map(Bucket::rate) != Some(rate) => self.bucket = Some(Bucket::new(rate, now)),
+            Some(rate) if self.bucket.as_ref().map(Bucket::rate) != Some(rate) => {
+                self.bucket = Some(Bucket::new(rate, now))
+            }
             Some(_) => {}
         }
     }
@@ -132,10 +147,13 @@ impl RunningShard {
         if want == self.kafka_paused {
             return;
         }
-        let result = if want { source.pause(topic, partition) } else { source.resume(topic, partition) };
+        let result =
+            if want { source.pause(topic, partition) } else { source.resume(topic, partition) };
         match result {
             Ok(()) => self.kafka_paused = want,
-            Err(e) => tracing::warn!(%topic, partition, error = %e, "cannot {} the shard in Kafka", if want { "pause" } else { "resume" }),
+            Err(e) => {
+                tracing::warn!(%topic, partition, error = %e, "cannot {} the shard in Kafka", if want { "pause" } else { "resume" })
+            }
         }
     }
 }
@@ -162,7 +180,16 @@ impl Reader<'_> {
         shutdown: CancellationToken,
         failed: CancellationToken,
     ) {
-        let Reader { settings, source, mut cutter, writer, mut control, events, mut live, messages } = self;
+        let Reader {
+            settings,
+            source,
+            mut cutter,
+            writer,
+            mut control,
+            events,
+            mut live,
+            messages,
+        } = self;
         let mut running: HashMap<ShardKey, RunningShard> = Default::default();
         let mut current = live.borrow_and_update().clone();
         let apply_globals = |cutter: &mut Cutter, current: &Live| {

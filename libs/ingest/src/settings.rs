@@ -137,17 +137,31 @@ impl IngestArgs {
             batch_max_rows: nonzero("batch-max-rows", self.batch_max_rows, 1_000_000)?,
             batch_max_bytes: nonzero("batch-max-bytes", self.batch_max_bytes, 1 << 30)?,
             linger: Duration::from_millis(range("linger-ms", self.linger_ms, 0, 60_000)?),
-            block_flush: Duration::from_millis(range("block-flush-ms", self.block_flush_ms, 1, 60_000)?),
+            block_flush: Duration::from_millis(range(
+                "block-flush-ms",
+                self.block_flush_ms,
+                1,
+                60_000,
+            )?),
             max_chunks_in_flight: nonzero("max-chunks-in-flight", self.max_chunks_in_flight, 64)?,
             max_in_flight: nonzero("max-in-flight", self.max_in_flight, 4096)?,
             cql_batch_max_rows: nonzero("cql-batch-max-rows", self.cql_batch_max_rows, 1000)?,
             // Cassandra refuses batches above 50 KiB by default.
-            cql_batch_max_bytes: nonzero("cql-batch-max-bytes", self.cql_batch_max_bytes, 50 * 1024)?,
+            cql_batch_max_bytes: nonzero(
+                "cql-batch-max-bytes",
+                self.cql_batch_max_bytes,
+                50 * 1024,
+            )?,
             retry: RetrySettings {
                 initial: Duration::from_millis(initial),
                 max: Duration::from_millis(max),
                 max_attempts: range("retry-max-attempts", self.retry_max_attempts, 1, 100)?,
-                unavailable_budget: match range("retry-unavailable-secs", self.retry_unavailable_secs, 0, 7 * 86_400)? {
+                unavailable_budget: match range(
+                    "retry-unavailable-secs",
+                    self.retry_unavailable_secs,
+                    0,
+                    7 * 86_400,
+                )? {
                     0 => None,
                     secs => Some(Duration::from_secs(secs)),
                 },
@@ -190,7 +204,9 @@ pub(crate) mod tests {
         let s = args(&[]).validate().unwrap();
         assert_eq!(s.on_write_failure, OnWriteFailure::DeadLetter);
         assert_eq!(s.retry.unavailable_budget, None);
-        let s = args(&["--retry-unavailable-secs", "30", "--on-write-failure", "stop"]).validate().unwrap();
+        let s = args(&["--retry-unavailable-secs", "30", "--on-write-failure", "stop"])
+            .validate()
+            .unwrap();
         assert_eq!(s.retry.unavailable_budget, Some(Duration::from_secs(30)));
         assert_eq!(s.on_write_failure, OnWriteFailure::Stop);
     }
@@ -198,12 +214,24 @@ pub(crate) mod tests {
     #[test]
     fn errors_name_the_field_the_value_and_what_is_accepted() {
         for (argv, expected) in [
-            (&["--batch-max-rows", "0"][..], "batch-max-rows: \"0\" is out of range; expected 1 to 1000000"),
+            (
+                &["--batch-max-rows", "0"][..],
+                "batch-max-rows: \"0\" is out of range; expected 1 to 1000000",
+            ),
             (&["--cql-batch-max-bytes", "60000"], "cql-batch-max-bytes: \"60000\" is out of range"),
-            (&["--retry-initial-ms", "500", "--retry-max-ms", "100"], "retry-max-ms: \"100\" is out of range; expected 500"),
+            (
+                &["--retry-initial-ms", "500", "--retry-max-ms", "100"],
+                "retry-max-ms: \"100\" is out of range; expected 500",
+            ),
             (&["--on-write-failure", "ignore"], "on-write-failure: \"ignore\" is not a policy"),
-            (&["--block-flush-ms", "0"], "block-flush-ms: \"0\" is out of range; expected 1 to 60000"),
-            (&["--dead-letter-topic", "bad topic"], "dead-letter-topic: \"bad topic\" is not a valid Kafka topic name"),
+            (
+                &["--block-flush-ms", "0"],
+                "block-flush-ms: \"0\" is out of range; expected 1 to 60000",
+            ),
+            (
+                &["--dead-letter-topic", "bad topic"],
+                "dead-letter-topic: \"bad topic\" is not a valid Kafka topic name",
+            ),
         ] {
             let e = args(argv).validate().unwrap_err().to_string();
             assert!(e.starts_with(expected), "wanted {expected:?}, got {e:?}");

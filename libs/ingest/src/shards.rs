@@ -61,7 +61,9 @@ impl<T> Book<T> {
     pub fn ready(&mut self, offsets: &[CommitOffset]) {
         for o in offsets {
             if let Some(s) = self.shards.get_mut(&(o.topic.clone(), o.partition)) {
-                if s.committed.is_none_or(|c| o.next > c) && s.pending.is_none_or(|(p, _)| o.next > p) {
+                if s.committed.is_none_or(|c| o.next > c)
+                    && s.pending.is_none_or(|(p, _)| o.next > p)
+                {
                     s.pending = Some((o.next, o.window_start));
                 }
             }
@@ -175,9 +177,17 @@ mod tests {
         b.ready(&[off(0, 90)]);
         assert!(b.to_commit().is_empty(), "behind the claimed checkpoint");
         b.ready(&[off(0, 120), off(0, 150), off(1, 5)]);
-        assert_eq!(b.to_commit(), vec![(key(0), 7, 150, None)], "the highest, only for running shards");
+        assert_eq!(
+            b.to_commit(),
+            vec![(key(0), 7, 150, None)],
+            "the highest, only for running shards"
+        );
         b.committed(&key(0), 7, 120);
-        assert_eq!(b.to_commit(), vec![(key(0), 7, 150, None)], "an older answer does not clear a newer pending one");
+        assert_eq!(
+            b.to_commit(),
+            vec![(key(0), 7, 150, None)],
+            "an older answer does not clear a newer pending one"
+        );
         b.committed(&key(0), 7, 150);
         assert!(b.to_commit().is_empty() && b.is_settled());
     }

@@ -161,7 +161,8 @@ impl KafkaSource {
                 &mut high,
             )
         };
-        (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
+        (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+            .then_some(high)
     }
 
     pub async fn recv(&self) -> Result<BorrowedMessage<'_>, KafkaError> {
@@ -179,8 +180,15 @@ mod tests {
         assert_eq!(at, StartAt::InWindow { window: 100, next: 150 });
         assert_eq!((at.read_from(), at.checkpoint()), (Some(100), Some(150)));
         let at = StartAt::from_checkpoint(Some(150), None);
-        assert_eq!((at, at.read_from(), at.checkpoint()), (StartAt::Offset(150), Some(150), Some(150)));
-        assert_eq!(StartAt::from_checkpoint(Some(150), Some(150)), StartAt::Offset(150), "an empty window");
+        assert_eq!(
+            (at, at.read_from(), at.checkpoint()),
+            (StartAt::Offset(150), Some(150), Some(150))
+        );
+        assert_eq!(
+            StartAt::from_checkpoint(Some(150), Some(150)),
+            StartAt::Offset(150),
+            "an empty window"
+        );
         let at = StartAt::from_checkpoint(None, None);
         assert_eq!((at, at.read_from(), at.checkpoint()), (StartAt::Beginning, None, None));
     }

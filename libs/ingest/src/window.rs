@@ -42,9 +42,9 @@ use herd_sink::blocks::{BlockPacker, MAX_WINDOW_MESSAGES};
 use herd_sink::Write;
 
 use crate::chunk::{rejects_to_letters, Chunk, CommitOffset};
-use crate::source::SourcePosition;
 use crate::dead_letter::DeadLetter;
 use crate::shards::ShardKey;
+use crate::source::SourcePosition;
 
 /// When a window closes. Changing these changes where windows end: a
 /// replay across the change stores some events in two blocks (readers
@@ -77,7 +77,12 @@ pub const IDLE_FLUSHES: u32 = 4;
 /// keep JSON shards (one event per message) moving; 32 MiB bounds big
 /// messages. 5 s of event time closes windows of slow shards: a window
 /// that stayed open for minutes would be rewritten hundreds of times.
-pub const WINDOW_LIMITS: WindowLimits = WindowLimits { max_messages: 500, max_events: 250_000, max_bytes: 32 << 20, max_span_ms: 5_000 };
+pub const WINDOW_LIMITS: WindowLimits = WindowLimits {
+    max_messages: 500,
+    max_events: 250_000,
+    max_bytes: 32 << 20,
+    max_span_ms: 5_000,
+};
 
 struct Window {
     start: i64,
@@ -117,7 +122,10 @@ pub struct WindowBuilder {
 
 impl WindowBuilder {
     pub fn new(limits: WindowLimits, bucket_ms: i64, flush_every: Duration) -> WindowBuilder {
-        assert!(limits.max_messages <= MAX_WINDOW_MESSAGES, "the blocks' write timestamps order at most {MAX_WINDOW_MESSAGES} messages");
+        assert!(
+            limits.max_messages <= MAX_WINDOW_MESSAGES,
+            "the blocks' write timestamps order at most {MAX_WINDOW_MESSAGES} messages"
+        );
         WindowBuilder { limits, bucket_ms, flush_every, next_id: 0, open: HashMap::new() }
     }
 
@@ -207,7 +215,9 @@ impl WindowBuilder {
     /// checkpointed up to its last message has nothing due.
     fn due_at(&self, w: &Window) -> Option<Instant> {
         match w.dirty_since {
-            Some(t) => Some((t + self.flush_every * (1 << w.flushes.min(3))).max(w.held_until.unwrap_or(t))),
+            Some(t) => Some(
+                (t + self.flush_every * (1 << w.flushes.min(3))).max(w.held_until.unwrap_or(t)),
+            ),
             None if w.next > w.checkpointed_to => Some(w.last_added + self.idle()),
             None => None,
         }
@@ -224,7 +234,11 @@ impl WindowBuilder {
     /// more, see [`WindowBuilder::deadline`]) is flushed (written, no
     /// checkpoint), unless `backlog(shard, next offset)` says Kafka holds
     /// more of the shard: then the flush is held back for one `flush_every`.
-    pub fn flush_due(&mut self, now: Instant, backlog: impl Fn(&ShardKey, i64) -> bool) -> Vec<Chunk> {
+    pub fn flush_due(
+        &mut self,
+        now: Instant,
+        backlog: impl Fn(&ShardKey, i64) -> bool,
+    ) -> Vec<Chunk> {
         let due: Vec<(ShardKey, bool)> = self
             .open
             .iter()
@@ -273,7 +287,14 @@ impl WindowBuilder {
     /// letters; with `end`, what may be checkpointed. None: nothing to do.
     fn cut(&mut self, shard: &ShardKey, end: End) -> Option<Chunk> {
         let w = self.open.get_mut(shard)?;
-        let offset = |window_start| vec![CommitOffset { topic: shard.0.clone(), partition: shard.1, next: w.next, window_start }];
+        let offset = |window_start| {
+            vec![CommitOffset {
+                topic: shard.0.clone(),
+                partition: shard.1,
+                next: w.next,
+                window_start,
+            }]
+        };
         let offsets = match end {
             End::Open if w.new_messages == 0 => return None,
             End::Open => Vec::new(),
@@ -284,7 +305,12 @@ impl WindowBuilder {
         if !offsets.is_empty() {
             w.checkpointed_to = w.next;
         }
-        let writes: Vec<Write> = w.packer.blocks(&shard.0, shard.1, w.start, w.messages).into_iter().map(Write::Block).collect();
+        let writes: Vec<Write> = w
+            .packer
+            .blocks(&shard.0, shard.1, w.start, w.messages)
+            .into_iter()
+            .map(Write::Block)
+            .collect();
         let chunk = Chunk {
             id: self.next_id,
             writes,
@@ -323,7 +349,8 @@ mod tests {
     use super::*;
     use herd_model::{Event, Position, Reject};
 
-    const LIMITS: WindowLimits = WindowLimits { max_messages: 3, max_events: 100, max_bytes: 1000, max_span_ms: 1000 };
+    const LIMITS: WindowLimits =
+        WindowLimits { max_messages: 3, max_events: 100, max_bytes: 1000, max_span_ms: 1000 };
 
     fn shard() -> ShardKey {
         ("t".into(), 0)
@@ -357,7 +384,9 @@ mod tests {
             .writes
             .iter()
             .map(|w| match w {
-                Write::Block(b) => (b.key.series.clone(), b.key.window_start, b.messages, b.points.len()),
+                Write::Block(b) => {
+                    (b.key.series.clone(), b.key.window_start, b.messages, b.points.len())
+                }
                 Write::Rows(_) => panic!("a row batch from the window builder"),
             })
             .collect();
@@ -368,7 +397,11 @@ mod tests {
     /// Feeds offsets `from..to` (one message of two events each) and returns
     /// the chunks of the windows that closed.
     fn feed(b: &mut WindowBuilder, from: i64, to: i64) -> Vec<Chunk> {
-        (from..to).filter_map(|o| b.add(at(o), None, Some(b"xy"), None, msg(o as u64 * 2, 2), Instant::now())).collect()
+        (from..to)
+            .filter_map(|o| {
+                b.add(at(o), None, Some(b"xy"), None, msg(o as u64 * 2, 2), Instant::now())
+            })
+            .collect()
     }
 
     #[test]
@@ -378,7 +411,10 @@ mod tests {
         let closed = feed(&mut b, 10, 17);
         assert_eq!(closed.len(), 2, "10-12 and 13-15; 16 is open");
         assert_eq!(keys(&closed[0]), vec![("s0".into(), 10, 3, 3), ("s1".into(), 10, 3, 3)]);
-        assert_eq!(closed[0].offsets, vec![CommitOffset { topic: "t".into(), partition: 0, next: 13, window_start: None }]);
+        assert_eq!(
+            closed[0].offsets,
+            vec![CommitOffset { topic: "t".into(), partition: 0, next: 13, window_start: None }]
+        );
         assert_eq!(keys(&closed[1])[0].1, 13);
         assert_eq!((closed[1].id, closed[1].messages, closed[1].rows), (1, 3, 6));
 
@@ -412,16 +448,28 @@ mod tests {
 
     #[test]
     fn closes_by_events_bytes_and_event_time() {
-        let mut b = WindowBuilder::new(WindowLimits { max_events: 5, max_messages: 100, ..LIMITS }, 1000, Duration::from_secs(1));
+        let mut b = WindowBuilder::new(
+            WindowLimits { max_events: 5, max_messages: 100, ..LIMITS },
+            1000,
+            Duration::from_secs(1),
+        );
         b.start(shard());
         let closed = feed(&mut b, 0, 4);
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].offsets[0].next, 3, "6 events after 3 messages");
-        let mut b = WindowBuilder::new(WindowLimits { max_messages: 100, max_bytes: 4, ..LIMITS }, 1000, Duration::from_secs(1));
+        let mut b = WindowBuilder::new(
+            WindowLimits { max_messages: 100, max_bytes: 4, ..LIMITS },
+            1000,
+            Duration::from_secs(1),
+        );
         b.start(shard());
         assert_eq!(feed(&mut b, 0, 3)[0].offsets[0].next, 2, "4 bytes after 2 messages");
         // Event time: messages 2 ms apart in ts (2 events each), a span of 5 ms closes.
-        let mut b = WindowBuilder::new(WindowLimits { max_messages: 100, max_span_ms: 5, ..LIMITS }, 1000, Duration::from_secs(1));
+        let mut b = WindowBuilder::new(
+            WindowLimits { max_messages: 100, max_span_ms: 5, ..LIMITS },
+            1000,
+            Duration::from_secs(1),
+        );
         b.start(shard());
         assert_eq!(feed(&mut b, 0, 5)[0].offsets[0].next, 3, "ts 0 to 5 after 3 messages");
     }
@@ -429,29 +477,58 @@ mod tests {
     #[test]
     fn flushes_open_windows_as_supersets_and_checkpoints_idle_ones_inside() {
         let t0 = Instant::now();
-        let mut b = WindowBuilder::new(WindowLimits { max_messages: 10, ..LIMITS }, 1000, Duration::from_millis(100));
+        let mut b = WindowBuilder::new(
+            WindowLimits { max_messages: 10, ..LIMITS },
+            1000,
+            Duration::from_millis(100),
+        );
         b.start(shard());
         assert_eq!(b.deadline(), None);
         let ms = |n| t0 + Duration::from_millis(n);
         b.add(at(0), None, Some(b"x"), None, msg(0, 2), t0);
         assert_eq!(b.deadline(), Some(ms(100)));
         // Another message at 60 ms: the flush is due by the oldest one.
-        b.add(at(1), None, Some(b"x"), None, Decoded { events: msg(2, 1).events, rejects: vec![] }, ms(60));
+        b.add(
+            at(1),
+            None,
+            Some(b"x"),
+            None,
+            Decoded { events: msg(2, 1).events, rejects: vec![] },
+            ms(60),
+        );
         assert!(b.flush_due(ms(99), no_backlog).is_empty());
         let first = b.flush_due(ms(100), no_backlog);
         assert_eq!(first.len(), 1);
-        assert!(first[0].offsets.is_empty(), "an open window that still receives is not checkpointed");
+        assert!(
+            first[0].offsets.is_empty(),
+            "an open window that still receives is not checkpointed"
+        );
         assert_eq!(keys(&first[0]), vec![("s0".into(), 0, 2, 2), ("s1".into(), 0, 2, 1)]);
-        assert_eq!(b.deadline(), Some(ms(460)), "next: checkpointing it if nothing comes for 4 intervals");
+        assert_eq!(
+            b.deadline(),
+            Some(ms(460)),
+            "next: checkpointing it if nothing comes for 4 intervals"
+        );
 
         // One more event of s0 only: its block again, whole, with the new
         // coverage, after twice the interval (the window's second flush).
-        b.add(at(2), None, Some(b"x"), None, Decoded { events: msg(4, 1).events, rejects: vec![] }, ms(150));
+        b.add(
+            at(2),
+            None,
+            Some(b"x"),
+            None,
+            Decoded { events: msg(4, 1).events, rejects: vec![] },
+            ms(150),
+        );
         assert_eq!(b.deadline(), Some(ms(350)));
         assert!(b.flush_due(ms(349), no_backlog).is_empty());
         let second = b.flush_due(ms(350), no_backlog);
         assert_eq!(keys(&second[0]), vec![("s0".into(), 0, 3, 3)]);
-        assert_eq!((second[0].rows, second[0].writes[0].fresh()), (1, 1), "only the new event counts as written");
+        assert_eq!(
+            (second[0].rows, second[0].writes[0].fresh()),
+            (1, 1),
+            "only the new event counts as written"
+        );
         assert!(second[0].offsets.is_empty(), "quiet for 200 ms only: not checkpointed");
         assert_eq!(b.deadline(), Some(ms(550)));
         let idle = b.flush_due(ms(550), no_backlog);
@@ -472,7 +549,10 @@ mod tests {
             closed = b.add(at(o), None, Some(b"x"), None, msg(10 + o as u64, 1), ms(6000));
         }
         let closed = closed.expect("10 messages");
-        assert_eq!(closed.offsets, vec![CommitOffset { topic: "t".into(), partition: 0, next: 10, window_start: None }]);
+        assert_eq!(
+            closed.offsets,
+            vec![CommitOffset { topic: "t".into(), partition: 0, next: 10, window_start: None }]
+        );
         assert!(keys(&closed).iter().all(|k| k.1 == 0 && k.2 == 10), "{:?}", keys(&closed));
     }
 
@@ -480,7 +560,11 @@ mod tests {
     fn a_backlog_holds_flushes_back_but_not_idle_checkpoints() {
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
-        let mut b = WindowBuilder::new(WindowLimits { max_messages: 10, ..LIMITS }, 1000, Duration::from_millis(100));
+        let mut b = WindowBuilder::new(
+            WindowLimits { max_messages: 10, ..LIMITS },
+            1000,
+            Duration::from_millis(100),
+        );
         b.start(shard());
         b.add(at(0), None, Some(b"x"), None, msg(0, 2), t0);
         let asked = std::cell::Cell::new(None);
@@ -519,7 +603,9 @@ mod tests {
         let mut whole = WindowBuilder::new(LIMITS, 1000, Duration::from_secs(1));
         whole.start(shard());
         let uninterrupted = feed(&mut whole, 0, 9);
-        let windows = |chunks: &[Chunk]| chunks.iter().map(|c| (keys(c)[0].1, c.offsets[0].next)).collect::<Vec<_>>();
+        let windows = |chunks: &[Chunk]| {
+            chunks.iter().map(|c| (keys(c)[0].1, c.offsets[0].next)).collect::<Vec<_>>()
+        };
         assert_eq!(windows(&uninterrupted), vec![(0, 3), (3, 6), (6, 9)]);
         assert_eq!([windows(&first), windows(&after)].concat(), windows(&uninterrupted));
     }
@@ -528,14 +614,22 @@ mod tests {
     fn dead_letters_go_out_once() {
         let mut b = WindowBuilder::new(LIMITS, 1000, Duration::from_millis(1));
         b.start(shard());
-        let bad = Decoded { events: vec![], rejects: vec![Reject { position: Position::Message, reason: "bad".into(), bytes: None }] };
+        let bad = Decoded {
+            events: vec![],
+            rejects: vec![Reject {
+                position: Position::Message,
+                reason: "bad".into(),
+                bytes: None,
+            }],
+        };
         let t0 = Instant::now();
         b.add(at(0), None, Some(b"??"), None, bad, t0);
         b.add(at(1), None, Some(b"x"), None, msg(0, 1), t0 + Duration::from_millis(1));
         let flushed = b.flush_due(t0 + Duration::from_millis(1), no_backlog);
         assert_eq!((flushed[0].dead_letters.len(), flushed[0].writes.len()), (1, 1));
         assert!(flushed[0].offsets.is_empty());
-        let closed = b.add(at(2), None, None, None, msg(1, 1), t0 + Duration::from_millis(1)).unwrap();
+        let closed =
+            b.add(at(2), None, None, None, msg(1, 1), t0 + Duration::from_millis(1)).unwrap();
         assert!(closed.dead_letters.is_empty(), "sent with the flush already");
         assert_eq!(closed.offsets[0].next, 3);
     }

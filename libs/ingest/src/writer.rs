@@ -20,12 +20,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff;
 use crate::chunk::{Chunk, CommitOffset};
-use crate::source::SourcePosition;
 use crate::committer::ToCommitter;
 use crate::dead_letter::{DeadLetter, DeadLetterSink, Stage};
 use crate::live::Globals;
 use crate::metrics as m;
 use crate::settings::{IngestSettings, OnWriteFailure};
+use crate::source::SourcePosition;
 
 /// What the writer's chunk tasks share.
 pub struct Writer {
@@ -127,7 +127,8 @@ impl Writer {
             }
         };
         let writes = async {
-            let mut pending: FuturesUnordered<_> = chunk.writes.iter().map(|w| self.write_one(w)).collect();
+            let mut pending: FuturesUnordered<_> =
+                chunk.writes.iter().map(|w| self.write_one(w)).collect();
             let mut write_letters = Vec::new();
             let mut failure = None;
             while let Some(result) = pending.next().await {
@@ -140,9 +141,9 @@ impl Writer {
                         true => failure = Some(reason),
                         false => {
                             tracing::warn!(events = write.len(), %reason, "write failed after the retry budget; sending the events to the dead-letter topic");
-                            write_letters.extend(
-                                write.events().iter().zip(write.tags()).map(|(e, &s)| write_letter(e, &chunk.sources[s as usize], &reason)),
-                            );
+                            write_letters.extend(write.events().iter().zip(write.tags()).map(
+                                |(e, &s)| write_letter(e, &chunk.sources[s as usize], &reason),
+                            ));
                         }
                     },
                 }
@@ -161,7 +162,8 @@ impl Writer {
         metrics::histogram!(m::CHUNK_ROWS).record(chunk.rows as f64);
         metrics::histogram!(m::CHUNK_BYTES).record(chunk.bytes as f64);
         if let Some(oldest) = chunk.writes.iter().filter_map(Write::min_ts).min() {
-            metrics::histogram!(m::END_TO_END_LATENCY).record((now_ms() - oldest).max(0) as f64 / 1000.0);
+            metrics::histogram!(m::END_TO_END_LATENCY)
+                .record((now_ms() - oldest).max(0) as f64 / 1000.0);
         }
         Ok(chunk.offsets)
     }
@@ -189,7 +191,14 @@ impl Writer {
                 metrics::counter!(m::WRITE_RETRIES, "kind" => "transient").increment(1);
                 if let Some(budget) = retry.unavailable_budget {
                     if started.elapsed() >= budget {
-                        return Err((write, format!("Cassandra unavailable for {} s: {}", budget.as_secs(), error.message)));
+                        return Err((
+                            write,
+                            format!(
+                                "Cassandra unavailable for {} s: {}",
+                                budget.as_secs(),
+                                error.message
+                            ),
+                        ));
                     }
                 }
             } else {

@@ -67,7 +67,10 @@ pub fn record_batch(events: &[Event]) -> Result<RecordBatch, ArrowError> {
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(events.iter().map(|e| e.series.as_str()))),
         Arc::new(StringArray::from_iter_values(events.iter().map(|e| e.metric.as_str()))),
-        Arc::new(TimestampMillisecondArray::from_iter_values(events.iter().map(|e| e.ts)).with_timezone("UTC")),
+        Arc::new(
+            TimestampMillisecondArray::from_iter_values(events.iter().map(|e| e.ts))
+                .with_timezone("UTC"),
+        ),
         Arc::new(Float64Array::from_iter_values(events.iter().map(|e| e.value))),
         Arc::new(StringArray::from_iter_values(events.iter().map(|e| e.producer.as_str()))),
         Arc::new(UInt64Array::from_iter_values(events.iter().map(|e| e.seq))),
@@ -103,18 +106,16 @@ pub(crate) fn decode(payload: &[u8]) -> Decoded {
                 .unwrap_or("unknown");
             Decoded {
                 events: Vec::new(),
-                rejects: vec![message_reject(format!("malformed Arrow IPC stream (the reader failed: {what})"))],
+                rejects: vec![message_reject(format!(
+                    "malformed Arrow IPC stream (the reader failed: {what})"
+                ))],
             }
         }
     }
 }
 
 fn message_reject(reason: String) -> Reject {
-    Reject {
-        position: Position::Message,
-        reason,
-        bytes: None,
-    }
+    Reject { position: Position::Message, reason, bytes: None }
 }
 
 fn decode_stream(payload: &[u8]) -> Decoded {
@@ -197,7 +198,8 @@ fn is_text(t: &DataType) -> bool {
 }
 
 fn to_type(name: &str, array: &ArrayRef, to: &DataType) -> Result<ArrayRef, String> {
-    cast(array, to).map_err(|e| format!("column {name:?}: cannot read {} as {to}: {e}", array.data_type()))
+    cast(array, to)
+        .map_err(|e| format!("column {name:?}: cannot read {} as {to}: {e}", array.data_type()))
 }
 
 fn text(batch: &RecordBatch, name: &str) -> Result<StringArray, String> {
@@ -211,20 +213,29 @@ fn text(batch: &RecordBatch, name: &str) -> Result<StringArray, String> {
 impl Columns {
     fn from_batch(batch: &RecordBatch) -> Result<Columns, String> {
         let ts = column(batch, "ts")?;
-        let ts = match ts.data_type() {
-            DataType::Timestamp(_, _) => {
-                let ms = to_type("ts", ts, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
-                to_type("ts", &ms, &DataType::Int64)?
-            }
-            DataType::Int64 => ts.clone(),
-            other => return Err(format!("column \"ts\" has type {other}; expected Timestamp or Int64 (ms since epoch)")),
-        };
+        let ts =
+            match ts.data_type() {
+                DataType::Timestamp(_, _) => {
+                    let ms = to_type("ts", ts, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+                    to_type("ts", &ms, &DataType::Int64)?
+                }
+                DataType::Int64 => ts.clone(),
+                other => return Err(format!(
+                    "column \"ts\" has type {other}; expected Timestamp or Int64 (ms since epoch)"
+                )),
+            };
         let value = column(batch, "value")?;
         if !value.data_type().is_numeric() {
-            return Err(format!("column \"value\" has type {}; expected Float64", value.data_type()));
+            return Err(format!(
+                "column \"value\" has type {}; expected Float64",
+                value.data_type()
+            ));
         }
         let seq = column(batch, "seq")?;
-        if !matches!(seq.data_type(), DataType::UInt64 | DataType::Int64 | DataType::UInt32 | DataType::Int32) {
+        if !matches!(
+            seq.data_type(),
+            DataType::UInt64 | DataType::Int64 | DataType::UInt32 | DataType::Int32
+        ) {
             return Err(format!("column \"seq\" has type {}; expected UInt64", seq.data_type()));
         }
         let tags = match batch.column_by_name("tags") {
@@ -232,16 +243,31 @@ impl Columns {
             Some(t) => match t.data_type() {
                 DataType::Map(entries, _) => match entries.data_type() {
                     DataType::Struct(fields)
-                        if fields.len() == 2 && is_text(fields[0].data_type()) && is_text(fields[1].data_type()) =>
+                        if fields.len() == 2
+                            && is_text(fields[0].data_type())
+                            && is_text(fields[1].data_type()) =>
                     {
                         let map = t.as_map().clone();
-                        let keys = to_type("tags", map.keys(), &DataType::Utf8)?.as_string::<i32>().clone();
-                        let values = to_type("tags", map.values(), &DataType::Utf8)?.as_string::<i32>().clone();
+                        let keys = to_type("tags", map.keys(), &DataType::Utf8)?
+                            .as_string::<i32>()
+                            .clone();
+                        let values = to_type("tags", map.values(), &DataType::Utf8)?
+                            .as_string::<i32>()
+                            .clone();
                         Some(Tags { map, keys, values })
                     }
-                    _ => return Err(format!("column \"tags\" has type {}; expected Map<Utf8, Utf8>", t.data_type())),
+                    _ => {
+                        return Err(format!(
+                            "column \"tags\" has type {}; expected Map<Utf8, Utf8>",
+                            t.data_type()
+                        ))
+                    }
                 },
-                other => return Err(format!("column \"tags\" has type {other}; expected Map<Utf8, Utf8>")),
+                other => {
+                    return Err(format!(
+                        "column \"tags\" has type {other}; expected Map<Utf8, Utf8>"
+                    ))
+                }
             },
         };
         Ok(Columns {
@@ -258,9 +284,21 @@ impl Columns {
 
     fn event(&self, row: usize) -> Result<Event, String> {
         let null = |name: &str| format!("{name} is null");
-        let series = if self.series.is_null(row) { return Err(null("series")) } else { self.series.value(row) };
-        let metric = if self.metric.is_null(row) { return Err(null("metric")) } else { self.metric.value(row) };
-        let producer = if self.producer.is_null(row) { return Err(null("producer")) } else { self.producer.value(row) };
+        let series = if self.series.is_null(row) {
+            return Err(null("series"));
+        } else {
+            self.series.value(row)
+        };
+        let metric = if self.metric.is_null(row) {
+            return Err(null("metric"));
+        } else {
+            self.metric.value(row)
+        };
+        let producer = if self.producer.is_null(row) {
+            return Err(null("producer"));
+        } else {
+            self.producer.value(row)
+        };
         if self.ts.is_null(row) {
             return Err(null("ts"));
         }
@@ -418,7 +456,11 @@ mod tests {
         let d = decode(&ipc(&[batch]));
         assert!(d.events.is_empty());
         assert_eq!(d.rejects[0].position, Position::Message);
-        assert!(d.rejects[0].reason.contains("column \"ts\" has type Utf8"), "{}", d.rejects[0].reason);
+        assert!(
+            d.rejects[0].reason.contains("column \"ts\" has type Utf8"),
+            "{}",
+            d.rejects[0].reason
+        );
 
         let missing = record_batch(&[sample(1)]).unwrap().project(&[0, 1, 2, 3, 4]).unwrap();
         let d = decode(&ipc(&[missing]));
@@ -429,6 +471,10 @@ mod tests {
     fn garbage_after_the_marker_is_a_message_reject() {
         let d = decode_message(Some(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]), None);
         assert!(d.events.is_empty());
-        assert!(d.rejects[0].reason.starts_with("malformed Arrow IPC stream"), "{}", d.rejects[0].reason);
+        assert!(
+            d.rejects[0].reason.starts_with("malformed Arrow IPC stream"),
+            "{}",
+            d.rejects[0].reason
+        );
     }
 }

@@ -75,11 +75,7 @@ impl Decoded {
     fn whole(reason: String) -> Decoded {
         Decoded {
             events: Vec::new(),
-            rejects: vec![Reject {
-                position: Position::Message,
-                reason,
-                bytes: None,
-            }],
+            rejects: vec![Reject { position: Position::Message, reason, bytes: None }],
         }
     }
 }
@@ -108,10 +104,7 @@ pub fn decode(payload: Option<&[u8]>, content_type: Option<&[u8]>) -> Decoded {
     match format {
         Format::ArrowIpc => arrow_ipc::decode(payload),
         Format::Json => match json::decode_one(payload) {
-            Ok(event) => Decoded {
-                events: vec![event],
-                rejects: Vec::new(),
-            },
+            Ok(event) => Decoded { events: vec![event], rejects: Vec::new() },
             Err(reason) => Decoded::whole(reason),
         },
         Format::JsonLines => decode_lines(payload),
@@ -158,7 +151,9 @@ mod tests {
     #[test]
     fn single_json_event_with_and_without_header() {
         let bytes = json::encode(&sample(3));
-        for header in [None, Some(&b"application/json"[..]), Some(&b"Application/JSON; charset=utf-8"[..])] {
+        for header in
+            [None, Some(&b"application/json"[..]), Some(&b"Application/JSON; charset=utf-8"[..])]
+        {
             let d = decode(Some(&bytes), header);
             assert_eq!(d.events, vec![sample(3)], "{header:?}");
             assert!(d.rejects.is_empty());
@@ -190,12 +185,30 @@ mod tests {
     #[test]
     fn json_reasons_name_the_field() {
         let cases: &[(&str, &str)] = &[
-            (r#"{"series":"s","metric":"m","ts":"soon","value":1,"producer":"p","seq":1}"#, "field ts: invalid type: string \"soon\""),
-            (r#"{"series":"s","metric":"m","ts":1,"value":1,"tags":{"dc":3},"producer":"p","seq":1}"#, "field tags.dc: invalid type: integer `3`"),
-            (r#"{"series":"s","metric":"m","ts":1,"value":1,"producer":"p","seq":-1}"#, "field seq: invalid value: integer `-1`"),
-            (r#"{"series":"s","metric":"m","ts":1,"value":1,"producer":"p","seq":1,"extra":2}"#, "unknown field `extra`"),
-            (r#"{"series":"","metric":"m","ts":1,"value":1,"producer":"p","seq":1}"#, "series: is empty"),
-            (r#"{"series":"s","metric":"m","ts":1,"value":1,"producer":"p"}"#, "missing field `seq`"),
+            (
+                r#"{"series":"s","metric":"m","ts":"soon","value":1,"producer":"p","seq":1}"#,
+                "field ts: invalid type: string \"soon\"",
+            ),
+            (
+                r#"{"series":"s","metric":"m","ts":1,"value":1,"tags":{"dc":3},"producer":"p","seq":1}"#,
+                "field tags.dc: invalid type: integer `3`",
+            ),
+            (
+                r#"{"series":"s","metric":"m","ts":1,"value":1,"producer":"p","seq":-1}"#,
+                "field seq: invalid value: integer `-1`",
+            ),
+            (
+                r#"{"series":"s","metric":"m","ts":1,"value":1,"producer":"p","seq":1,"extra":2}"#,
+                "unknown field `extra`",
+            ),
+            (
+                r#"{"series":"","metric":"m","ts":1,"value":1,"producer":"p","seq":1}"#,
+                "series: is empty",
+            ),
+            (
+                r#"{"series":"s","metric":"m","ts":1,"value":1,"producer":"p"}"#,
+                "missing field `seq`",
+            ),
             (r#"[1,2]"#, "invalid JSON event"),
         ];
         for (input, expected) in cases {

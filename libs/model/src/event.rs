@@ -63,10 +63,7 @@ pub struct InvalidEvent {
 }
 
 fn invalid(field: impl Into<String>, problem: impl Into<String>) -> InvalidEvent {
-    InvalidEvent {
-        field: field.into(),
-        problem: problem.into(),
-    }
+    InvalidEvent { field: field.into(), problem: problem.into() }
 }
 
 fn check_text(field: &str, value: &str, max: usize) -> Result<(), InvalidEvent> {
@@ -87,7 +84,10 @@ impl Event {
         if !(0..=LIMITS.max_ts).contains(&self.ts) {
             return Err(invalid(
                 "ts",
-                format!("{} is outside 0..={} (milliseconds since 1970-01-01 UTC up to year 9999)", self.ts, LIMITS.max_ts),
+                format!(
+                    "{} is outside 0..={} (milliseconds since 1970-01-01 UTC up to year 9999)",
+                    self.ts, LIMITS.max_ts
+                ),
             ));
         }
         if !self.value.is_finite() {
@@ -97,14 +97,21 @@ impl Event {
             return Err(invalid("seq", format!("{} is larger than {}", self.seq, LIMITS.max_seq)));
         }
         if self.tags.len() > LIMITS.max_tags {
-            return Err(invalid("tags", format!("has {} entries; the limit is {}", self.tags.len(), LIMITS.max_tags)));
+            return Err(invalid(
+                "tags",
+                format!("has {} entries; the limit is {}", self.tags.len(), LIMITS.max_tags),
+            ));
         }
         for (key, value) in &self.tags {
             check_text("tags key", key, LIMITS.max_tag_key_bytes)?;
             if value.len() > LIMITS.max_tag_value_bytes {
                 return Err(invalid(
                     format!("tags.{key}"),
-                    format!("is {} bytes long; the limit is {}", value.len(), LIMITS.max_tag_value_bytes),
+                    format!(
+                        "is {} bytes long; the limit is {}",
+                        value.len(),
+                        LIMITS.max_tag_value_bytes
+                    ),
                 ));
             }
         }
@@ -155,8 +162,18 @@ pub(crate) mod tests {
             (Box::new(|e| e.value = f64::NAN), "value: NaN is not a finite number"),
             (Box::new(|e| e.value = f64::INFINITY), "value: inf is not a finite number"),
             (Box::new(|e| e.seq = u64::MAX), "seq: 18446744073709551615 is larger"),
-            (Box::new(|e| { e.tags.insert(String::new(), "x".into()); }), "tags key: is empty"),
-            (Box::new(|e| { e.tags.insert("k".into(), "v".repeat(300)); }), "tags.k: is 300 bytes long"),
+            (
+                Box::new(|e| {
+                    e.tags.insert(String::new(), "x".into());
+                }),
+                "tags key: is empty",
+            ),
+            (
+                Box::new(|e| {
+                    e.tags.insert("k".into(), "v".repeat(300));
+                }),
+                "tags.k: is 300 bytes long",
+            ),
             (
                 Box::new(|e| e.tags = (0..65).map(|i| (format!("k{i}"), String::new())).collect()),
                 "tags: has 65 entries",

@@ -57,6 +57,7 @@ fn explain(bytes: &[u8]) -> String {
 /// Whether `bytes` hold more than one JSON value (newline-delimited JSON),
 /// judged by serde's own tokenizer: a first value followed by more input.
 pub(crate) fn has_trailing_values(bytes: &[u8]) -> bool {
-    let mut values = serde_json::Deserializer::from_slice(bytes).into_iter::<serde::de::IgnoredAny>();
+    let mut values =
+        serde_json::Deserializer::from_slice(bytes).into_iter::<serde::de::IgnoredAny>();
     matches!(values.next(), Some(Ok(_))) && values.next().is_some()
 }

@@ -134,7 +134,11 @@ pub fn encode(p: &Points) -> (Vec<u8>, usize) {
     let mut seen: HashMap<(u32, u64), ()> = HashMap::with_capacity(n);
     order.retain(|&i| seen.insert((p.producer[i], p.seq[i]), ()).is_none());
     order.sort_by(|&a, &b| {
-        (p.ts[a], &p.producers[p.producer[a] as usize], p.seq[a]).cmp(&(p.ts[b], &p.producers[p.producer[b] as usize], p.seq[b]))
+        (p.ts[a], &p.producers[p.producer[a] as usize], p.seq[a]).cmp(&(
+            p.ts[b],
+            &p.producers[p.producer[b] as usize],
+            p.seq[b],
+        ))
     });
 
     let mut out = Vec::with_capacity(16 + order.len() * 2);
@@ -210,7 +214,10 @@ pub fn decode(series: &str, metric: &str, bytes: &[u8]) -> Result<Vec<Event>, Bl
     }
     let tag_ix: Vec<u32> = if count > 1 { r.section(n)? } else { vec![0; n] };
     if r.at != bytes.len() {
-        return Err(BlockError::Corrupt(format!("{} bytes after the last column", bytes.len() - r.at)));
+        return Err(BlockError::Corrupt(format!(
+            "{} bytes after the last column",
+            bytes.len() - r.at
+        )));
     }
     let lookup = |list_len: usize, i: u32, what: &str| {
         if (i as usize) < list_len {
@@ -242,10 +249,7 @@ struct Dict<T> {
 
 impl<T> Default for Dict<T> {
     fn default() -> Self {
-        Dict {
-            entries: Vec::new(),
-            index: HashMap::new(),
-        }
+        Dict { entries: Vec::new(), index: HashMap::new() }
     }
 }
 
@@ -278,9 +282,14 @@ fn put_section<T: pco::data_types::Number>(out: &mut Vec<u8>, column: &[T]) {
 /// `delta`: pco's automatic choice tries lookback deltas too, which cost
 /// a third of the encode time of a block on timestamps and sequence
 /// numbers and saved nothing there (`herd-loadgen blocksize`, every shape).
-fn put_section_with<T: pco::data_types::Number>(out: &mut Vec<u8>, column: &[T], delta: pco::DeltaSpec) {
+fn put_section_with<T: pco::data_types::Number>(
+    out: &mut Vec<u8>,
+    column: &[T],
+    delta: pco::DeltaSpec,
+) {
     let config = pco::ChunkConfig::default().with_compression_level(LEVEL).with_delta_spec(delta);
-    let bytes = pco::standalone::simple_compress(column, &config).expect("pco compresses any numeric column at a valid level");
+    let bytes = pco::standalone::simple_compress(column, &config)
+        .expect("pco compresses any numeric column at a valid level");
     put_varint(out, bytes.len() as u64);
     out.extend_from_slice(&bytes);
 }
@@ -321,7 +330,8 @@ impl<'a> Reader<'a> {
 
     fn section<T: pco::data_types::Number>(&mut self, n: usize) -> Result<Vec<T>, BlockError> {
         let len = self.varint()? as usize;
-        let column: Vec<T> = pco::standalone::simple_decompress(self.take(len)?).map_err(|e| BlockError::Corrupt(e.to_string()))?;
+        let column: Vec<T> = pco::standalone::simple_decompress(self.take(len)?)
+            .map_err(|e| BlockError::Corrupt(e.to_string()))?;
         if column.len() != n {
             return Err(BlockError::Corrupt(format!(
                 "a column has {} values, the block {n} points",
@@ -365,7 +375,8 @@ mod tests {
 
     #[test]
     fn one_producer_and_one_tag_set_cost_no_index_column() {
-        let many: Vec<Event> = (0..1000).map(|i| event(i * 10, (i % 7) as f64, "p", i as u64, "x")).collect();
+        let many: Vec<Event> =
+            (0..1000).map(|i| event(i * 10, (i % 7) as f64, "p", i as u64, "x")).collect();
         let (bytes, points) = encode(&Points::from_events(&many));
         assert_eq!(points, 1000);
         assert_eq!(decode("s", "m", &bytes).unwrap(), many);
@@ -392,6 +403,8 @@ mod tests {
         }
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(matches!(decode("s", "m", &longer), Err(BlockError::Corrupt(m)) if m.contains("after the last column")));
+        assert!(
+            matches!(decode("s", "m", &longer), Err(BlockError::Corrupt(m)) if m.contains("after the last column"))
+        );
     }
 }

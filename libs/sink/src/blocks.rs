@@ -67,7 +67,9 @@ impl Block {
 
     /// The block's points as events (for dead letters).
     pub fn events(&self) -> Vec<Event> {
-        (0..self.points.len()).map(|i| self.points.event(i, &self.key.series, &self.key.metric)).collect()
+        (0..self.points.len())
+            .map(|i| self.points.event(i, &self.key.series, &self.key.metric))
+            .collect()
     }
 }
 
@@ -119,10 +121,18 @@ impl BlockPacker {
     /// (the packer keeps its events: a later call returns supersets under
     /// the same keys). A block without new events is not returned again: it
     /// would be the same content.
-    pub fn blocks(&mut self, topic: &Arc<str>, partition: i32, window_start: i64, messages: u32) -> Vec<Block> {
+    pub fn blocks(
+        &mut self,
+        topic: &Arc<str>,
+        partition: i32,
+        window_start: i64,
+        messages: u32,
+    ) -> Vec<Block> {
         let mut out = Vec::new();
         for (series, groups) in self.groups.iter_mut() {
-            for (bucket, metric, g) in groups.iter_mut().filter(|(_, _, g)| g.points.len() > g.written) {
+            for (bucket, metric, g) in
+                groups.iter_mut().filter(|(_, _, g)| g.points.len() > g.written)
+            {
                 let fresh = (g.points.len() - g.written) as u32;
                 g.written = g.points.len();
                 out.push(Block {
@@ -154,7 +164,10 @@ pub struct BlockWriter {
 }
 
 impl BlockWriter {
-    pub async fn prepare(session: Arc<Session>, settings: SinkSettings) -> Result<BlockWriter, SinkError> {
+    pub async fn prepare(
+        session: Arc<Session>,
+        settings: SinkSettings,
+    ) -> Result<BlockWriter, SinkError> {
         let insert = prepare_insert(
             &session,
             format!(
@@ -165,11 +178,7 @@ impl BlockWriter {
             &settings,
         )
         .await?;
-        Ok(BlockWriter {
-            session,
-            insert,
-            settings: Arc::new(settings),
-        })
+        Ok(BlockWriter { session, insert, settings: Arc::new(settings) })
     }
 
     pub fn settings(&self) -> &SinkSettings {
@@ -286,10 +295,14 @@ mod tests {
         let late = block(vec![event("s", "m", 100, 0), event("s", "m", 50, 1)], 2);
         // A newer point with fewer messages than the cap allows.
         let newer = block(vec![event("s", "m", 100, 0), event("s", "m", 101, 1)], 2);
-        let full = block(vec![event("s", "m", 100, 0), event("s", "m", 50, 1)], MAX_WINDOW_MESSAGES);
+        let full =
+            block(vec![event("s", "m", 100, 0), event("s", "m", 50, 1)], MAX_WINDOW_MESSAGES);
         assert!(late.write_timestamp() > small.write_timestamp());
         assert!(newer.write_timestamp() > late.write_timestamp());
-        assert!(full.write_timestamp() > late.write_timestamp() && full.write_timestamp() < newer.write_timestamp());
+        assert!(
+            full.write_timestamp() > late.write_timestamp()
+                && full.write_timestamp() < newer.write_timestamp()
+        );
         assert_eq!(
             small.write_timestamp(),
             small.clone().write_timestamp(),

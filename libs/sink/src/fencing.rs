@@ -33,13 +33,7 @@ pub struct Checkpoint {
 #[non_exhaustive]
 pub enum FenceError {
     #[error("shard {topic}/{partition} is fenced: epoch {current_epoch} of {current_owner:?} supersedes epoch {epoch}; stop the shard and wait for a new grant")]
-    Fenced {
-        topic: String,
-        partition: i32,
-        epoch: i64,
-        current_epoch: i64,
-        current_owner: String,
-    },
+    Fenced { topic: String, partition: i32, epoch: i64, current_epoch: i64, current_owner: String },
     #[error("checkpoint of {topic}/{partition}: {detail}; retry, the condition is checked again")]
     Unavailable { topic: String, partition: i32, detail: String },
 }
@@ -65,7 +59,8 @@ fn now() -> CqlTimestamp {
 impl Fencing {
     pub async fn prepare(session: &Session, keyspace: &str) -> Result<Fencing, crate::SinkError> {
         let prepare = |cql: String| async move {
-            let mut s = session.prepare(cql).await.map_err(|e| crate::SinkError::Prepare(e.to_string()))?;
+            let mut s =
+                session.prepare(cql).await.map_err(|e| crate::SinkError::Prepare(e.to_string()))?;
             // Paxos among a quorum of all replicas: a claim seen by one data
             // center is seen by all.
             s.set_serial_consistency(Some(SerialConsistency::Serial));
@@ -100,20 +95,28 @@ impl Fencing {
         epoch: i64,
         owner: &str,
     ) -> Result<Checkpoint, FenceError> {
-        let unavailable = |detail: String| FenceError::Unavailable { topic: topic.to_owned(), partition, detail };
+        let unavailable =
+            |detail: String| FenceError::Unavailable { topic: topic.to_owned(), partition, detail };
         let inserted = lwt(session, &self.insert_claim, (topic, partition, epoch, owner, now()))
             .await
             .map_err(unavailable)?;
         if applied(&inserted) {
-            return Ok(Checkpoint { epoch, owner: owner.to_owned(), next_offset: None, window_start: None });
+            return Ok(Checkpoint {
+                epoch,
+                owner: owner.to_owned(),
+                next_offset: None,
+                window_start: None,
+            });
         }
-        let updated = lwt(session, &self.update_claim, (epoch, owner, now(), topic, partition, epoch))
-            .await
-            .map_err(unavailable)?;
+        let updated =
+            lwt(session, &self.update_claim, (epoch, owner, now(), topic, partition, epoch))
+                .await
+                .map_err(unavailable)?;
         if applied(&updated) {
             // The offset is the previous owner's last commit, untouched by the claim.
             let stored = self.read(session, topic, partition).await?;
-            let (next_offset, window_start) = stored.map_or((None, None), |c| (c.next_offset, c.window_start));
+            let (next_offset, window_start) =
+                stored.map_or((None, None), |c| (c.next_offset, c.window_start));
             return Ok(Checkpoint { epoch, owner: owner.to_owned(), next_offset, window_start });
         }
         let current = self.read(session, topic, partition).await?.unwrap_or(Checkpoint {
@@ -148,19 +151,37 @@ impl Fencing {
         next_offset: i64,
         window_start: Option<i64>,
     ) -> Result<(), FenceError> {
-        let result = lwt(session, &self.commit, (next_offset, window_start, now(), topic, partition, epoch))
-            .await
-            .map_err(|detail| FenceError::Unavailable { topic: topic.to_owned(), partition, detail })?;
+        let result =
+            lwt(session, &self.commit, (next_offset, window_start, now(), topic, partition, epoch))
+                .await
+                .map_err(|detail| FenceError::Unavailable {
+                    topic: topic.to_owned(),
+                    partition,
+                    detail,
+                })?;
         if applied(&result) {
             return Ok(());
         }
         let current = self.read(session, topic, partition).await?;
-        let (current_epoch, current_owner) = current.map_or((-1, String::new()), |c| (c.epoch, c.owner));
-        Err(FenceError::Fenced { topic: topic.to_owned(), partition, epoch, current_epoch, current_owner })
+        let (current_epoch, current_owner) =
+            current.map_or((-1, String::new()), |c| (c.epoch, c.owner));
+        Err(FenceError::Fenced {
+            topic: topic.to_owned(),
+            partition,
+            epoch,
+            current_epoch,
+            current_owner,
+        })
     }
 
-    pub async fn read(&self, session: &Session, topic: &str, partition: i32) -> Result<Option<Checkpoint>, FenceError> {
-        let unavailable = |detail: String| FenceError::Unavailable { topic: topic.to_owned(), partition, detail };
+    pub async fn read(
+        &self,
+        session: &Session,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<Checkpoint>, FenceError> {
+        let unavailable =
+            |detail: String| FenceError::Unavailable { topic: topic.to_owned(), partition, detail };
         let mut read = self.read.clone();
         // See the latest committed Paxos state, not a replica behind it.
         read.set_consistency(Consistency::Serial);
@@ -172,13 +193,23 @@ impl Fencing {
             .map_err(|e| unavailable(e.to_string()))?;
         rows.maybe_first_row::<(i64, String, Option<i64>, Option<i64>)>()
             .map_err(|e| unavailable(e.to_string()))
-            .map(|row| row.map(|(epoch, owner, next_offset, window_start)| Checkpoint { epoch, owner, next_offset, window_start }))
+            .map(|row| {
+                row.map(|(epoch, owner, next_offset, window_start)| Checkpoint {
+                    epoch,
+                    owner,
+                    next_offset,
+                    window_start,
+                })
+            })
     }
 }
 
 /// Every shard's checkpoint in `keyspace`, sorted by (topic, partition), for
 /// operators (herdctl status) and tests. A full scan of a small table.
-pub async fn all_checkpoints(session: &Session, keyspace: &str) -> Result<Vec<(String, i32, Checkpoint)>, String> {
+pub async fn all_checkpoints(
+    session: &Session,
+    keyspace: &str,
+) -> Result<Vec<(String, i32, Checkpoint)>, String> {
     let mut statement = scylla::statement::Statement::new(format!(
         "SELECT topic, partition, epoch, owner, next_offset, window_start FROM {keyspace}.shard_checkpoints"
     ));
@@ -192,7 +223,11 @@ pub async fn all_checkpoints(session: &Session, keyspace: &str) -> Result<Vec<(S
     let mut out = rows
         .rows::<(String, i32, i64, String, Option<i64>, Option<i64>)>()
         .map_err(|e| e.to_string())?
-        .map(|r| r.map(|(t, p, epoch, owner, next_offset, window_start)| (t, p, Checkpoint { epoch, owner, next_offset, window_start })))
+        .map(|r| {
+            r.map(|(t, p, epoch, owner, next_offset, window_start)| {
+                (t, p, Checkpoint { epoch, owner, next_offset, window_start })
+            })
+        })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
     out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));

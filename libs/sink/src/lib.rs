@@ -30,11 +30,14 @@ pub mod write;
 
 pub use layout::{Layout, Store, Write};
 pub use rows::RowWriter;
-pub use write::{partition_key, WriteError};
 pub use settings::{Replication, SinkArgs, SinkSettings, WriteTimestamp};
+pub use write::{partition_key, WriteError};
 
 /// Prepares the writer of the keyspace's layout.
-pub async fn store(session: std::sync::Arc<scylla::client::session::Session>, settings: SinkSettings) -> Result<Store, SinkError> {
+pub async fn store(
+    session: std::sync::Arc<scylla::client::session::Session>,
+    settings: SinkSettings,
+) -> Result<Store, SinkError> {
     Ok(match settings.layout {
         Layout::Rows => Store::Rows(RowWriter::prepare(session, settings).await?),
         Layout::Blocks => Store::Blocks(blocks::BlockWriter::prepare(session, settings).await?),
@@ -46,11 +49,7 @@ pub async fn store(session: std::sync::Arc<scylla::client::session::Session>, se
 #[non_exhaustive]
 pub enum SinkError {
     #[error("schema migration {version} ({name}) failed: {detail}; check the Cassandra log and that the keyspace's replication can be met")]
-    Migration {
-        version: i32,
-        name: &'static str,
-        detail: String,
-    },
+    Migration { version: i32, name: &'static str, detail: String },
     #[error("keyspace {keyspace} was created with {name} = {stored}, but this process is configured with {configured}; {name} cannot change once data exists (it decides where rows are stored); use --{flag} {stored} or another keyspace")]
     SettingChanged {
         keyspace: String,

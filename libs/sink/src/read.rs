@@ -42,7 +42,9 @@ pub enum ReadError {
     EmptyRange { from: i64, to: i64 },
 }
 
-fn query_error(table: &'static str) -> impl Fn(Box<dyn std::error::Error + Send + Sync>) -> ReadError {
+fn query_error(
+    table: &'static str,
+) -> impl Fn(Box<dyn std::error::Error + Send + Sync>) -> ReadError {
     move |source| ReadError::Query { table, source }
 }
 
@@ -60,7 +62,11 @@ const MAX_BUCKETS_BACK: i64 = 366;
 
 impl PointReader {
     /// `pinned`: the keyspace's settings ([`crate::schema::pinned`]).
-    pub async fn prepare(session: &Session, keyspace: &str, pinned: Pinned) -> Result<PointReader, ReadError> {
+    pub async fn prepare(
+        session: &Session,
+        keyspace: &str,
+        pinned: Pinned,
+    ) -> Result<PointReader, ReadError> {
         let ks = keyspace;
         let cql = match pinned.layout {
             Layout::Rows => format!(
@@ -76,15 +82,18 @@ impl PointReader {
             .map_err(|e| query_error(table(pinned.layout))(Box::new(e)))?;
         select.set_consistency(Consistency::LocalQuorum);
         select.set_page_size(5000);
-        Ok(PointReader {
-            layout: pinned.layout,
-            bucket_ms: pinned.bucket_ms,
-            select,
-        })
+        Ok(PointReader { layout: pinned.layout, bucket_ms: pinned.bucket_ms, select })
     }
 
     /// Points of `series` and `metric` with `from <= ts < to` (ms), oldest first.
-    pub async fn range(&self, session: &Session, series: &str, metric: &str, from: i64, to: i64) -> Result<Vec<Event>, ReadError> {
+    pub async fn range(
+        &self,
+        session: &Session,
+        series: &str,
+        metric: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<Event>, ReadError> {
         if from >= to {
             return Err(ReadError::EmptyRange { from, to });
         }
@@ -100,7 +109,14 @@ impl PointReader {
 
     /// The latest `n` points of `series` and `metric` at or before `now`
     /// (ms), newest first: the newest bucket, then older ones until `n`.
-    pub async fn latest(&self, session: &Session, series: &str, metric: &str, n: usize, now: i64) -> Result<Vec<Event>, ReadError> {
+    pub async fn latest(
+        &self,
+        session: &Session,
+        series: &str,
+        metric: &str,
+        n: usize,
+        now: i64,
+    ) -> Result<Vec<Event>, ReadError> {
         let mut out: Vec<Event> = Vec::new();
         let mut bucket = now - now.rem_euclid(self.bucket_ms);
         for _ in 0..MAX_BUCKETS_BACK {
@@ -145,7 +161,8 @@ impl PointReader {
                     .map_err(|e| err(Box::new(e)))?;
                 use futures::StreamExt;
                 while let Some(row) = rows.next().await {
-                    let (CqlTimestamp(ts), value, tags, producer, seq) = row.map_err(|e| err(Box::new(e)))?;
+                    let (CqlTimestamp(ts), value, tags, producer, seq) =
+                        row.map_err(|e| err(Box::new(e)))?;
                     let e = Event {
                         series: series.to_owned(),
                         metric: metric.to_owned(),
@@ -167,18 +184,26 @@ impl PointReader {
                     .map_err(|e| err(Box::new(e)))?;
                 use futures::StreamExt;
                 while let Some(row) = rows.next().await {
-                    let (topic, partition, window_start, CqlTimestamp(min_ts), CqlTimestamp(max_ts), data) =
-                        row.map_err(|e| err(Box::new(e)))?;
-                    if max_ts < from || min_ts >= to {
-                        continue;
-                    }
-                    let points = block::decode(series, metric, &data).map_err(|source| ReadError::Block {
-                        series: series.to_owned(),
-                        metric: metric.to_owned(),
+                    let (
                         topic,
                         partition,
                         window_start,
-                        source,
+                        CqlTimestamp(min_ts),
+                        CqlTimestamp(max_ts),
+                        data,
+                    ) = row.map_err(|e| err(Box::new(e)))?;
+                    if max_ts < from || min_ts >= to {
+                        continue;
+                    }
+                    let points = block::decode(series, metric, &data).map_err(|source| {
+                        ReadError::Block {
+                            series: series.to_owned(),
+                            metric: metric.to_owned(),
+                            topic,
+                            partition,
+                            window_start,
+                            source,
+                        }
                     })?;
                     for e in points.into_iter().filter(|e| e.ts >= from && e.ts < to) {
                         // An identity in two blocks (sent twice by its producer): once.

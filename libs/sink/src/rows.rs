@@ -42,7 +42,10 @@ type Row<'a> = (
 );
 
 impl RowWriter {
-    pub async fn prepare(session: Arc<Session>, settings: SinkSettings) -> Result<RowWriter, SinkError> {
+    pub async fn prepare(
+        session: Arc<Session>,
+        settings: SinkSettings,
+    ) -> Result<RowWriter, SinkError> {
         let insert = prepare_insert(
             &session,
             format!(
@@ -53,11 +56,7 @@ impl RowWriter {
             &settings,
         )
         .await?;
-        Ok(RowWriter {
-            session,
-            insert,
-            settings: Arc::new(settings),
-        })
+        Ok(RowWriter { session, insert, settings: Arc::new(settings) })
     }
 
     pub fn settings(&self) -> &SinkSettings {
@@ -89,10 +88,8 @@ impl RowWriter {
     /// one event, else one unlogged batch (atomic within the partition and
     /// a single round trip, without a batch log).
     pub async fn write_partition(&self, events: &[&Event]) -> Result<(), WriteError> {
-        let now_micros = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_micros() as i64)
-            .unwrap_or(0);
+        let now_micros =
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
         match events {
             [] => Ok(()),
             [one] => {
@@ -101,7 +98,8 @@ impl RowWriter {
             }
             many => {
                 debug_assert!(
-                    many.iter().all(|e| partition_key(e, self.settings.bucket_ms) == partition_key(many[0], self.settings.bucket_ms)),
+                    many.iter().all(|e| partition_key(e, self.settings.bucket_ms)
+                        == partition_key(many[0], self.settings.bucket_ms)),
                     "a batch must stay within one partition"
                 );
                 let mut batch = Batch::new(BatchType::Unlogged);
@@ -169,7 +167,10 @@ impl RowPacker {
             let mut bytes = 0;
             for (event, tag) in events {
                 let size = event.approx_bytes();
-                if !batch.events.is_empty() && (batch.events.len() >= self.limits.max_rows || bytes + size > self.limits.max_bytes) {
+                if !batch.events.is_empty()
+                    && (batch.events.len() >= self.limits.max_rows
+                        || bytes + size > self.limits.max_bytes)
+                {
                     batches.push(std::mem::take(&mut batch));
                     bytes = 0;
                 }
@@ -190,7 +191,15 @@ mod tests {
     use super::*;
 
     fn event(series: &str, ts: i64, seq: u64) -> Event {
-        Event { series: series.into(), metric: "m".into(), ts, value: 0.0, tags: Default::default(), producer: "p".into(), seq }
+        Event {
+            series: series.into(),
+            metric: "m".into(),
+            ts,
+            value: 0.0,
+            tags: Default::default(),
+            producer: "p".into(),
+            seq,
+        }
     }
 
     fn limits() -> BatchLimits {
@@ -201,7 +210,11 @@ mod tests {
     fn groups_by_partition_key_and_splits_batches_by_rows() {
         let mut p = RowPacker::new(limits());
         // Series a, bucket 0: 5 events; series a, bucket 1000: 1; series b: 1.
-        for (i, e) in (0..5).map(|i| event("a", i, i as u64)).chain([event("a", 1500, 10), event("b", 3, 11)]).enumerate() {
+        for (i, e) in (0..5)
+            .map(|i| event("a", i, i as u64))
+            .chain([event("a", 1500, 10), event("b", 3, 11)])
+            .enumerate()
+        {
             p.add(e, i as u32);
         }
         let batches = p.take();
@@ -210,9 +223,16 @@ mod tests {
         assert_eq!(sizes, vec![1, 1, 2, 3], "5 events of one partition split 3 + 2");
         for batch in &batches {
             let key = partition_key(&batch.events[0], 1000);
-            assert!(batch.events.iter().all(|e| partition_key(e, 1000) == key), "one partition per batch");
+            assert!(
+                batch.events.iter().all(|e| partition_key(e, 1000) == key),
+                "one partition per batch"
+            );
             for (e, &tag) in batch.events.iter().zip(&batch.tags) {
-                assert_eq!(tag as u64, if e.seq < 5 { e.seq } else { e.seq - 5 }, "each event keeps its tag");
+                assert_eq!(
+                    tag as u64,
+                    if e.seq < 5 { e.seq } else { e.seq - 5 },
+                    "each event keeps its tag"
+                );
             }
         }
         assert!(p.take().is_empty(), "take empties the packer");

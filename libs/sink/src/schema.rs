@@ -32,12 +32,12 @@ enum Step {
 
 /// The migrations, oldest first. Never edit one that has shipped; add a new one.
 pub const MIGRATIONS: &[Migration] = &[
-Migration {
-    version: 1,
-    name: "points table",
-    statements: |s| {
-        let ks = &s.keyspace;
-        vec![
+    Migration {
+        version: 1,
+        name: "points table",
+        statements: |s| {
+            let ks = &s.keyspace;
+            vec![
             Step::Cql(format!("CREATE TABLE IF NOT EXISTS {ks}.herd_settings (name text PRIMARY KEY, value text)")),
             // Partition: one series for one time bucket, so that a time-range
             // read touches few partitions and no partition grows forever.
@@ -63,16 +63,16 @@ Migration {
                                      'compaction_window_size': 1}}"
             )),
         ]
+        },
     },
-},
-Migration {
-    version: 2,
-    name: "shard checkpoints",
-    statements: |s| {
-        // One row per shard: the owner's fencing epoch and its checkpoint.
-        // Written only by lightweight transactions (see fencing.rs).
-        vec![Step::Cql(format!(
-            "CREATE TABLE IF NOT EXISTS {}.shard_checkpoints (
+    Migration {
+        version: 2,
+        name: "shard checkpoints",
+        statements: |s| {
+            // One row per shard: the owner's fencing epoch and its checkpoint.
+            // Written only by lightweight transactions (see fencing.rs).
+            vec![Step::Cql(format!(
+                "CREATE TABLE IF NOT EXISTS {}.shard_checkpoints (
                 topic text,
                 partition int,
                 epoch bigint,
@@ -81,21 +81,21 @@ Migration {
                 updated_at timestamp,
                 PRIMARY KEY ((topic, partition))
             )",
-            s.keyspace
-        ))]
+                s.keyspace
+            ))]
+        },
     },
-},
-Migration {
-    version: 3,
-    name: "blocks table",
-    statements: |s| {
-        // The blocks layout (blocks.rs): a partition per series and time
-        // bucket, as in points; clustering by metric, then the shard and
-        // window that produced the block, so a rewrite of a window hits the
-        // same row. Created in every keyspace; which table is used is
-        // pinned in herd_settings (layout).
-        vec![Step::Cql(format!(
-            "CREATE TABLE IF NOT EXISTS {}.blocks (
+    Migration {
+        version: 3,
+        name: "blocks table",
+        statements: |s| {
+            // The blocks layout (blocks.rs): a partition per series and time
+            // bucket, as in points; clustering by metric, then the shard and
+            // window that produced the block, so a rewrite of a window hits the
+            // same row. Created in every keyspace; which table is used is
+            // pinned in herd_settings (layout).
+            vec![Step::Cql(format!(
+                "CREATE TABLE IF NOT EXISTS {}.blocks (
                 series text,
                 bucket timestamp,
                 metric text,
@@ -111,17 +111,24 @@ Migration {
             ) WITH compaction = {{'class': 'TimeWindowCompactionStrategy',
                                   'compaction_window_unit': 'DAYS',
                                   'compaction_window_size': 1}}",
-            s.keyspace
-        ))]
+                s.keyspace
+            ))]
+        },
     },
-},
-Migration {
-    version: 4,
-    name: "open window in checkpoints",
-    // Blocks layout: where the offset window open at a checkpoint starts
-    // (fencing.rs), so that the next reader cuts the same windows.
-    statements: |_| vec![Step::AddColumn { table: "shard_checkpoints", column: "window_start", cql_type: "bigint" }],
-}];
+    Migration {
+        version: 4,
+        name: "open window in checkpoints",
+        // Blocks layout: where the offset window open at a checkpoint starts
+        // (fencing.rs), so that the next reader cuts the same windows.
+        statements: |_| {
+            vec![Step::AddColumn {
+                table: "shard_checkpoints",
+                column: "window_start",
+                cql_type: "bigint",
+            }]
+        },
+    },
+];
 
 /// Creates the keyspace if missing, applies the migrations it lacks, and
 /// checks that settings fixed at creation (the bucket size, the layout) are
@@ -134,11 +141,8 @@ pub async fn migrate(session: &Session, settings: &SinkSettings) -> Result<Vec<i
         name: m.name,
         detail,
     };
-    let bootstrap = Migration {
-        version: 0,
-        name: "keyspace and migration log",
-        statements: |_| Vec::new(),
-    };
+    let bootstrap =
+        Migration { version: 0, name: "keyspace and migration log", statements: |_| Vec::new() };
     for statement in [
         format!(
             "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {}",
@@ -153,10 +157,7 @@ pub async fn migrate(session: &Session, settings: &SinkSettings) -> Result<Vec<i
             .await
             .map_err(|e| fail(&bootstrap, e.to_string()))?;
     }
-    session
-        .await_schema_agreement()
-        .await
-        .map_err(|e| fail(&bootstrap, e.to_string()))?;
+    session.await_schema_agreement().await.map_err(|e| fail(&bootstrap, e.to_string()))?;
 
     let applied: Vec<i32> = rows(session, format!("SELECT version FROM {ks}.herd_migrations"), ())
         .await
@@ -176,12 +177,23 @@ pub async fn migrate(session: &Session, settings: &SinkSettings) -> Result<Vec<i
                 }
                 Step::AddColumn { table, column, cql_type } => {
                     if !has_column(session, ks, table, column).await.map_err(|e| fail(m, e))? {
-                        let added = session.query_unpaged(format!("ALTER TABLE {ks}.{table} ADD {column} {cql_type}"), &[]).await;
+                        let added = session
+                            .query_unpaged(
+                                format!("ALTER TABLE {ks}.{table} ADD {column} {cql_type}"),
+                                &[],
+                            )
+                            .await;
                         // Another process may have added it meanwhile: then
                         // the statement fails, and the column is there.
                         if let Err(e) = added {
-                            session.await_schema_agreement().await.map_err(|e| fail(m, e.to_string()))?;
-                            if !has_column(session, ks, table, column).await.map_err(|e| fail(m, e))? {
+                            session
+                                .await_schema_agreement()
+                                .await
+                                .map_err(|e| fail(m, e.to_string()))?;
+                            if !has_column(session, ks, table, column)
+                                .await
+                                .map_err(|e| fail(m, e))?
+                            {
                                 return Err(fail(m, e.to_string()));
                             }
                         }
@@ -201,7 +213,9 @@ pub async fn migrate(session: &Session, settings: &SinkSettings) -> Result<Vec<i
         );
         session
             .query_unpaged(
-                format!("INSERT INTO {ks}.herd_migrations (version, name, applied_at) VALUES (?, ?, ?)"),
+                format!(
+                    "INSERT INTO {ks}.herd_migrations (version, name, applied_at) VALUES (?, ?, ?)"
+                ),
                 (m.version, m.name, now),
             )
             .await
@@ -209,15 +223,27 @@ pub async fn migrate(session: &Session, settings: &SinkSettings) -> Result<Vec<i
         tracing::info!(keyspace = %ks, version = m.version, name = m.name, "applied schema migration");
         now_applied.push(m.version);
     }
-    check_fixed_setting(session, settings, "bucket_ms", "bucket-secs", &settings.bucket_ms.to_string(), &|v| {
-        v.parse::<i64>().map(|v| (v / 1000).to_string()).unwrap_or_else(|_| v.to_owned())
-    })
+    check_fixed_setting(
+        session,
+        settings,
+        "bucket_ms",
+        "bucket-secs",
+        &settings.bucket_ms.to_string(),
+        &|v| v.parse::<i64>().map(|v| (v / 1000).to_string()).unwrap_or_else(|_| v.to_owned()),
+    )
     .await?;
     // Keyspaces made before layouts existed hold rows: pin that first.
     if applied.contains(&1) {
-        check_fixed_setting(session, settings, "layout", "layout", Layout::Rows.as_str(), &|v| v.to_owned()).await.ok();
+        check_fixed_setting(session, settings, "layout", "layout", Layout::Rows.as_str(), &|v| {
+            v.to_owned()
+        })
+        .await
+        .ok();
     }
-    check_fixed_setting(session, settings, "layout", "layout", settings.layout.as_str(), &|v| v.to_owned()).await?;
+    check_fixed_setting(session, settings, "layout", "layout", settings.layout.as_str(), &|v| {
+        v.to_owned()
+    })
+    .await?;
     Ok(now_applied)
 }
 
@@ -232,11 +258,7 @@ async fn check_fixed_setting(
     in_flag_unit: &dyn Fn(&str) -> String,
 ) -> Result<(), SinkError> {
     let ks = &settings.keyspace;
-    let fail = |detail: String| SinkError::Migration {
-        version: 1,
-        name: "fixed settings",
-        detail,
-    };
+    let fail = |detail: String| SinkError::Migration { version: 1, name: "fixed settings", detail };
     let result = rows(
         session,
         format!("INSERT INTO {ks}.herd_settings (name, value) VALUES (?, ?) IF NOT EXISTS"),
@@ -264,7 +286,12 @@ async fn check_fixed_setting(
     })
 }
 
-async fn has_column(session: &Session, keyspace: &str, table: &str, column: &str) -> Result<bool, String> {
+async fn has_column(
+    session: &Session,
+    keyspace: &str,
+    table: &str,
+    column: &str,
+) -> Result<bool, String> {
     let found = rows(
         session,
         "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ? AND column_name = ?".into(),
@@ -275,13 +302,23 @@ async fn has_column(session: &Session, keyspace: &str, table: &str, column: &str
 }
 
 /// Waits (up to 10 s) until a query may name the column.
-async fn usable_column(session: &Session, keyspace: &str, table: &str, column: &str) -> Result<(), String> {
+async fn usable_column(
+    session: &Session,
+    keyspace: &str,
+    table: &str,
+    column: &str,
+) -> Result<(), String> {
     let started = std::time::Instant::now();
     loop {
-        match session.query_unpaged(format!("SELECT {column} FROM {keyspace}.{table} LIMIT 1"), &[]).await {
+        match session
+            .query_unpaged(format!("SELECT {column} FROM {keyspace}.{table} LIMIT 1"), &[])
+            .await
+        {
             Ok(_) => return Ok(()),
             Err(e) if started.elapsed() > std::time::Duration::from_secs(10) => {
-                return Err(format!("column {column} of {keyspace}.{table} still unusable after 10 s: {e}"))
+                return Err(format!(
+                    "column {column} of {keyspace}.{table} still unusable after 10 s: {e}"
+                ))
             }
             Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
         }
@@ -289,7 +326,11 @@ async fn usable_column(session: &Session, keyspace: &str, table: &str, column: &
 }
 
 /// Runs a statement that returns rows; errors as text, for the migration error.
-async fn rows(session: &Session, cql: String, values: impl SerializeRow) -> Result<QueryRowsResult, String> {
+async fn rows(
+    session: &Session,
+    cql: String,
+    values: impl SerializeRow,
+) -> Result<QueryRowsResult, String> {
     session
         .query_unpaged(cql, values)
         .await
@@ -309,8 +350,11 @@ pub struct Pinned {
 /// (herdctl, herd-loadgen) that must use the same bucket width and layout as
 /// the workers. None: no worker has migrated the keyspace yet.
 pub async fn pinned(session: &Session, keyspace: &str) -> Result<Option<Pinned>, SinkError> {
-    let fail = |detail: String| SinkError::Migration { version: 0, name: "reading herd_settings", detail };
-    let result = rows(session, format!("SELECT name, value FROM {keyspace}.herd_settings"), ()).await.map_err(fail)?;
+    let fail =
+        |detail: String| SinkError::Migration { version: 0, name: "reading herd_settings", detail };
+    let result = rows(session, format!("SELECT name, value FROM {keyspace}.herd_settings"), ())
+        .await
+        .map_err(fail)?;
     let mut bucket_ms = None;
     // Keyspaces made before layouts existed hold rows.
     let mut layout = Layout::Rows;
@@ -318,7 +362,15 @@ pub async fn pinned(session: &Session, keyspace: &str) -> Result<Option<Pinned>,
         let (name, value) = row.map_err(|e| fail(e.to_string()))?;
         let value = value.unwrap_or_default();
         match name.as_str() {
-            "bucket_ms" => bucket_ms = Some(value.parse::<i64>().ok().filter(|&b| b > 0).ok_or_else(|| fail(format!("bucket_ms is {value:?}")))?),
+            "bucket_ms" => {
+                bucket_ms = Some(
+                    value
+                        .parse::<i64>()
+                        .ok()
+                        .filter(|&b| b > 0)
+                        .ok_or_else(|| fail(format!("bucket_ms is {value:?}")))?,
+                )
+            }
             "layout" => layout = value.parse().map_err(fail)?,
             _ => {}
         }

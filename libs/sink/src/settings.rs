@@ -51,7 +51,9 @@ impl Replication {
     /// The CQL map literal of `CREATE KEYSPACE ... WITH replication = ...`.
     pub fn cql(&self) -> String {
         match self {
-            Replication::Simple(n) => format!("{{'class': 'SimpleStrategy', 'replication_factor': {n}}}"),
+            Replication::Simple(n) => {
+                format!("{{'class': 'SimpleStrategy', 'replication_factor': {n}}}")
+            }
             Replication::NetworkTopology(dcs) => {
                 let dcs: Vec<String> = dcs.iter().map(|(dc, n)| format!("'{dc}': {n}")).collect();
                 format!("{{'class': 'NetworkTopologyStrategy', {}}}", dcs.join(", "))
@@ -114,17 +116,32 @@ impl SinkArgs {
         }
         let replication = parse_replication(&self.replication)?;
         if !(1..=MAX_BUCKET_SECS).contains(&self.bucket_secs) {
-            return Err(err("bucket-secs", self.bucket_secs, format!("is out of range; expected 1 to {MAX_BUCKET_SECS}")));
+            return Err(err(
+                "bucket-secs",
+                self.bucket_secs,
+                format!("is out of range; expected 1 to {MAX_BUCKET_SECS}"),
+            ));
         }
         if self.ttl_secs > MAX_TTL_SECS {
-            return Err(err("ttl-secs", self.ttl_secs, format!("is out of range; expected 0 (no TTL) to {MAX_TTL_SECS}")));
+            return Err(err(
+                "ttl-secs",
+                self.ttl_secs,
+                format!("is out of range; expected 0 (no TTL) to {MAX_TTL_SECS}"),
+            ));
         }
         let write_timestamp = match self.write_timestamp.as_str() {
             "event-time" => WriteTimestamp::EventTime,
             "ingest-time" => WriteTimestamp::IngestTime,
-            other => return Err(err("write-timestamp", other, "is not a policy; expected event-time or ingest-time")),
+            other => {
+                return Err(err(
+                    "write-timestamp",
+                    other,
+                    "is not a policy; expected event-time or ingest-time",
+                ))
+            }
         };
-        let layout: Layout = self.layout.parse().map_err(|e: String| err("layout", &self.layout, e))?;
+        let layout: Layout =
+            self.layout.parse().map_err(|e: String| err("layout", &self.layout, e))?;
         if layout == Layout::Blocks && write_timestamp == WriteTimestamp::IngestTime {
             return Err(err(
                 "write-timestamp",
@@ -133,7 +150,11 @@ impl SinkArgs {
             ));
         }
         if !(1..=600_000).contains(&self.write_timeout_ms) {
-            return Err(err("write-timeout-ms", self.write_timeout_ms, "is out of range; expected 1 to 600000"));
+            return Err(err(
+                "write-timeout-ms",
+                self.write_timeout_ms,
+                "is out of range; expected 1 to 600000",
+            ));
         }
         Ok(SinkSettings {
             keyspace: self.keyspace.clone(),
@@ -148,7 +169,9 @@ impl SinkArgs {
 }
 
 fn parse_replication(value: &str) -> Result<Replication, SettingsError> {
-    let bad = |problem: &str| err("replication", value, format!("{problem}; expected simple:N or dc1:N[,dc2:M...]"));
+    let bad = |problem: &str| {
+        err("replication", value, format!("{problem}; expected simple:N or dc1:N[,dc2:M...]"))
+    };
     let factor = |n: &str| -> Result<u32, SettingsError> {
         match n.trim().parse::<u32>() {
             Ok(n) if (1..=32).contains(&n) => Ok(n),
@@ -213,9 +236,15 @@ mod tests {
             (Box::new(|a| a.replication = "d'c:1".into()), "data center name"),
             (Box::new(|a| a.bucket_secs = 0), "bucket-secs: \"0\" is out of range"),
             (Box::new(|a| a.ttl_secs = MAX_TTL_SECS + 1), "ttl-secs"),
-            (Box::new(|a| a.write_timestamp = "now".into()), "write-timestamp: \"now\" is not a policy"),
+            (
+                Box::new(|a| a.write_timestamp = "now".into()),
+                "write-timestamp: \"now\" is not a policy",
+            ),
             (Box::new(|a| a.write_timeout_ms = 0), "write-timeout-ms"),
-            (Box::new(|a| a.layout = "columns".into()), "layout: \"columns\" \"columns\" is not a layout; expected rows or blocks"),
+            (
+                Box::new(|a| a.layout = "columns".into()),
+                "layout: \"columns\" \"columns\" is not a layout; expected rows or blocks",
+            ),
             (
                 Box::new(|a| {
                     a.layout = "blocks".into();

@@ -32,7 +32,8 @@ impl From<ExecutionError> for WriteError {
         let permanent = match &e {
             ExecutionError::BadQuery(_) => true,
             ExecutionError::LastAttemptError(attempt) => match attempt {
-                RequestAttemptError::SerializationError(_) | RequestAttemptError::CqlRequestSerialization(_) => true,
+                RequestAttemptError::SerializationError(_)
+                | RequestAttemptError::CqlRequestSerialization(_) => true,
                 RequestAttemptError::DbError(db, _) => matches!(
                     db,
                     DbError::SyntaxError
@@ -47,17 +48,18 @@ impl From<ExecutionError> for WriteError {
             },
             _ => false,
         };
-        WriteError {
-            transient: !permanent,
-            message: e.to_string(),
-        }
+        WriteError { transient: !permanent, message: e.to_string() }
     }
 }
 
 /// Prepares an idempotent insert of `settings.keyspace`'s layout, shared
 /// by both writers: a quorum of the local data center (with replication 1
 /// the one replica, with 3 it survives one node down) and the write timeout.
-pub(crate) async fn prepare_insert(session: &Session, cql: String, settings: &SinkSettings) -> Result<PreparedStatement, SinkError> {
+pub(crate) async fn prepare_insert(
+    session: &Session,
+    cql: String,
+    settings: &SinkSettings,
+) -> Result<PreparedStatement, SinkError> {
     let mut insert = session.prepare(cql).await.map_err(|e| SinkError::Prepare(e.to_string()))?;
     insert.set_consistency(Consistency::LocalQuorum);
     insert.set_request_timeout(Some(settings.write_timeout));

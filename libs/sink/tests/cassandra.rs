@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use herd_model::Event;
 use herd_sink::blocks::{Block, BlockKey, BlockWriter};
+use herd_sink::fencing::{FenceError, Fencing};
 use herd_sink::read::PointReader;
 use herd_sink::schema::migrate;
 use herd_sink::Layout;
-use herd_sink::fencing::{FenceError, Fencing};
 use herd_sink::{RowWriter as Writer, SinkArgs, SinkError};
 use herd_testkit::{endpoints, unique_name};
 use scylla::client::session::Session;
@@ -72,7 +72,10 @@ async fn migrations_writes_replays_and_documented_queries() {
     );
     // Interrupted after adding its column but before being recorded: run
     // again, the added column is found and not added twice.
-    session.query_unpaged(format!("DELETE FROM {ks}.herd_migrations WHERE version = 4"), ()).await.unwrap();
+    session
+        .query_unpaged(format!("DELETE FROM {ks}.herd_migrations WHERE version = 4"), ())
+        .await
+        .unwrap();
     assert_eq!(migrate(&session, &settings).await.expect("migrate again"), vec![4]);
 
     // The bucket width decides where rows live: changing it is refused.
@@ -80,7 +83,10 @@ async fn migrations_writes_replays_and_documented_queries() {
     match migrate(&session, &changed).await {
         Err(e @ SinkError::SettingChanged { .. }) => {
             let msg = e.to_string();
-            assert!(msg.contains("bucket-secs = 3600") && msg.contains("configured with 60"), "{msg}");
+            assert!(
+                msg.contains("bucket-secs = 3600") && msg.contains("configured with 60"),
+                "{msg}"
+            );
         }
         other => panic!("a changed bucket width must be refused, got {other:?}"),
     }
@@ -175,29 +181,45 @@ async fn a_newer_epoch_fences_the_older_owner_at_the_database() {
 
     // The old owner, not knowing it lost the shard, tries to commit.
     match f.commit(&session, "events", 0, 1, 150, None).await {
-        Err(FenceError::Fenced { current_epoch: 2, current_owner, .. }) => assert_eq!(current_owner, "worker-b"),
+        Err(FenceError::Fenced { current_epoch: 2, current_owner, .. }) => {
+            assert_eq!(current_owner, "worker-b")
+        }
         other => panic!("a stale owner's commit must be refused, got {other:?}"),
     }
     let stored = f.read(&session, "events", 0).await.unwrap().unwrap();
-    assert_eq!((stored.epoch, stored.next_offset), (2, Some(100)), "the refused commit changed nothing");
+    assert_eq!(
+        (stored.epoch, stored.next_offset),
+        (2, Some(100)),
+        "the refused commit changed nothing"
+    );
     f.commit(&session, "events", 0, 2, 200, None).await.expect("the owner commits");
 
     // Old or equal epochs cannot claim back; other shards are independent.
     for epoch in [1, 2] {
         assert!(
-            matches!(f.claim(&session, "events", 0, epoch, "worker-a").await, Err(FenceError::Fenced { .. })),
+            matches!(
+                f.claim(&session, "events", 0, epoch, "worker-a").await,
+                Err(FenceError::Fenced { .. })
+            ),
             "a claim at epoch {epoch} must be refused"
         );
     }
     f.claim(&session, "events", 1, 1, "worker-a").await.expect("another shard");
     // The holder of a grant may claim it again (a restarted shard) and resumes from its checkpoint.
-    let again = f.claim(&session, "events", 0, 2, "worker-b").await.expect("same grant, same owner");
-    assert_eq!((again.next_offset, again.window_start), (Some(200), None), "a window boundary clears the window start");
+    let again =
+        f.claim(&session, "events", 0, 2, "worker-b").await.expect("same grant, same owner");
+    assert_eq!(
+        (again.next_offset, again.window_start),
+        (Some(200), None),
+        "a window boundary clears the window start"
+    );
 
     // Concurrent claims: whatever the interleaving, the highest epoch ends up owning.
     let claims = (1..=10).map(|epoch| {
         let (f, session) = (f.clone(), session.clone());
-        tokio::spawn(async move { f.claim(&session, "events", 7, epoch, &format!("w{epoch}")).await })
+        tokio::spawn(
+            async move { f.claim(&session, "events", 7, epoch, &format!("w{epoch}")).await },
+        )
     });
     let results = futures::future::join_all(claims).await;
     assert!(results[9].as_ref().unwrap().is_ok(), "the highest epoch's claim succeeds");
@@ -218,14 +240,25 @@ async fn blocks_are_pinned_rewritten_in_place_and_read_back_once() {
     let settings = layout_args(&ks, 3600, "blocks").validate().unwrap();
     migrate(&session, &settings).await.expect("migrate");
     match migrate(&session, &args(&ks, 3600).validate().unwrap()).await {
-        Err(e @ SinkError::SettingChanged { .. }) => assert!(e.to_string().contains("layout = blocks"), "{e}"),
+        Err(e @ SinkError::SettingChanged { .. }) => {
+            assert!(e.to_string().contains("layout = blocks"), "{e}")
+        }
         other => panic!("a rows process on a blocks keyspace must be refused, got {other:?}"),
     }
     let writer = BlockWriter::prepare(session.clone(), settings).await.expect("prepare");
     let hour = 3_600_000;
     let block = |window_start: i64, seqs: &[u64], messages: u32| Block {
-        key: BlockKey { series: "a".into(), bucket: 0, metric: "cpu".into(), topic: "t".into(), partition: 0, window_start },
-        points: herd_sink::block::Points::from_events(&seqs.iter().map(|&s| event("a", "cpu", 10 * s as i64, s)).collect::<Vec<_>>()),
+        key: BlockKey {
+            series: "a".into(),
+            bucket: 0,
+            metric: "cpu".into(),
+            topic: "t".into(),
+            partition: 0,
+            window_start,
+        },
+        points: herd_sink::block::Points::from_events(
+            &seqs.iter().map(|&s| event("a", "cpu", 10 * s as i64, s)).collect::<Vec<_>>(),
+        ),
         tags: vec![0; seqs.len()],
         messages,
         fresh: seqs.len() as u32,
@@ -242,7 +275,11 @@ async fn blocks_are_pinned_rewritten_in_place_and_read_back_once() {
     assert_eq!(pinned.layout, Layout::Blocks);
     let reader = PointReader::prepare(&session, &ks, pinned).await.expect("reader");
     let seqs = |v: Vec<Event>| v.into_iter().map(|e| e.seq).collect::<Vec<_>>();
-    assert_eq!(seqs(reader.range(&session, "a", "cpu", 0, hour).await.unwrap()), vec![1, 2, 3, 4], "the larger block won");
+    assert_eq!(
+        seqs(reader.range(&session, "a", "cpu", 0, hour).await.unwrap()),
+        vec![1, 2, 3, 4],
+        "the larger block won"
+    );
 
     // Event 4 sent twice by its producer, the copy in the next window; a point in the next bucket.
     writer.write(&block(103, &[4, 5], 2)).await.unwrap();
@@ -251,9 +288,20 @@ async fn blocks_are_pinned_rewritten_in_place_and_read_back_once() {
     next_bucket.points = herd_sink::block::Points::from_events(&[event("a", "cpu", hour + 1, 6)]);
     next_bucket.tags = vec![0];
     writer.write(&next_bucket).await.unwrap();
-    assert_eq!(seqs(reader.range(&session, "a", "cpu", 0, 2 * hour).await.unwrap()), vec![1, 2, 3, 4, 5, 6], "4 once");
-    assert_eq!(seqs(reader.range(&session, "a", "cpu", 15, 45).await.unwrap()), vec![2, 3, 4], "ts 20 to 40");
-    assert_eq!(seqs(reader.latest(&session, "a", "cpu", 3, 2 * hour).await.unwrap()), vec![6, 5, 4]);
+    assert_eq!(
+        seqs(reader.range(&session, "a", "cpu", 0, 2 * hour).await.unwrap()),
+        vec![1, 2, 3, 4, 5, 6],
+        "4 once"
+    );
+    assert_eq!(
+        seqs(reader.range(&session, "a", "cpu", 15, 45).await.unwrap()),
+        vec![2, 3, 4],
+        "ts 20 to 40"
+    );
+    assert_eq!(
+        seqs(reader.latest(&session, "a", "cpu", 3, 2 * hour).await.unwrap()),
+        vec![6, 5, 4]
+    );
     let back = reader.range(&session, "a", "cpu", 0, 11).await.unwrap();
     assert_eq!(back, vec![event("a", "cpu", 10, 1)], "every field back as written");
 

@@ -24,10 +24,8 @@ pub enum TelemetryError {
 
 pub fn filter(args: &LogArgs, default: &str) -> Result<EnvFilter, TelemetryError> {
     let value = args.filter.as_deref().unwrap_or(default);
-    EnvFilter::try_new(value).map_err(|e| TelemetryError::BadFilter {
-        value: value.to_owned(),
-        reason: e.to_string(),
-    })
+    EnvFilter::try_new(value)
+        .map_err(|e| TelemetryError::BadFilter { value: value.to_owned(), reason: e.to_string() })
 }
 
 /// Changes the log filter of the running process (live configuration).
@@ -36,7 +34,8 @@ pub struct LogHandle(Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>)
 impl LogHandle {
     pub fn set(&self, value: &str) -> Result<(), TelemetryError> {
         let filter = filter(&LogArgs { filter: Some(value.to_owned()) }, value)?;
-        (self.0)(filter).map_err(|reason| TelemetryError::BadFilter { value: value.to_owned(), reason })
+        (self.0)(filter)
+            .map_err(|reason| TelemetryError::BadFilter { value: value.to_owned(), reason })
     }
 }
 
@@ -57,12 +56,12 @@ pub fn init_logging(args: &LogArgs, default: &str) -> Result<LogHandle, Telemetr
 }
 
 /// Histogram buckets for latencies in seconds: 1 ms to 60 s.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
-];
+const LATENCY_BUCKETS: &[f64] =
+    &[0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0];
 /// Histogram buckets for sizes (rows, bytes): powers of 4 from 1 to 16 Mi.
 const SIZE_BUCKETS: &[f64] = &[
-    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0,
 ];
 
 /// Serves Prometheus metrics on `addr` (path /metrics) from the current
@@ -70,9 +69,13 @@ const SIZE_BUCKETS: &[f64] = &[
 /// rest for sizes.
 pub fn install_metrics(addr: std::net::SocketAddr) -> Result<(), TelemetryError> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-    let err = |e: metrics_exporter_prometheus::BuildError| TelemetryError::Metrics { addr, reason: e.to_string() };
+    let err = |e: metrics_exporter_prometheus::BuildError| TelemetryError::Metrics {
+        addr,
+        reason: e.to_string(),
+    };
     // Bind first: the exporter would only report a taken port from its task.
-    let listener = std::net::TcpListener::bind(addr).map_err(|e| TelemetryError::Metrics { addr, reason: e.to_string() })?;
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| TelemetryError::Metrics { addr, reason: e.to_string() })?;
     let addr = listener.local_addr().unwrap_or(addr);
     drop(listener);
     PrometheusBuilder::new()

@@ -8,9 +8,14 @@ use scylla::client::session::Session;
 /// block of `blocks`. A duplicate shows as an identity listed twice (stored
 /// under two primary keys, or in two blocks).
 pub async fn stored_identities(session: &Session, keyspace: &str) -> Vec<(String, i64)> {
-    let pinned = herd_sink::schema::pinned(session, keyspace).await.expect("read herd_settings").expect("the keyspace has herd settings");
+    let pinned = herd_sink::schema::pinned(session, keyspace)
+        .await
+        .expect("read herd_settings")
+        .expect("the keyspace has herd settings");
     if pinned.layout == herd_sink::Layout::Blocks {
-        let mut statement = scylla::statement::Statement::new(format!("SELECT series, metric, data FROM {keyspace}.blocks"));
+        let mut statement = scylla::statement::Statement::new(format!(
+            "SELECT series, metric, data FROM {keyspace}.blocks"
+        ));
         statement.set_page_size(500);
         let blocks: Vec<(String, String, Vec<u8>)> = session
             .query_iter(statement, &[])
@@ -23,11 +28,14 @@ pub async fn stored_identities(session: &Session, keyspace: &str) -> Vec<(String
             .expect("read blocks");
         return blocks
             .iter()
-            .flat_map(|(series, metric, data)| herd_sink::block::decode(series, metric, data).expect("a block herd can decode"))
+            .flat_map(|(series, metric, data)| {
+                herd_sink::block::decode(series, metric, data).expect("a block herd can decode")
+            })
             .map(|e| (e.producer, e.seq as i64))
             .collect();
     }
-    let mut statement = scylla::statement::Statement::new(format!("SELECT producer, seq FROM {keyspace}.points"));
+    let mut statement =
+        scylla::statement::Statement::new(format!("SELECT producer, seq FROM {keyspace}.points"));
     statement.set_page_size(5000);
     session
         .query_iter(statement, &[])
@@ -43,7 +51,8 @@ pub async fn stored_identities(session: &Session, keyspace: &str) -> Vec<(String
 /// Sum over the partitions of `topic` of (checkpointed next offset in
 /// `keyspace`, end offset in Kafka).
 pub async fn checkpointed_and_end(session: &Session, keyspace: &str, topic: &str) -> (i64, i64) {
-    let checkpoints = herd_sink::fencing::all_checkpoints(session, keyspace).await.unwrap_or_default();
+    let checkpoints =
+        herd_sink::fencing::all_checkpoints(session, keyspace).await.unwrap_or_default();
     let checkpointed = checkpoints
         .iter()
         .filter(|(t, _, _)| t == topic)
@@ -55,7 +64,12 @@ pub async fn checkpointed_and_end(session: &Session, keyspace: &str, topic: &str
 
 /// Waits until every message of `topic` is checkpointed in `keyspace`;
 /// panics after `limit` with how far it got.
-pub async fn wait_all_checkpointed(session: &Session, keyspace: &str, topic: &str, limit: std::time::Duration) {
+pub async fn wait_all_checkpointed(
+    session: &Session,
+    keyspace: &str,
+    topic: &str,
+    limit: std::time::Duration,
+) {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let (checkpointed, end) = checkpointed_and_end(session, keyspace, topic).await;

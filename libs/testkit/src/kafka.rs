@@ -19,18 +19,25 @@ pub struct Outgoing {
 
 /// Produces `messages` in order of the slice (up to 1000 in flight) and
 /// returns each one's (partition, offset). Panics on a failed delivery.
-pub async fn produce(producer: &FutureProducer, topic: &str, messages: &[Outgoing]) -> Vec<(i32, i64)> {
+pub async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    messages: &[Outgoing],
+) -> Vec<(i32, i64)> {
     let mut positions = Vec::with_capacity(messages.len());
     for window in messages.chunks(1000) {
         let sends = window.iter().map(|m| {
             let mut record = FutureRecord::to(topic).key(&m.key).payload(&m.payload);
             if let Some(ct) = m.content_type {
-                record = record.headers(OwnedHeaders::new().insert(Header { key: "content-type", value: Some(ct) }));
+                record = record.headers(
+                    OwnedHeaders::new().insert(Header { key: "content-type", value: Some(ct) }),
+                );
             }
             producer.send(record, Duration::from_secs(60))
         });
         for result in futures::future::join_all(sends).await {
-            let delivery = result.unwrap_or_else(|(e, _)| panic!("delivery to {topic} failed: {e}"));
+            let delivery =
+                result.unwrap_or_else(|(e, _)| panic!("delivery to {topic} failed: {e}"));
             positions.push((delivery.partition, delivery.offset));
         }
     }
@@ -39,7 +46,9 @@ pub async fn produce(producer: &FutureProducer, topic: &str, messages: &[Outgoin
 
 /// The end offset (high watermark) of each partition of `topic`.
 pub async fn end_offsets(endpoints: &Endpoints, topic: &str) -> BTreeMap<i32, i64> {
-    let partitions = herd_clients::kafka::partitions(endpoints, &[topic.to_owned()]).await.expect("topic metadata");
+    let partitions = herd_clients::kafka::partitions(endpoints, &[topic.to_owned()])
+        .await
+        .expect("topic metadata");
     herd_clients::kafka::end_offsets(endpoints, partitions)
         .await
         .expect("end offsets")
@@ -50,7 +59,12 @@ pub async fn end_offsets(endpoints: &Endpoints, topic: &str) -> BTreeMap<i32, i6
 
 /// Every record of `topic` (all partitions, from the start) until `count`
 /// have been read or `limit` passes.
-pub fn read_all(endpoints: &Endpoints, topic: &str, count: usize, limit: Duration) -> Vec<rdkafka::message::OwnedMessage> {
+pub fn read_all(
+    endpoints: &Endpoints,
+    topic: &str,
+    count: usize,
+    limit: Duration,
+) -> Vec<rdkafka::message::OwnedMessage> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", endpoints.kafka_bootstrap())
         .set("group.id", format!("reader-{topic}-{}", std::process::id()))

@@ -15,7 +15,11 @@ pub mod process;
 /// Deletes `root` and everything under it (a test's znode tree), ignoring
 /// nodes that are gone meanwhile.
 pub async fn delete_zk_tree(root: &str) {
-    let Ok(zk) = herd_clients::zookeeper::connect(&endpoints(), std::time::Duration::from_secs(4)).await else { return };
+    let Ok(zk) =
+        herd_clients::zookeeper::connect(&endpoints(), std::time::Duration::from_secs(4)).await
+    else {
+        return;
+    };
     let mut stack = vec![(root.to_owned(), false)];
     while let Some((path, expanded)) = stack.pop() {
         if expanded {
@@ -79,17 +83,11 @@ pub fn unique_name(prefix: &str) -> String {
             && prefix.len() <= 16,
         "prefix {prefix:?}: use at most 16 of [a-z0-9_], starting with a letter"
     );
-    let micros = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_micros();
+    let micros =
+        SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_micros();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     // 16 + 1 + 8 + 1 + 12 + 1 + up to 4 digits stays under 48.
-    format!(
-        "{prefix}_{:x}_{:x}_{n}",
-        std::process::id(),
-        micros & 0xffff_ffff_ffff
-    )
+    format!("{prefix}_{:x}_{:x}_{n}", std::process::id(), micros & 0xffff_ffff_ffff)
 }
 
 #[cfg(test)]

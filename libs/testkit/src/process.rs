@@ -58,7 +58,11 @@ impl Process {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "did not exit within {limit:?}\n{}", self.log_tail());
+            assert!(
+                Instant::now() < deadline,
+                "did not exit within {limit:?}\n{}",
+                self.log_tail()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -90,7 +94,11 @@ impl Process {
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        format!("--- {} (last 40 lines) ---\n{}", self.log.display(), lines[lines.len().saturating_sub(40)..].join("\n"))
+        format!(
+            "--- {} (last 40 lines) ---\n{}",
+            self.log.display(),
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        )
     }
 }
 

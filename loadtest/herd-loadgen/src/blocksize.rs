@@ -17,7 +17,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{ArrayRef, DictionaryArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt64Array};
+use arrow::array::{
+    ArrayRef, DictionaryArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt64Array,
+};
 use arrow::datatypes::Int32Type;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
@@ -85,13 +87,18 @@ fn measure<T>(
 
 pub fn pco(blocks: &[Vec<Event>]) -> CodecResult {
     // Workers hold a window's points in columns already (herd_sink::block::Points).
-    let columns: Vec<(&Event, herd_sink::block::Points)> = blocks.iter().map(|b| (&b[0], herd_sink::block::Points::from_events(b))).collect();
+    let columns: Vec<(&Event, herd_sink::block::Points)> =
+        blocks.iter().map(|b| (&b[0], herd_sink::block::Points::from_events(b))).collect();
     measure(
         "pco",
         &columns,
         |(_, p)| p.len(),
         |(_, p)| herd_sink::block::encode(p).0,
-        |bytes, (first, _)| herd_sink::block::decode(&first.series, &first.metric, bytes).expect("herd's own block decodes").len(),
+        |bytes, (first, _)| {
+            herd_sink::block::decode(&first.series, &first.metric, bytes)
+                .expect("herd's own block decodes")
+                .len()
+        },
     )
 }
 
@@ -101,19 +108,30 @@ pub fn arrow_zstd(blocks: &[Vec<Event>]) -> CodecResult {
         blocks,
         |b| b.len(),
         |b| {
-            let tags: Vec<String> = b.iter().map(|e| e.tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")).collect();
+            let tags: Vec<String> = b
+                .iter()
+                .map(|e| {
+                    e.tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+                })
+                .collect();
             let columns: Vec<ArrayRef> = vec![
                 Arc::new(Int64Array::from_iter_values(b.iter().map(|e| e.ts))),
                 Arc::new(Float64Array::from_iter_values(b.iter().map(|e| e.value))),
                 Arc::new(UInt64Array::from_iter_values(b.iter().map(|e| e.seq))),
-                Arc::new(b.iter().map(|e| e.producer.as_str()).collect::<DictionaryArray<Int32Type>>()),
+                Arc::new(
+                    b.iter().map(|e| e.producer.as_str()).collect::<DictionaryArray<Int32Type>>(),
+                ),
                 Arc::new(tags.iter().map(String::as_str).collect::<DictionaryArray<Int32Type>>()),
             ];
             let names = ["ts", "value", "seq", "producer", "tags"];
-            let batch = RecordBatch::try_from_iter(names.into_iter().zip(columns)).expect("columns of equal length");
-            let options = IpcWriteOptions::default().try_with_compression(Some(CompressionType::ZSTD)).expect("zstd is built in");
+            let batch = RecordBatch::try_from_iter(names.into_iter().zip(columns))
+                .expect("columns of equal length");
+            let options = IpcWriteOptions::default()
+                .try_with_compression(Some(CompressionType::ZSTD))
+                .expect("zstd is built in");
             let mut out = Vec::new();
-            let mut w = StreamWriter::try_new_with_options(&mut out, &batch.schema(), options).expect("writing to memory");
+            let mut w = StreamWriter::try_new_with_options(&mut out, &batch.schema(), options)
+                .expect("writing to memory");
             w.write(&batch).expect("writing to memory");
             w.finish().expect("writing to memory");
             drop(w);
@@ -124,8 +142,14 @@ pub fn arrow_zstd(blocks: &[Vec<Event>]) -> CodecResult {
             reader
                 .map(|b| {
                     let b = b.expect("our own batch");
-                    let values = b.column(1).as_any().downcast_ref::<Float64Array>().expect("value column");
-                    let _ = b.column(4).as_any().downcast_ref::<DictionaryArray<Int32Type>>().expect("tags").downcast_dict::<StringArray>();
+                    let values =
+                        b.column(1).as_any().downcast_ref::<Float64Array>().expect("value column");
+                    let _ = b
+                        .column(4)
+                        .as_any()
+                        .downcast_ref::<DictionaryArray<Int32Type>>()
+                        .expect("tags")
+                        .downcast_dict::<StringArray>();
                     values.len()
                 })
                 .sum()

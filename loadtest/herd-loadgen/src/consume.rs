@@ -68,18 +68,29 @@ pub async fn run(endpoints: &Endpoints, a: ConsumeArgs) -> Result<std::process::
 fn consume(endpoints: &Endpoints, a: &ConsumeArgs) -> Result<ConsumeSummary, Exit> {
     let mut config = herd_clients::kafka::base_config(endpoints, "herd-loadgen-consume");
     // Never joined, never committed: the group id only satisfies librdkafka.
-    config.set("group.id", "herd-loadgen-consume").set("enable.auto.commit", "false").set("enable.partition.eof", "false");
+    config
+        .set("group.id", "herd-loadgen-consume")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
     let consumer: BaseConsumer = config.create().context("while creating the consumer")?;
     let timeout = Duration::from_secs(a.timeout_secs);
-    let metadata = consumer.fetch_metadata(Some(&a.topic), endpoints.connect_timeout).context("while reading the topic's metadata")?;
-    let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+    let metadata = consumer
+        .fetch_metadata(Some(&a.topic), endpoints.connect_timeout)
+        .context("while reading the topic's metadata")?;
+    let partitions: Vec<i32> =
+        metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
     if partitions.is_empty() {
-        return Err(Exit::BadInput(anyhow::anyhow!("topic {:?} has no partitions (does it exist?)", a.topic)));
+        return Err(Exit::BadInput(anyhow::anyhow!(
+            "topic {:?} has no partitions (does it exist?)",
+            a.topic
+        )));
     }
     let mut ends = std::collections::HashMap::new();
     let mut tpl = TopicPartitionList::new();
     for &p in &partitions {
-        let (low, high) = consumer.fetch_watermarks(&a.topic, p, endpoints.connect_timeout).context("while reading end offsets")?;
+        let (low, high) = consumer
+            .fetch_watermarks(&a.topic, p, endpoints.connect_timeout)
+            .context("while reading end offsets")?;
         if high > low {
             ends.insert(p, high);
             tpl.add_partition_offset(&a.topic, p, Offset::Beginning).context("while assigning")?;
@@ -92,7 +103,11 @@ fn consume(endpoints: &Endpoints, a: &ConsumeArgs) -> Result<ConsumeSummary, Exi
     let mut last = started;
     while !ends.is_empty() {
         if started.elapsed() > timeout {
-            return Err(anyhow::anyhow!("{} partitions not read to their end within {timeout:?}", ends.len()).into());
+            return Err(anyhow::anyhow!(
+                "{} partitions not read to their end within {timeout:?}",
+                ends.len()
+            )
+            .into());
         }
         let Some(result) = consumer.poll(Duration::from_millis(100)) else { continue };
         let m = result.context("while consuming")?;

@@ -11,7 +11,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Float64Array, MapBuilder, RecordBatch, StringBuilder, TimestampMillisecondArray, UInt64Array};
+use arrow::array::{
+    ArrayRef, Float64Array, MapBuilder, RecordBatch, StringBuilder, TimestampMillisecondArray,
+    UInt64Array,
+};
 use arrow::ipc::writer::StreamWriter;
 use herd_model::{arrow_ipc, Event, LIMITS};
 
@@ -74,7 +77,10 @@ struct Names {
 
 impl Names {
     fn new(prefix: &str, count: u64) -> Names {
-        Names { prefix: prefix.to_owned(), cached: (0..count.min(CACHED_NAMES)).map(|n| format!("{prefix}{n}")).collect() }
+        Names {
+            prefix: prefix.to_owned(),
+            cached: (0..count.min(CACHED_NAMES)).map(|n| format!("{prefix}{n}")).collect(),
+        }
     }
 
     fn get<'a>(&'a self, n: u64, scratch: &'a mut String) -> &'a str {
@@ -122,7 +128,11 @@ impl Generator {
             producer_json: serde_json::to_string(producer).expect("a string serializes"),
             series: shape.series,
             series_names: Names::new("series-", shape.series),
-            tags: (0..shape.tags).map(|i| (key(i), Names::new(&format!("{}-", key(i)), shape.tag_values.min(1 << 16)))).collect(),
+            tags: (0..shape.tags)
+                .map(|i| {
+                    (key(i), Names::new(&format!("{}-", key(i)), shape.tag_values.min(1 << 16)))
+                })
+                .collect(),
             tag_values: shape.tag_values,
             pads,
             values: Values::new(shape.values, shape.series),
@@ -199,13 +209,17 @@ impl Generator {
         let columns: Vec<ArrayRef> = vec![
             Arc::new(series.finish()),
             Arc::new(metric.finish()),
-            Arc::new(TimestampMillisecondArray::from_iter_values(seqs.clone().map(|s| self.ts(s, at))).with_timezone("UTC")),
+            Arc::new(
+                TimestampMillisecondArray::from_iter_values(seqs.clone().map(|s| self.ts(s, at)))
+                    .with_timezone("UTC"),
+            ),
             Arc::new(Float64Array::from_iter_values(seqs.clone().map(|s| self.values.value(s)))),
             Arc::new(producer.finish()),
             Arc::new(UInt64Array::from_iter_values(seqs)),
             Arc::new(tags.finish()),
         ];
-        let batch = RecordBatch::try_new(arrow_ipc::schema(), columns).expect("the columns follow herd's schema");
+        let batch = RecordBatch::try_new(arrow_ipc::schema(), columns)
+            .expect("the columns follow herd's schema");
         out.reserve(batch.get_array_memory_size() + 1024);
         let mut writer = StreamWriter::try_new(out, &batch.schema()).expect("writing to memory");
         writer.write(&batch).expect("writing to memory");
@@ -257,7 +271,10 @@ impl Generator {
     /// Event `seq`'s series and metric: with its time, producer and seq,
     /// the row's primary key.
     pub fn key(&self, seq: u64) -> (String, &'static str) {
-        (self.series_names.get(seq % self.series, &mut String::new()).to_owned(), METRICS[(seq % 4) as usize])
+        (
+            self.series_names.get(seq % self.series, &mut String::new()).to_owned(),
+            METRICS[(seq % 4) as usize],
+        )
     }
 
     /// Appends the series name of event `seq` (the key of a one-event message).
@@ -279,7 +296,8 @@ mod tests {
 
     #[test]
     fn deterministic_and_valid() {
-        let g = Generator::new("p", &Shape { series: 7, ..Shape::default() }, 1_700_000_000_000).unwrap();
+        let g = Generator::new("p", &Shape { series: 7, ..Shape::default() }, 1_700_000_000_000)
+            .unwrap();
         assert_eq!(g.event(12, None), g.event(12, None));
         for e in g.events(0..100, None) {
             e.validate().unwrap();
@@ -287,15 +305,30 @@ mod tests {
         assert_eq!(g.event(8, None).series, "series-1");
         assert_eq!(g.event(8, Some(42)).ts, 42);
         let e = g.event(13, None);
-        assert_eq!(g.key(13), (e.series, METRICS.iter().find(|m| **m == e.metric).copied().unwrap()));
+        assert_eq!(
+            g.key(13),
+            (e.series, METRICS.iter().find(|m| **m == e.metric).copied().unwrap())
+        );
     }
 
     #[test]
     fn fast_encoders_match_the_event_form() {
         let shapes = [
             Shape::default(),
-            Shape { series: 3, tags: 0, tag_values: 0, payload_bytes: 0, values: ValueShape::Counter },
-            Shape { series: CACHED_NAMES + 5, tags: 9, tag_values: (1 << 16) + 3, payload_bytes: 300, values: ValueShape::Uniform },
+            Shape {
+                series: 3,
+                tags: 0,
+                tag_values: 0,
+                payload_bytes: 0,
+                values: ValueShape::Counter,
+            },
+            Shape {
+                series: CACHED_NAMES + 5,
+                tags: 9,
+                tag_values: (1 << 16) + 3,
+                payload_bytes: 300,
+                values: ValueShape::Uniform,
+            },
         ];
         for shape in shapes {
             // A producer id that needs escaping in JSON.
@@ -311,7 +344,12 @@ mod tests {
                 for seq in seqs.clone() {
                     let mut one = Vec::new();
                     g.json(seq, at, &mut one);
-                    assert_eq!(decoded(&one), vec![g.event(seq, at)], "{}", String::from_utf8_lossy(&one));
+                    assert_eq!(
+                        decoded(&one),
+                        vec![g.event(seq, at)],
+                        "{}",
+                        String::from_utf8_lossy(&one)
+                    );
                     lines.extend_from_slice(&one);
                     lines.push(b'\n');
                 }
@@ -322,13 +360,28 @@ mod tests {
 
     #[test]
     fn shape_knobs() {
-        let g = Generator::new("p", &Shape { series: 10, tags: 3, tag_values: 4, payload_bytes: 600, ..Shape::default() }, 0).unwrap();
+        let g = Generator::new(
+            "p",
+            &Shape { series: 10, tags: 3, tag_values: 4, payload_bytes: 600, ..Shape::default() },
+            0,
+        )
+        .unwrap();
         let e = g.event(13, None);
-        assert_eq!(e.tags.keys().collect::<Vec<_>>(), ["host", "pad0", "pad1", "pad2", "region", "service"]);
+        assert_eq!(
+            e.tags.keys().collect::<Vec<_>>(),
+            ["host", "pad0", "pad1", "pad2", "region", "service"]
+        );
         assert_eq!(e.tags["pad0"].len() + e.tags["pad1"].len() + e.tags["pad2"].len(), 600);
-        let hosts: std::collections::BTreeSet<_> = g.events(0..1000, None).into_iter().map(|e| e.tags["host"].clone()).collect();
+        let hosts: std::collections::BTreeSet<_> =
+            g.events(0..1000, None).into_iter().map(|e| e.tags["host"].clone()).collect();
         assert_eq!(hosts.len(), 4, "{hosts:?}");
-        let err = Generator::new("p", &Shape { series: 1, tags: 60, tag_values: 2, payload_bytes: 2000, ..Shape::default() }, 0).err().unwrap();
+        let err = Generator::new(
+            "p",
+            &Shape { series: 1, tags: 60, tag_values: 2, payload_bytes: 2000, ..Shape::default() },
+            0,
+        )
+        .err()
+        .unwrap();
         assert!(err.contains("68 tags per event"), "{err}");
         assert!(Generator::new("p", &Shape { series: 0, ..Shape::default() }, 0).is_err());
     }

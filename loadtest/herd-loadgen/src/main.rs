@@ -162,13 +162,17 @@ async fn scan(
     let pinned = herd_sink::schema::pinned(session, keyspace)
         .await
         .with_context(|| format!("while reading {keyspace}.herd_settings (is --keyspace right?)"))?
-        .ok_or_else(|| anyhow::anyhow!("{keyspace} has no herd settings: no worker has written to it"))?;
+        .ok_or_else(|| {
+            anyhow::anyhow!("{keyspace} has no herd settings: no worker has written to it")
+        })?;
     let mut stored: verify::Stored = Default::default();
     let mut latency = verify::Latency::default();
     let mut others = std::collections::BTreeSet::new();
     match pinned.layout {
         herd_sink::Layout::Rows => {
-            let mut statement = scylla::statement::Statement::new(format!("SELECT producer, seq, ts, writetime(value) FROM {keyspace}.points"));
+            let mut statement = scylla::statement::Statement::new(format!(
+                "SELECT producer, seq, ts, writetime(value) FROM {keyspace}.points"
+            ));
             statement.set_page_size(5000);
             let mut rows = session
                 .query_iter(statement, &[])
@@ -177,7 +181,8 @@ async fn scan(
                 .rows_stream::<(String, i64, scylla::value::CqlTimestamp, Option<i64>)>()
                 .context("while reading rows")?;
             while let Some(row) = rows.next().await {
-                let (producer, seq, scylla::value::CqlTimestamp(ts), written_us) = row.context("while reading rows")?;
+                let (producer, seq, scylla::value::CqlTimestamp(ts), written_us) =
+                    row.context("while reading rows")?;
                 if !expected.contains_key(&producer) {
                     others.insert(producer);
                     continue;
@@ -189,24 +194,35 @@ async fn scan(
                     }
                 }
                 let expected_count = expected[&producer];
-                stored.entry(producer).or_insert_with(|| verify::Rows::new(expected_count)).add(seq as u64);
+                stored
+                    .entry(producer)
+                    .or_insert_with(|| verify::Rows::new(expected_count))
+                    .add(seq as u64);
             }
         }
         herd_sink::Layout::Blocks => {
             // Pass 1: copies per (producer, seq).
-            scan_blocks(session, keyspace, |e| {
-                match expected.get(&e.producer) {
-                    Some(&n) => stored.entry(e.producer.clone()).or_insert_with(|| verify::Rows::new(n)).add(e.seq),
-                    None => {
-                        others.insert(e.producer.clone());
-                    }
+            scan_blocks(session, keyspace, |e| match expected.get(&e.producer) {
+                Some(&n) => stored
+                    .entry(e.producer.clone())
+                    .or_insert_with(|| verify::Rows::new(n))
+                    .add(e.seq),
+                None => {
+                    others.insert(e.producer.clone());
                 }
             })
             .await?;
             // Pass 2, only if some event was found twice: is it the same
             // event (series, metric, time), which a reader returns once?
-            let repeated: std::collections::HashMap<(String, u64), std::collections::HashSet<(String, String, i64)>> =
-                stored.iter().flat_map(|(p, rows)| rows.repeated().map(|seq| ((p.clone(), seq), Default::default()))).collect();
+            let repeated: std::collections::HashMap<
+                (String, u64),
+                std::collections::HashSet<(String, String, i64)>,
+            > = stored
+                .iter()
+                .flat_map(|(p, rows)| {
+                    rows.repeated().map(|seq| ((p.clone(), seq), Default::default()))
+                })
+                .collect();
             if !repeated.is_empty() {
                 let mut repeated = repeated;
                 scan_blocks(session, keyspace, |e| {
@@ -227,8 +243,14 @@ async fn scan(
 }
 
 /// Every event of every block of the keyspace, block by block.
-async fn scan_blocks(session: &scylla::client::session::Session, keyspace: &str, mut each: impl FnMut(&herd_model::Event)) -> Result<(), Exit> {
-    let mut statement = scylla::statement::Statement::new(format!("SELECT series, metric, topic, partition, window_start, data FROM {keyspace}.blocks"));
+async fn scan_blocks(
+    session: &scylla::client::session::Session,
+    keyspace: &str,
+    mut each: impl FnMut(&herd_model::Event),
+) -> Result<(), Exit> {
+    let mut statement = scylla::statement::Statement::new(format!(
+        "SELECT series, metric, topic, partition, window_start, data FROM {keyspace}.blocks"
+    ));
     statement.set_page_size(500);
     let mut rows = session
         .query_iter(statement, &[])
@@ -237,9 +259,13 @@ async fn scan_blocks(session: &scylla::client::session::Session, keyspace: &str,
         .rows_stream::<(String, String, String, i32, i64, Vec<u8>)>()
         .context("while reading blocks")?;
     while let Some(row) = rows.next().await {
-        let (series, metric, topic, partition, window, data) = row.context("while reading blocks")?;
-        let events = herd_sink::block::decode(&series, &metric, &data)
-            .with_context(|| format!("while decoding the block of {series}/{metric} from {topic}/{partition}@{window}"))?;
+        let (series, metric, topic, partition, window, data) =
+            row.context("while reading blocks")?;
+        let events = herd_sink::block::decode(&series, &metric, &data).with_context(|| {
+            format!(
+                "while decoding the block of {series}/{metric} from {topic}/{partition}@{window}"
+            )
+        })?;
         events.iter().for_each(&mut each);
     }
     Ok(())
@@ -249,8 +275,10 @@ fn generator(e: &Events) -> Result<Generator, Exit> {
     if e.events == 0 {
         return Err(Exit::BadInput(anyhow::anyhow!("--events must be at least 1")));
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-    Generator::new(&e.producer_id, &e.shape.shape(), e.base_ts.unwrap_or(now - 3_600_000)).map_err(|e| Exit::BadInput(anyhow::anyhow!(e)))
+    let now =
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    Generator::new(&e.producer_id, &e.shape.shape(), e.base_ts.unwrap_or(now - 3_600_000))
+        .map_err(|e| Exit::BadInput(anyhow::anyhow!(e)))
 }
 
 #[tokio::main]
@@ -262,18 +290,30 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
         Command::Consume(args) => consume::run(&endpoints, args).await,
         Command::Readbench { keyspace, series, metric, to, reps, json } => {
             if !herd_sink::settings::valid_identifier(&keyspace) {
-                return Err(Exit::BadInput(anyhow::anyhow!("--keyspace {keyspace:?} is not a keyspace name herd uses")));
+                return Err(Exit::BadInput(anyhow::anyhow!(
+                    "--keyspace {keyspace:?} is not a keyspace name herd uses"
+                )));
             }
-            let session = herd_clients::cassandra::session(&endpoints).await.context("while connecting to Cassandra")?;
+            let session = herd_clients::cassandra::session(&endpoints)
+                .await
+                .context("while connecting to Cassandra")?;
             let pinned = herd_sink::schema::pinned(&session, &keyspace)
                 .await
                 .context("while reading herd_settings")?
                 .ok_or_else(|| anyhow::anyhow!("{keyspace} has no herd settings"))?;
-            let reader = herd_sink::read::PointReader::prepare(&session, &keyspace, pinned).await.context("while preparing")?;
-            let to = to.unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0));
+            let reader = herd_sink::read::PointReader::prepare(&session, &keyspace, pinned)
+                .await
+                .context("while preparing")?;
+            let to = to.unwrap_or_else(|| {
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0)
+            });
             let mut report = serde_json::Map::new();
             for (what, hour) in [("hour", true), ("latest_100", false)] {
-                let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("valid bounds");
+                let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
+                    .expect("valid bounds");
                 let mut points = 0;
                 for _ in 0..reps.max(1) {
                     let t = Instant::now();
@@ -300,7 +340,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
         }
         Command::Blocksize { events, points_per_block, json } => {
             if points_per_block == 0 {
-                return Err(Exit::BadInput(anyhow::anyhow!("--points-per-block must be at least 1")));
+                return Err(Exit::BadInput(anyhow::anyhow!(
+                    "--points-per-block must be at least 1"
+                )));
             }
             let g = generator(&events)?;
             let blocks = blocksize::blocks(&g, events.events, points_per_block);
@@ -308,11 +350,26 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&serde_json::json!({"values": format!("{:?}", events.shape.values).to_lowercase(), "points_per_block": points_per_block, "codecs": results})).context("while encoding JSON")?);
             } else {
-                println!("{:<12} {:>10} {:>8} {:>12} {:>14} {:>16} {:>16}", "CODEC", "POINTS", "BLOCKS", "BYTES", "BYTES/POINT", "ENCODE ms/M", "DECODE ms/M");
+                println!(
+                    "{:<12} {:>10} {:>8} {:>12} {:>14} {:>16} {:>16}",
+                    "CODEC",
+                    "POINTS",
+                    "BLOCKS",
+                    "BYTES",
+                    "BYTES/POINT",
+                    "ENCODE ms/M",
+                    "DECODE ms/M"
+                );
                 for r in &results {
                     println!(
                         "{:<12} {:>10} {:>8} {:>12} {:>14.2} {:>16.0} {:>16.0}",
-                        r.codec, r.points, r.blocks, r.bytes, r.bytes_per_point, r.encode_ms_per_million, r.decode_ms_per_million
+                        r.codec,
+                        r.points,
+                        r.blocks,
+                        r.bytes,
+                        r.bytes_per_point,
+                        r.encode_ms_per_million,
+                        r.decode_ms_per_million
                     );
                 }
             }
@@ -321,16 +378,26 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
         Command::Ceiling { sink, events, concurrency, cql_batch_max_rows, cql_batch_max_bytes } => {
             let g = generator(&events)?;
             let sink = sink.validate().bad_input()?;
-            let session = herd_clients::cassandra::session(&endpoints).await.context("while connecting to Cassandra")?;
+            let session = herd_clients::cassandra::session(&endpoints)
+                .await
+                .context("while connecting to Cassandra")?;
             herd_sink::schema::migrate(&session, &sink).await.context("while migrating")?;
             let bucket_ms = sink.bucket_ms;
-            let writer = herd_sink::RowWriter::prepare(Arc::new(session), sink).await.context("while preparing")?;
+            let writer = herd_sink::RowWriter::prepare(Arc::new(session), sink)
+                .await
+                .context("while preparing")?;
             // The same grouping as herd-worker: chunks of 5,000 events cut into
             // single-partition batches.
-            let mut packer = RowPacker::new(BatchLimits { max_rows: cql_batch_max_rows, max_bytes: cql_batch_max_bytes, bucket_ms });
+            let mut packer = RowPacker::new(BatchLimits {
+                max_rows: cql_batch_max_rows,
+                max_bytes: cql_batch_max_bytes,
+                bucket_ms,
+            });
             let mut batches = Vec::new();
             for first in (0..events.events).step_by(5000) {
-                g.events(first..(first + 5000).min(events.events), None).into_iter().for_each(|e| packer.add(e, 0));
+                g.events(first..(first + 5000).min(events.events), None)
+                    .into_iter()
+                    .for_each(|e| packer.add(e, 0));
                 batches.extend(packer.take());
             }
             let started = Instant::now();
@@ -339,7 +406,11 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
                     let writer = &writer;
                     async move {
                         let refs: Vec<_> = b.events.iter().collect();
-                        writer.write_partition(&refs).await.map(|()| refs.len()).map_err(|e| e.message)
+                        writer
+                            .write_partition(&refs)
+                            .await
+                            .map(|()| refs.len())
+                            .map_err(|e| e.message)
                     }
                 })
                 .buffer_unordered(concurrency.max(1))
@@ -360,8 +431,11 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
                 return Err(Exit::BadInput(anyhow::anyhow!("--keyspace {keyspace:?} is not a keyspace name herd uses (letters, digits, underscores)")));
             }
             let expected: std::collections::BTreeMap<String, u64> = expect.into_iter().collect();
-            let session = herd_clients::cassandra::session(&endpoints).await.context("while connecting to Cassandra")?;
-            let (layout, stored, latency_hist, others) = scan(&session, &keyspace, &expected).await?;
+            let session = herd_clients::cassandra::session(&endpoints)
+                .await
+                .context("while connecting to Cassandra")?;
+            let (layout, stored, latency_hist, others) =
+                scan(&session, &keyspace, &expected).await?;
             let reports = verify::compare(&expected, &stored);
             let latency = latency_hist.summary();
             let ok = reports.iter().all(verify::ProducerReport::ok);
@@ -373,14 +447,28 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
                 });
                 println!("{}", serde_json::to_string_pretty(&out).context("while encoding JSON")?);
             } else {
-                println!("{:<24} {:>12} {:>12} {:>10} {:>10} {:>10}", "PRODUCER", "EXPECTED", "STORED", "MISSING", "DUPLICATED", "UNEXPECTED");
+                println!(
+                    "{:<24} {:>12} {:>12} {:>10} {:>10} {:>10}",
+                    "PRODUCER", "EXPECTED", "STORED", "MISSING", "DUPLICATED", "UNEXPECTED"
+                );
                 for r in &reports {
-                    println!("{:<24} {:>12} {:>12} {:>10} {:>10} {:>10}", r.producer, r.expected, r.stored_distinct, r.missing, r.duplicated, r.unexpected);
+                    println!(
+                        "{:<24} {:>12} {:>12} {:>10} {:>10} {:>10}",
+                        r.producer,
+                        r.expected,
+                        r.stored_distinct,
+                        r.missing,
+                        r.duplicated,
+                        r.unexpected
+                    );
                     if !r.missing_examples.is_empty() {
                         println!("  missing seq: {}", r.missing_examples.join(", "));
                     }
                     for (seq, rows) in &r.duplicated_examples {
-                        println!("  seq {seq} stored {rows}{} times", if *rows == 255 { " or more" } else { "" });
+                        println!(
+                            "  seq {seq} stored {rows}{} times",
+                            if *rows == 255 { " or more" } else { "" }
+                        );
                     }
                     if r.redundant_copies > 0 {
                         println!("  {} events also stored in a second block (dropped on read; a message sent twice across a window boundary)", r.redundant_copies);
@@ -404,7 +492,14 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
                     }
                     None => println!("end-to-end latency: not measurable here (rows carry event-time write timestamps; run the workers with --write-timestamp ingest-time to measure it)"),
                 }
-                println!("{}", if ok { "verdict: OK, every event stored exactly once" } else { "verdict: FAILED" });
+                println!(
+                    "{}",
+                    if ok {
+                        "verdict: OK, every event stored exactly once"
+                    } else {
+                        "verdict: FAILED"
+                    }
+                );
             }
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
@@ -414,7 +509,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
                     "--prefix {prefix:?}: use at least 3 characters, and not a system keyspace prefix"
                 )));
             }
-            let session = herd_clients::cassandra::session(&endpoints).await.context("while connecting to Cassandra")?;
+            let session = herd_clients::cassandra::session(&endpoints)
+                .await
+                .context("while connecting to Cassandra")?;
             let keyspaces: Vec<(String,)> = session
                 .query_unpaged("SELECT keyspace_name FROM system_schema.keyspaces", &[])
                 .await
@@ -427,19 +524,27 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
                 .context("while listing keyspaces")?;
             let mut dropped = 0;
             for (ks,) in keyspaces.iter().filter(|(k,)| k.starts_with(&prefix)) {
-                session.query_unpaged(format!("DROP KEYSPACE IF EXISTS {ks}"), &[]).await.context("while dropping")?;
+                session
+                    .query_unpaged(format!("DROP KEYSPACE IF EXISTS {ks}"), &[])
+                    .await
+                    .context("while dropping")?;
                 dropped += 1;
             }
-            let admin = herd_clients::kafka::admin(&endpoints, "herd-loadgen").context("while creating the admin client")?;
+            let admin = herd_clients::kafka::admin(&endpoints, "herd-loadgen")
+                .context("while creating the admin client")?;
             let info = herd_clients::kafka::topic_names(&endpoints).await?;
-            let topics: Vec<&str> = info.iter().map(String::as_str).filter(|t| t.starts_with(&prefix)).collect();
+            let topics: Vec<&str> =
+                info.iter().map(String::as_str).filter(|t| t.starts_with(&prefix)).collect();
             if !topics.is_empty() {
                 admin
                     .delete_topics(&topics, &rdkafka::admin::AdminOptions::new())
                     .await
                     .context("while deleting topics")?;
             }
-            println!("dropped {dropped} keyspaces and deleted {} topics starting with {prefix:?}", topics.len());
+            println!(
+                "dropped {dropped} keyspaces and deleted {} topics starting with {prefix:?}",
+                topics.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

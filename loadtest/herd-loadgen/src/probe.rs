@@ -65,8 +65,14 @@ fn next_poll(waited: Duration) -> Duration {
 impl Prober {
     /// Connects to Cassandra and reads the keyspace's bucket width, which
     /// the workers fix when they create the schema.
-    pub async fn connect(endpoints: &Endpoints, keyspace: &str, give_up: Duration) -> Result<Prober, Exit> {
-        let session = herd_clients::cassandra::session(endpoints).await.context("while connecting to Cassandra for --probe-keyspace")?;
+    pub async fn connect(
+        endpoints: &Endpoints,
+        keyspace: &str,
+        give_up: Duration,
+    ) -> Result<Prober, Exit> {
+        let session = herd_clients::cassandra::session(endpoints)
+            .await
+            .context("while connecting to Cassandra for --probe-keyspace")?;
         let bucket: Option<(Option<String>,)> = session
             .query_unpaged(format!("SELECT value FROM {keyspace}.herd_settings WHERE name = 'bucket_ms'"), &[])
             .await
@@ -92,7 +98,9 @@ impl Prober {
             bucket_ms,
             give_up,
             permits: Arc::new(Semaphore::new(MAX_PROBES)),
-            visible: Mutex::new(Histogram::new_with_bounds(1, 24 * 3_600_000_000, 3).expect("valid bounds")),
+            visible: Mutex::new(
+                Histogram::new_with_bounds(1, 24 * 3_600_000_000, 3).expect("valid bounds"),
+            ),
             unseen: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             tasks: Mutex::new(JoinSet::new()),
@@ -112,7 +120,14 @@ impl Prober {
         tasks.spawn(async move {
             let _permit = permit;
             let bucket = key.ts - key.ts.rem_euclid(me.bucket_ms);
-            let values = (key.series, CqlTimestamp(bucket), key.metric, CqlTimestamp(key.ts), key.producer, key.seq as i64);
+            let values = (
+                key.series,
+                CqlTimestamp(bucket),
+                key.metric,
+                CqlTimestamp(key.ts),
+                key.producer,
+                key.seq as i64,
+            );
             let started = Instant::now();
             loop {
                 let found = match me.session.execute_unpaged(&me.lookup, &values).await {

@@ -21,7 +21,9 @@ use herd_telemetry::{BadInput, Exit};
 use rdkafka::client::ClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
+};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::gen::{Generator, Shape};
@@ -73,7 +75,13 @@ pub struct ShapeArgs {
 
 impl ShapeArgs {
     pub fn shape(&self) -> Shape {
-        Shape { series: self.series, tags: self.tags, tag_values: self.tag_values, payload_bytes: self.payload_bytes, values: self.values }
+        Shape {
+            series: self.series,
+            tags: self.tags,
+            tag_values: self.tag_values,
+            payload_bytes: self.payload_bytes,
+            values: self.values,
+        }
     }
 }
 
@@ -256,7 +264,8 @@ impl Run {
     fn encode(&self, msgs: Vec<Msg>) -> Group {
         // Typical sizes: an Arrow message carries about 1 KiB of schema and
         // framing, then about 80 bytes per event; a JSON event about 130.
-        let (per_message, per_event) = if matches!(self.encoding, Encoding::Arrow) { (1024, 80) } else { (0, 160) };
+        let (per_message, per_event) =
+            if matches!(self.encoding, Encoding::Arrow) { (1024, 80) } else { (0, 160) };
         let events: u64 = msgs.iter().map(|m| m.events).sum();
         let mut group = Group {
             payloads: Vec::with_capacity(events as usize * per_event + per_message * msgs.len()),
@@ -287,7 +296,13 @@ impl Run {
                 group.keys.push_str("batch-");
                 group.keys.push_str(itoa::Buffer::new().format(msg.k));
             }
-            group.items.push(Item { msg, due, at, key: key0..group.keys.len(), payload: payload0..group.payloads.len() });
+            group.items.push(Item {
+                msg,
+                due,
+                at,
+                key: key0..group.keys.len(),
+                payload: payload0..group.payloads.len(),
+            });
         }
         group
     }
@@ -402,10 +417,22 @@ impl ProducerContext for Reports {
 type Producer = ThreadedProducer<Reports>;
 
 /// Hands one message to librdkafka, waiting while its queue is full.
-async fn send(producer: &Producer, acks: &Acks, topic: &str, key: &str, payload: &[u8], events: u64, content_type: Option<&str>) -> Result<(), Exit> {
-    let mut record = BaseRecord::with_opaque_to(topic, pack(events, acks.now_us())).key(key).payload(payload);
+async fn send(
+    producer: &Producer,
+    acks: &Acks,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+    events: u64,
+    content_type: Option<&str>,
+) -> Result<(), Exit> {
+    let mut record =
+        BaseRecord::with_opaque_to(topic, pack(events, acks.now_us())).key(key).payload(payload);
     if let Some(ct) = content_type {
-        record = record.headers(OwnedHeaders::new_with_capacity(1).insert(Header { key: herd_model::CONTENT_TYPE_HEADER, value: Some(ct) }));
+        record = record.headers(
+            OwnedHeaders::new_with_capacity(1)
+                .insert(Header { key: herd_model::CONTENT_TYPE_HEADER, value: Some(ct) }),
+        );
     }
     loop {
         match producer.send(record) {
@@ -414,7 +441,9 @@ async fn send(producer: &Producer, acks: &Acks, topic: &str, key: &str, payload:
                 record = r;
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            Err((e, _)) => return Err(anyhow::anyhow!("librdkafka refused a message for {topic}: {e}").into()),
+            Err((e, _)) => {
+                return Err(anyhow::anyhow!("librdkafka refused a message for {topic}: {e}").into())
+            }
         }
     }
 }
@@ -423,13 +452,18 @@ async fn send(producer: &Producer, acks: &Acks, topic: &str, key: &str, payload:
 /// failed: `sent` reports in all.
 async fn drain(producers: &[Producer], acks: &Acks, sent: u64) -> Result<(), Exit> {
     for p in producers {
-        tokio::task::block_in_place(|| p.flush(Duration::from_secs(120))).context("while waiting for Kafka to acknowledge the last messages")?;
+        tokio::task::block_in_place(|| p.flush(Duration::from_secs(120)))
+            .context("while waiting for Kafka to acknowledge the last messages")?;
     }
     // Flushed means reported; the polling thread may still be in the callback.
     let deadline = Instant::now() + Duration::from_secs(10);
     while acks.reports.load(Relaxed) < sent {
         if Instant::now() > deadline {
-            return Err(anyhow::anyhow!("{} of {sent} messages were never reported delivered or failed", sent - acks.reports.load(Relaxed)).into());
+            return Err(anyhow::anyhow!(
+                "{} of {sent} messages were never reported delivered or failed",
+                sent - acks.reports.load(Relaxed)
+            )
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -455,25 +489,38 @@ async fn progress_line(acks: Arc<Acks>, total: u64, every: Duration, started: In
 pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit> {
     for (name, v) in [("duplicate-pct", a.duplicate_pct), ("malformed-pct", a.malformed_pct)] {
         if !(0.0..=100.0).contains(&v) {
-            return Err(Exit::BadInput(anyhow::anyhow!("--{name} {v}: expected a percentage from 0 to 100")));
+            return Err(Exit::BadInput(anyhow::anyhow!(
+                "--{name} {v}: expected a percentage from 0 to 100"
+            )));
         }
     }
     herd_config::kafka_topic("topic", &a.topic).bad_input()?;
     if a.batch_events == 0 || a.batch_events as u64 > MAX_EVENTS_PER_MESSAGE {
-        return Err(Exit::BadInput(anyhow::anyhow!("--batch-events {}: expected 1 to {MAX_EVENTS_PER_MESSAGE}", a.batch_events)));
+        return Err(Exit::BadInput(anyhow::anyhow!(
+            "--batch-events {}: expected 1 to {MAX_EVENTS_PER_MESSAGE}",
+            a.batch_events
+        )));
     }
     if a.producers == 0 {
         return Err(Exit::BadInput(anyhow::anyhow!("--producers must be at least 1")));
     }
     if !(a.progress_secs.is_finite() && a.progress_secs >= 0.05) {
-        return Err(Exit::BadInput(anyhow::anyhow!("--progress-secs {}: expected at least 0.05", a.progress_secs)));
+        return Err(Exit::BadInput(anyhow::anyhow!(
+            "--progress-secs {}: expected at least 0.05",
+            a.progress_secs
+        )));
     }
     let schedule = match a.rate {
         0 if a.duration.is_some() || a.ramp_secs > 0.0 => {
-            return Err(Exit::BadInput(anyhow::anyhow!("--duration and --ramp-secs need a target --rate")));
+            return Err(Exit::BadInput(anyhow::anyhow!(
+                "--duration and --ramp-secs need a target --rate"
+            )));
         }
         0 => None,
-        rate => Some(Schedule::new(rate, a.ramp_from, a.ramp_secs).map_err(|e| Exit::BadInput(anyhow::anyhow!(e)))?),
+        rate => Some(
+            Schedule::new(rate, a.ramp_from, a.ramp_secs)
+                .map_err(|e| Exit::BadInput(anyhow::anyhow!(e)))?,
+        ),
     };
     if let Some(ks) = &a.probe_keyspace {
         if !herd_sink::settings::valid_identifier(ks) {
@@ -483,24 +530,38 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
             return Err(Exit::BadInput(anyhow::anyhow!("--probe-keyspace needs --rate: event time must be the send time to measure latency")));
         }
         if a.probe_every == 0 || a.probe_timeout_secs == 0 {
-            return Err(Exit::BadInput(anyhow::anyhow!("--probe-every and --probe-timeout-secs must be at least 1")));
+            return Err(Exit::BadInput(anyhow::anyhow!(
+                "--probe-every and --probe-timeout-secs must be at least 1"
+            )));
         }
     }
     if a.compare_raw && schedule.is_some() {
-        return Err(Exit::BadInput(anyhow::anyhow!("--compare-raw measures the fastest send rate: use it with --rate 0")));
+        return Err(Exit::BadInput(anyhow::anyhow!(
+            "--compare-raw measures the fastest send rate: use it with --rate 0"
+        )));
     }
     let total = match (a.events, a.duration, schedule) {
         (Some(n), _, _) => n,
         (None, Some(d), Some(s)) if d.is_finite() && d > 0.0 => s.events_in(d),
-        (None, d, _) => return Err(Exit::BadInput(anyhow::anyhow!("--duration {d:?}: expected seconds above 0"))),
+        (None, d, _) => {
+            return Err(Exit::BadInput(anyhow::anyhow!(
+                "--duration {d:?}: expected seconds above 0"
+            )))
+        }
     };
     if total == 0 {
-        return Err(Exit::BadInput(anyhow::anyhow!("nothing to produce: --events (or --duration × --rate) makes 0 events")));
+        return Err(Exit::BadInput(anyhow::anyhow!(
+            "nothing to produce: --events (or --duration × --rate) makes 0 events"
+        )));
     }
     let shape = a.shape.shape();
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-    let ids: Vec<String> =
-        if a.producers == 1 { vec![a.producer_id.clone()] } else { (0..a.producers).map(|i| format!("{}-{i}", a.producer_id)).collect() };
+    let now_ms =
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let ids: Vec<String> = if a.producers == 1 {
+        vec![a.producer_id.clone()]
+    } else {
+        (0..a.producers).map(|i| format!("{}-{i}", a.producer_id)).collect()
+    };
     let generators = ids
         .iter()
         .map(|id| Generator::new(id, &shape, a.base_ts.unwrap_or(now_ms - 3_600_000)).map(Arc::new))
@@ -515,17 +576,28 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
         schedule,
         start_ms: a.base_ts.unwrap_or(now_ms).into(),
     });
-    let compression = a.compression.to_possible_value().expect("every codec is a value").get_name().to_owned();
+    let compression =
+        a.compression.to_possible_value().expect("every codec is a value").get_name().to_owned();
     let target = match (schedule, a.ramp_secs > 0.0) {
         (None, _) => "as fast as Kafka takes them".to_owned(),
         (Some(_), false) => format!("{} events/s", a.rate),
-        (Some(_), true) => format!("{} events/s after a {} s ramp from {} events/s", a.rate, a.ramp_secs, a.ramp_from),
+        (Some(_), true) => format!(
+            "{} events/s after a {} s ramp from {} events/s",
+            a.rate, a.ramp_secs, a.ramp_from
+        ),
     };
-    let expect: Vec<String> = ids.iter().zip(&run.counts).map(|(id, n)| format!("--expect {id}={n}")).collect();
+    let expect: Vec<String> =
+        ids.iter().zip(&run.counts).map(|(id, n)| format!("--expect {id}={n}")).collect();
     if a.check_config {
         println!("configuration ok: {endpoints:?}");
-        println!("produce {total} {:?} events to {}, {target}, compression {compression}", a.encoding, a.topic);
-        println!("check afterwards with: herd-loadgen verify --keyspace KEYSPACE {}", expect.join(" "));
+        println!(
+            "produce {total} {:?} events to {}, {target}, compression {compression}",
+            a.encoding, a.topic
+        );
+        println!(
+            "check afterwards with: herd-loadgen verify --keyspace KEYSPACE {}",
+            expect.join(" ")
+        );
         return Ok(ExitCode::SUCCESS);
     }
 
@@ -533,13 +605,16 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
         if !(1..=10_000).contains(&p) {
             return Err(Exit::BadInput(anyhow::anyhow!("--partitions {p}: expected 1 to 10000")));
         }
-        herd_clients::kafka::ensure_topic(endpoints, &a.topic, p, 1).await.context("while creating the topic")?;
+        herd_clients::kafka::ensure_topic(endpoints, &a.topic, p, 1)
+            .await
+            .context("while creating the topic")?;
     }
     let acks = Arc::new(Acks::new());
     let producers = ids
         .iter()
         .map(|id| {
-            let mut config = herd_clients::kafka::producer_config(endpoints, &format!("herd-loadgen-{id}"));
+            let mut config =
+                herd_clients::kafka::producer_config(endpoints, &format!("herd-loadgen-{id}"));
             config.set("compression.type", &compression);
             herd_clients::kafka::threaded_producer(endpoints, &config, Reports(acks.clone()))
         })
@@ -551,12 +626,16 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
     let raw_topic = format!("{}-raw", a.topic);
     for topic in std::iter::once(&a.topic).chain(a.compare_raw.then_some(&raw_topic)) {
         for p in &producers {
-            tokio::task::block_in_place(|| p.client().fetch_metadata(Some(topic), endpoints.connect_timeout))
-                .with_context(|| format!("while fetching the metadata of topic {topic}"))?;
+            tokio::task::block_in_place(|| {
+                p.client().fetch_metadata(Some(topic), endpoints.connect_timeout)
+            })
+            .with_context(|| format!("while fetching the metadata of topic {topic}"))?;
         }
     }
     let prober = match &a.probe_keyspace {
-        Some(ks) => Some(Arc::new(Prober::connect(endpoints, ks, Duration::from_secs(a.probe_timeout_secs)).await?)),
+        Some(ks) => Some(Arc::new(
+            Prober::connect(endpoints, ks, Duration::from_secs(a.probe_timeout_secs)).await?,
+        )),
         None => None,
     };
     let raw = if a.compare_raw {
@@ -568,13 +647,22 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
     };
     acks.reset();
     let started = Instant::now();
-    let progress = tokio::spawn(progress_line(acks.clone(), total, Duration::from_secs_f64(a.progress_secs), started));
+    let progress = tokio::spawn(progress_line(
+        acks.clone(),
+        total,
+        Duration::from_secs_f64(a.progress_secs),
+        started,
+    ));
     let t0 = tokio::time::Instant::now();
     if a.base_ts.is_none() {
         // Event time = due time on the wall clock: the schedule starts now.
-        run.start_ms.store(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0), Relaxed);
+        run.start_ms.store(
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0),
+            Relaxed,
+        );
     }
-    let (mut messages, mut sent, mut bytes, mut duplicates, mut malformed) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut messages, mut sent, mut bytes, mut duplicates, mut malformed) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut behind: Option<Histogram<u64>> = None;
     // Encoding runs on the blocking pool, several groups of messages ahead,
     // in order; sending is one loop on the runtime.
@@ -594,7 +682,9 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
                 if at > tokio::time::Instant::now() {
                     tokio::time::sleep_until(at).await;
                 }
-                behind.get_or_insert_with(histogram).saturating_record(at.elapsed().as_micros() as u64);
+                behind
+                    .get_or_insert_with(histogram)
+                    .saturating_record(at.elapsed().as_micros() as u64);
             }
             let producer = &producers[item.msg.producer];
             let (key, payload) = (group.key(item), group.payload(item));
@@ -612,9 +702,17 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
             if let (Some(prober), Some(ts)) = (&prober, item.at) {
                 let g = &run.generators[item.msg.producer];
                 let first = item.msg.first_seq.next_multiple_of(a.probe_every);
-                for seq in (first..item.msg.first_seq + item.msg.events).step_by(a.probe_every as usize) {
+                for seq in
+                    (first..item.msg.first_seq + item.msg.events).step_by(a.probe_every as usize)
+                {
                     let (series, metric) = g.key(seq);
-                    prober.probe(probe::Key { series, metric, ts, producer: g.producer().to_owned(), seq });
+                    prober.probe(probe::Key {
+                        series,
+                        metric,
+                        ts,
+                        producer: g.producer().to_owned(),
+                        seq,
+                    });
                 }
             }
             messages += 1;
@@ -627,7 +725,11 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
     let errors = acks.errors.load(Relaxed);
     if errors > 0 {
         let first = acks.first_error.lock().expect("not poisoned").clone().unwrap_or_default();
-        return Err(anyhow::anyhow!("{errors} of {sent} deliveries to {} failed; the first: {first}", a.topic).into());
+        return Err(anyhow::anyhow!(
+            "{errors} of {sent} deliveries to {} failed; the first: {first}",
+            a.topic
+        )
+        .into());
     }
     println!(
         "produced {total} events in {messages} messages ({:.1} MB, compression {compression}) to {} in {secs:.2} s: {:.0} events/s",
@@ -637,11 +739,22 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
     );
     println!("  target: {target}");
     if let Some(b) = &behind {
-        println!("  sends behind schedule: p50 {} ms, p99 {} ms, max {} ms", ms(b, 0.5), ms(b, 0.99), ms(b, 1.0));
+        println!(
+            "  sends behind schedule: p50 {} ms, p99 {} ms, max {} ms",
+            ms(b, 0.5),
+            ms(b, 0.99),
+            ms(b, 1.0)
+        );
     }
     {
         let h = acks.latency.lock().expect("not poisoned");
-        println!("  send to acknowledgement: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms", ms(&h, 0.5), ms(&h, 0.9), ms(&h, 0.99), ms(&h, 1.0));
+        println!(
+            "  send to acknowledgement: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
+            ms(&h, 0.5),
+            ms(&h, 0.9),
+            ms(&h, 0.99),
+            ms(&h, 1.0)
+        );
     }
     if let Some(prober) = &prober {
         let p = prober.finish().await;
@@ -685,26 +798,49 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
 
 /// Every message of the run, encoded up front.
 fn encode_all(run: &Run) -> Vec<Group> {
-    plan(run.counts.clone(), run.per_message).collect::<Vec<_>>().chunks(group_messages(run.per_message)).map(|msgs| run.encode(msgs.to_vec())).collect()
+    plan(run.counts.clone(), run.per_message)
+        .collect::<Vec<_>>()
+        .chunks(group_messages(run.per_message))
+        .map(|msgs| run.encode(msgs.to_vec()))
+        .collect()
 }
 
 /// Sends already encoded messages as fast as librdkafka takes them, through
 /// the same call as the run: the ceiling without generating and encoding
 /// events. Returns the seconds until all were acknowledged. Starts the
 /// delivery tally again: nothing may be in flight.
-async fn send_raw(groups: &[Group], producers: &[Producer], acks: &Acks, topic: &str, header: Option<&str>) -> Result<f64, Exit> {
+async fn send_raw(
+    groups: &[Group],
+    producers: &[Producer],
+    acks: &Acks,
+    topic: &str,
+    header: Option<&str>,
+) -> Result<f64, Exit> {
     let messages: u64 = groups.iter().map(|g| g.items.len() as u64).sum();
     acks.reset();
     let started = Instant::now();
     for group in groups {
         for item in &group.items {
-            send(&producers[item.msg.producer], acks, topic, group.key(item), group.payload(item), item.msg.events, header).await?;
+            send(
+                &producers[item.msg.producer],
+                acks,
+                topic,
+                group.key(item),
+                group.payload(item),
+                item.msg.events,
+                header,
+            )
+            .await?;
         }
     }
     drain(producers, acks, messages).await?;
     let secs = started.elapsed().as_secs_f64();
     if acks.errors.load(Relaxed) > 0 {
-        return Err(anyhow::anyhow!("{} raw deliveries to {topic} failed", acks.errors.load(Relaxed)).into());
+        return Err(anyhow::anyhow!(
+            "{} raw deliveries to {topic} failed",
+            acks.errors.load(Relaxed)
+        )
+        .into());
     }
     Ok(secs)
 }
@@ -729,10 +865,17 @@ mod tests {
         let counts = split(2503, 3);
         assert_eq!(counts, [835, 834, 834]);
         let msgs: Vec<Msg> = plan(counts.clone(), 100).collect();
-        assert_eq!(msgs.iter().map(|m| m.k).collect::<Vec<_>>(), (0..msgs.len() as u64).collect::<Vec<_>>());
+        assert_eq!(
+            msgs.iter().map(|m| m.k).collect::<Vec<_>>(),
+            (0..msgs.len() as u64).collect::<Vec<_>>()
+        );
         assert_eq!(msgs[..4].iter().map(|m| m.producer).collect::<Vec<_>>(), [0, 1, 2, 0]);
         for (i, &c) in counts.iter().enumerate() {
-            let mut seqs: Vec<u64> = msgs.iter().filter(|m| m.producer == i).flat_map(|m| m.first_seq..m.first_seq + m.events).collect();
+            let mut seqs: Vec<u64> = msgs
+                .iter()
+                .filter(|m| m.producer == i)
+                .flat_map(|m| m.first_seq..m.first_seq + m.events)
+                .collect();
             seqs.sort();
             assert_eq!(seqs, (0..c).collect::<Vec<_>>());
         }
@@ -748,7 +891,10 @@ mod tests {
     #[test]
     fn opaque_carries_events_and_send_time() {
         assert_eq!(unpack(pack(1000, 123_456_789)), (1000, 123_456_789));
-        assert_eq!(unpack(pack(MAX_EVENTS_PER_MESSAGE, (1 << SENT_BITS) - 1)), (MAX_EVENTS_PER_MESSAGE, (1 << SENT_BITS) - 1));
+        assert_eq!(
+            unpack(pack(MAX_EVENTS_PER_MESSAGE, (1 << SENT_BITS) - 1)),
+            (MAX_EVENTS_PER_MESSAGE, (1 << SENT_BITS) - 1)
+        );
         assert_eq!(unpack(pack(0, 5)), (0, 5));
     }
 }

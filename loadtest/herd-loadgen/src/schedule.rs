@@ -19,13 +19,17 @@ impl Schedule {
             return Err("a schedule needs --rate above 0".into());
         }
         if !(ramp_secs.is_finite() && ramp_secs >= 0.0) {
-            return Err(format!("--ramp-secs {ramp_secs}: expected a number of seconds, 0 or more"));
+            return Err(format!(
+                "--ramp-secs {ramp_secs}: expected a number of seconds, 0 or more"
+            ));
         }
         if ramp_from > rate {
             return Err(format!("--ramp-from {ramp_from} is above --rate {rate}: the ramp goes up to the target rate"));
         }
         if ramp_secs > 0.0 && ramp_from == 0 && ramp_secs * rate as f64 / 2.0 < 1.0 {
-            return Err(format!("--ramp-secs {ramp_secs} at --rate {rate} would send nothing during the ramp"));
+            return Err(format!(
+                "--ramp-secs {ramp_secs} at --rate {rate} would send nothing during the ramp"
+            ));
         }
         Ok(Schedule { rate: rate as f64, ramp_from: ramp_from as f64, ramp_secs })
     }
@@ -105,7 +109,11 @@ mod tests {
         let s = Schedule::new(3000, 1000, 2.0).unwrap();
         assert_eq!(s.events_in(2.0), 4000);
         assert!((secs(s.due(4000)) - 2.0).abs() < 1e-9);
-        assert!((secs(s.due(1000)) - (-1000.0 + (1e6f64 + 2.0 * 1000.0 * 1000.0).sqrt()) / 1000.0).abs() < 1e-9);
+        assert!(
+            (secs(s.due(1000)) - (-1000.0 + (1e6f64 + 2.0 * 1000.0 * 1000.0).sqrt()) / 1000.0)
+                .abs()
+                < 1e-9
+        );
         let flat_ramp = Schedule::new(1000, 1000, 5.0).unwrap();
         assert!((secs(flat_ramp.due(2500)) - 2.5).abs() < 1e-9);
         assert!(Schedule::new(0, 0, 0.0).is_err());

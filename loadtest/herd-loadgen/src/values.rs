@@ -58,7 +58,9 @@ impl Values {
         };
         let steps: Vec<i64> = match shape {
             // Mirrored halves: the walk returns to its level every TABLE steps.
-            ValueShape::Walk => (0..TABLE / 2).map(step).chain((0..TABLE / 2).map(|i| -step(i))).collect(),
+            ValueShape::Walk => {
+                (0..TABLE / 2).map(step).chain((0..TABLE / 2).map(|i| -step(i))).collect()
+            }
             ValueShape::Counter => (0..TABLE).map(step).collect(),
             _ => Vec::new(),
         };
@@ -97,7 +99,9 @@ impl Values {
                 out.push(b'0' + (c % 10) as u8);
             }
             ValueShape::Counter => out.extend_from_slice(int.format(self.counter(seq)).as_bytes()),
-            _ => out.extend_from_slice(ryu::Buffer::new().format_finite(self.value(seq)).as_bytes()),
+            _ => {
+                out.extend_from_slice(ryu::Buffer::new().format_finite(self.value(seq)).as_bytes())
+            }
         }
     }
 
@@ -139,8 +143,12 @@ mod tests {
                 let step = ((w[1] - w[0]) * 100.0).round();
                 assert!(step.abs() <= 25.0, "{w:?}");
             }
-            assert!(points.iter().all(|p| (p * 100.0 - (p * 100.0).round()).abs() < 1e-6), "2 decimals");
-            let distinct: std::collections::BTreeSet<i64> = points.iter().map(|p| (p * 100.0).round() as i64).collect();
+            assert!(
+                points.iter().all(|p| (p * 100.0 - (p * 100.0).round()).abs() < 1e-6),
+                "2 decimals"
+            );
+            let distinct: std::collections::BTreeSet<i64> =
+                points.iter().map(|p| (p * 100.0).round() as i64).collect();
             assert!(distinct.len() > 100, "it moves: {} levels", distinct.len());
         }
     }
@@ -159,12 +167,19 @@ mod tests {
 
     #[test]
     fn json_is_the_same_value() {
-        for shape in [ValueShape::Walk, ValueShape::Counter, ValueShape::Gauge, ValueShape::Uniform, ValueShape::Cycle] {
+        for shape in [
+            ValueShape::Walk,
+            ValueShape::Counter,
+            ValueShape::Gauge,
+            ValueShape::Uniform,
+            ValueShape::Cycle,
+        ] {
             let v = Values::new(shape, 13);
             for seq in (0..5_000_000).step_by(997) {
                 let mut out = Vec::new();
                 v.json(seq, &mut out);
-                let parsed: f64 = serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{shape:?} {}: {e}", String::from_utf8_lossy(&out)));
+                let parsed: f64 = serde_json::from_slice(&out)
+                    .unwrap_or_else(|e| panic!("{shape:?} {}: {e}", String::from_utf8_lossy(&out)));
                 assert_eq!(parsed, v.value(seq), "{shape:?} {}", String::from_utf8_lossy(&out));
             }
         }

@@ -111,7 +111,11 @@ pub fn compare(expected: &BTreeMap<String, u64>, stored: &Stored) -> Vec<Produce
                     Some((a, b)) if b + 1 == seq => Some((a, seq)),
                     Some((a, b)) => {
                         if missing_examples.len() < 10 {
-                            missing_examples.push(if a == b { a.to_string() } else { format!("{a}-{b}") });
+                            missing_examples.push(if a == b {
+                                a.to_string()
+                            } else {
+                                format!("{a}-{b}")
+                            });
                         }
                         Some((seq, seq))
                     }
@@ -143,7 +147,9 @@ pub const MAX_EXPECTED: u64 = 16_000_000_000;
 
 /// Parses `--expect PRODUCER=COUNT`.
 pub fn parse_expect(s: &str) -> Result<(String, u64), String> {
-    let (p, n) = s.rsplit_once('=').ok_or_else(|| format!("--expect {s:?}: expected PRODUCER=COUNT, e.g. loadgen=100000"))?;
+    let (p, n) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("--expect {s:?}: expected PRODUCER=COUNT, e.g. loadgen=100000"))?;
     let n = n.parse::<u64>().map_err(|_| format!("--expect {s:?}: {n:?} is not a count"))?;
     if n > MAX_EXPECTED {
         return Err(format!("--expect {s:?}: verify keeps a byte per expected event, so at most {MAX_EXPECTED} per producer"));
@@ -175,7 +181,10 @@ pub struct LatencySummary {
 
 impl Default for Latency {
     fn default() -> Self {
-        Latency { hist: Histogram::new_with_bounds(1, 24 * 3_600_000_000, 3).expect("valid bounds"), before_event_time: 0 }
+        Latency {
+            hist: Histogram::new_with_bounds(1, 24 * 3_600_000_000, 3).expect("valid bounds"),
+            before_event_time: 0,
+        }
     }
 }
 
@@ -192,7 +201,14 @@ impl Latency {
             return None;
         }
         let ms = |q: f64| self.hist.value_at_quantile(q) as f64 / 1000.0;
-        Some(LatencySummary { rows: self.hist.len(), p50_ms: ms(0.5), p90_ms: ms(0.9), p99_ms: ms(0.99), p999_ms: ms(0.999), max_ms: ms(1.0) })
+        Some(LatencySummary {
+            rows: self.hist.len(),
+            p50_ms: ms(0.5),
+            p90_ms: ms(0.9),
+            p99_ms: ms(0.99),
+            p999_ms: ms(0.999),
+            max_ms: ms(1.0),
+        })
     }
 }
 
@@ -215,7 +231,11 @@ mod tests {
         assert_eq!((r[0].duplicated, r[0].duplicated_examples.clone()), (1, vec![(7, 2)]));
         assert_eq!((r[0].unexpected, r[0].stored_distinct), (1, 96));
         assert!(!r[0].ok());
-        assert_eq!((r[1].missing, r[1].missing_examples.clone()), (2, vec!["0-1".to_owned()]), "a producer with nothing stored");
+        assert_eq!(
+            (r[1].missing, r[1].missing_examples.clone()),
+            (2, vec!["0-1".to_owned()]),
+            "a producer with nothing stored"
+        );
         let mut all = Rows::new(10);
         (0..10).for_each(|s| all.add(s));
         let all: Stored = HashMap::from([("p".to_owned(), all)]);
@@ -226,17 +246,34 @@ mod tests {
         assert_eq!(copies.repeated().collect::<Vec<_>>(), vec![1, 2]);
         copies.collapse(1, 1);
         copies.collapse(2, 2);
-        let r = &compare(&BTreeMap::from([("p".to_owned(), 3)]), &HashMap::from([("p".to_owned(), copies)]))[0];
-        assert_eq!((r.duplicated, r.redundant_copies, r.duplicated_examples.clone()), (1, 2, vec![(2, 2)]));
+        let r = &compare(
+            &BTreeMap::from([("p".to_owned(), 3)]),
+            &HashMap::from([("p".to_owned(), copies)]),
+        )[0];
+        assert_eq!(
+            (r.duplicated, r.redundant_copies, r.duplicated_examples.clone()),
+            (1, 2, vec![(2, 2)])
+        );
         let mut many = Rows::new(1);
         (0..300).for_each(|_| many.add(0));
-        assert_eq!(compare(&BTreeMap::from([("p".to_owned(), 1)]), &HashMap::from([("p".to_owned(), many)]))[0].duplicated_examples, vec![(0, 255)]);
+        assert_eq!(
+            compare(
+                &BTreeMap::from([("p".to_owned(), 1)]),
+                &HashMap::from([("p".to_owned(), many)])
+            )[0]
+            .duplicated_examples,
+            vec![(0, 255)]
+        );
     }
 
     #[test]
     fn parses_expectations_and_percentiles() {
         assert_eq!(parse_expect("a=b=5").unwrap(), ("a=b".to_owned(), 5));
-        assert!(parse_expect("p").is_err() && parse_expect("p=x").is_err() && parse_expect("=3").is_err());
+        assert!(
+            parse_expect("p").is_err()
+                && parse_expect("p=x").is_err()
+                && parse_expect("=3").is_err()
+        );
         assert!(parse_expect("p=1000000000000").unwrap_err().contains("at most 16000000000"));
         let mut l = Latency::default();
         assert_eq!(l.summary(), None);
@@ -247,7 +284,13 @@ mod tests {
         let s = l.summary().unwrap();
         assert_eq!((s.rows, l.before_event_time), (1001, 1));
         // HDR precision: 3 significant digits.
-        for (got, want) in [(s.p50_ms, 500.0), (s.p90_ms, 900.0), (s.p99_ms, 990.0), (s.p999_ms, 999.0), (s.max_ms, 1000.0)] {
+        for (got, want) in [
+            (s.p50_ms, 500.0),
+            (s.p90_ms, 900.0),
+            (s.p99_ms, 990.0),
+            (s.p999_ms, 999.0),
+            (s.max_ms, 1000.0),
+        ] {
             assert!((got - want).abs() <= want / 1000.0 + 0.001, "{got} vs {want}");
         }
     }

@@ -12,8 +12,15 @@ use herd_testkit::{endpoints, kafka, unique_name};
 use rdkafka::message::{Headers, Message};
 
 fn loadgen(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_herd-loadgen")).args(args).output().expect("run herd-loadgen");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_herd-loadgen"))
+        .args(args)
+        .output()
+        .expect("run herd-loadgen");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Every message of `topic`, decoded as herd-worker decodes it: (events, rejects).
@@ -24,7 +31,9 @@ async fn read_back(topic: &str, messages: usize) -> (Vec<herd_model::Event>, usi
     assert_eq!(records.len(), messages, "read back from {topic}");
     let (mut events, mut rejects) = (Vec::new(), 0);
     for r in &records {
-        let content_type = r.headers().and_then(|h| h.iter().find(|h| h.key == herd_model::CONTENT_TYPE_HEADER).and_then(|h| h.value));
+        let content_type = r.headers().and_then(|h| {
+            h.iter().find(|h| h.key == herd_model::CONTENT_TYPE_HEADER).and_then(|h| h.value)
+        });
         let decoded = herd_model::decode(r.payload(), content_type);
         events.extend(decoded.events);
         rejects += decoded.rejects.len();
@@ -34,8 +43,12 @@ async fn read_back(topic: &str, messages: usize) -> (Vec<herd_model::Event>, usi
 
 /// "also sent: D messages a second time (...), M malformed messages (...)".
 fn extras(out: &str) -> (usize, usize) {
-    let line = out.lines().find(|l| l.contains("also sent:")).unwrap_or("also sent: 0 messages a second time, 0 malformed");
-    let numbers: Vec<usize> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    let line = out
+        .lines()
+        .find(|l| l.contains("also sent:"))
+        .unwrap_or("also sent: 0 messages a second time, 0 malformed");
+    let numbers: Vec<usize> =
+        line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
     (numbers[0], numbers[1])
 }
 
@@ -45,9 +58,29 @@ async fn ramped_multi_producer_run_sends_exactly_the_planned_events() {
     let base = 1_700_000_000_000i64;
     let started = Instant::now();
     let (code, out, err) = loadgen(&[
-        "produce", "--topic", &topic, "--events", "1000", "--producers", "3", "--producer-id", "tp",
-        "--encoding", "json-lines", "--batch-events", "10", "--rate", "2000", "--ramp-secs", "0.5",
-        "--duplicate-pct", "10", "--malformed-pct", "5", "--base-ts", &base.to_string(),
+        "produce",
+        "--topic",
+        &topic,
+        "--events",
+        "1000",
+        "--producers",
+        "3",
+        "--producer-id",
+        "tp",
+        "--encoding",
+        "json-lines",
+        "--batch-events",
+        "10",
+        "--rate",
+        "2000",
+        "--ramp-secs",
+        "0.5",
+        "--duplicate-pct",
+        "10",
+        "--malformed-pct",
+        "5",
+        "--base-ts",
+        &base.to_string(),
     ]);
     let elapsed = started.elapsed();
     assert_eq!(code, 0, "{out}{err}");
@@ -63,12 +96,16 @@ async fn ramped_multi_producer_run_sends_exactly_the_planned_events() {
         *per_event.entry((e.producer.clone(), e.seq)).or_default() += 1;
     }
     for (producer, count) in [("tp-0", 334), ("tp-1", 333), ("tp-2", 333)] {
-        let seqs: Vec<u64> = per_event.keys().filter(|(p, _)| p == producer).map(|(_, s)| *s).collect();
+        let seqs: Vec<u64> =
+            per_event.keys().filter(|(p, _)| p == producer).map(|(_, s)| *s).collect();
         assert_eq!(seqs, (0..count).collect::<Vec<_>>(), "{producer}: every seq, nothing else");
     }
     let twice = per_event.values().filter(|&&n| n == 2).count();
     assert_eq!(events.len(), 1000 + twice, "a duplicated message repeats its events once");
-    assert!((dups * 3..=dups * 10).contains(&twice), "{dups} messages of 3 to 10 events sent twice: {twice}");
+    assert!(
+        (dups * 3..=dups * 10).contains(&twice),
+        "{dups} messages of 3 to 10 events sent twice: {twice}"
+    );
     assert!(per_event.values().all(|&n| n <= 2));
 
     // Event time is the message's due time: a linear ramp 0 -> 2000/s over
@@ -83,7 +120,10 @@ async fn ramped_multi_producer_run_sends_exactly_the_planned_events() {
         events.iter().filter(|e| e.ts - base < 250).map(|e| (e.producer.clone(), e.seq)).collect();
     assert_eq!(distinct_early.len(), 130, "events due in the first 250 ms of the ramp");
     // Open loop: the last message cannot leave before it is due.
-    assert!(elapsed >= Duration::from_millis(748), "the run took {elapsed:?}: sends did not wait for their due time");
+    assert!(
+        elapsed >= Duration::from_millis(748),
+        "the run took {elapsed:?}: sends did not wait for their due time"
+    );
     assert!(out.contains("sends behind schedule: p50"), "{out}");
 }
 
@@ -91,9 +131,29 @@ async fn ramped_multi_producer_run_sends_exactly_the_planned_events() {
 async fn arrow_with_zstd_and_wide_events_reads_back_whole() {
     let topic = unique_name("lgzstd");
     let (code, out, err) = loadgen(&[
-        "produce", "--topic", &topic, "--events", "5000", "--encoding", "arrow", "--batch-events", "1000",
-        "--compression", "zstd", "--tags", "3", "--tag-values", "5", "--payload-bytes", "300", "--series", "50",
-        "--producer-id", "tz", "--content-type-header", "false",
+        "produce",
+        "--topic",
+        &topic,
+        "--events",
+        "5000",
+        "--encoding",
+        "arrow",
+        "--batch-events",
+        "1000",
+        "--compression",
+        "zstd",
+        "--tags",
+        "3",
+        "--tag-values",
+        "5",
+        "--payload-bytes",
+        "300",
+        "--series",
+        "50",
+        "--producer-id",
+        "tz",
+        "--content-type-header",
+        "false",
     ]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("compression zstd"), "{out}");
@@ -115,22 +175,46 @@ async fn arrow_with_zstd_and_wide_events_reads_back_whole() {
 fn bad_flags_are_refused_before_connecting() {
     for (args, expected) in [
         (vec!["--duration", "5"], "need a target --rate"),
-        (vec!["--events", "10", "--rate", "100", "--ramp-from", "500", "--ramp-secs", "2"], "above --rate"),
+        (
+            vec!["--events", "10", "--rate", "100", "--ramp-from", "500", "--ramp-secs", "2"],
+            "above --rate",
+        ),
         (vec!["--events", "10", "--rate", "100", "--compare-raw"], "use it with --rate 0"),
         (vec!["--events", "10", "--tags", "60", "--payload-bytes", "2000"], "68 tags per event"),
         (vec!["--events", "10", "--producers", "0"], "--producers must be at least 1"),
         (vec!["--events", "10", "--duplicate-pct", "150"], "percentage from 0 to 100"),
         (vec!["--events", "10", "--compression", "brotli"], "invalid value 'brotli'"),
     ] {
-        let mut all = vec!["produce", "--topic", "never_used", "--check-config", "--kafka-brokers", "127.0.0.1:1"];
+        let mut all = vec![
+            "produce",
+            "--topic",
+            "never_used",
+            "--check-config",
+            "--kafka-brokers",
+            "127.0.0.1:1",
+        ];
         all.extend(args.iter().copied());
         let (code, out, err) = loadgen(&all);
         assert_eq!(code, 2, "{args:?}: {out}{err}");
         assert!(err.contains(expected), "{args:?}: {err}");
     }
-    let (code, out, err) = loadgen(&["produce", "--topic", "t", "--duration", "3", "--rate", "1000", "--ramp-secs", "2", "--check-config"]);
+    let (code, out, err) = loadgen(&[
+        "produce",
+        "--topic",
+        "t",
+        "--duration",
+        "3",
+        "--rate",
+        "1000",
+        "--ramp-secs",
+        "2",
+        "--check-config",
+    ]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("produce 2000 Arrow events"), "a 2 s ramp to 1000/s (1,000 events), then 1 s at 1000/s: {out}");
+    assert!(
+        out.contains("produce 2000 Arrow events"),
+        "a 2 s ramp to 1000/s (1,000 events), then 1 s at 1000/s: {out}"
+    );
 }
 
 /// Probes look rows up by key until they are there: with this test as the
@@ -146,8 +230,12 @@ async fn probes_measure_when_rows_become_visible() {
     }
     let topic = unique_name("lgprobe");
     let ks = topic.clone();
-    let settings = Sink::parse_from(["sink", "--keyspace", &ks, "--bucket-secs", "3600"]).args.validate().unwrap();
-    let session = std::sync::Arc::new(herd_clients::cassandra::session(&endpoints()).await.expect("session"));
+    let settings = Sink::parse_from(["sink", "--keyspace", &ks, "--bucket-secs", "3600"])
+        .args
+        .validate()
+        .unwrap();
+    let session =
+        std::sync::Arc::new(herd_clients::cassandra::session(&endpoints()).await.expect("session"));
     herd_sink::schema::migrate(&session, &settings).await.expect("schema");
     let writer = herd_sink::RowWriter::prepare(session, settings).await.expect("writer");
     // The reader below subscribes before herd-loadgen's first message.
@@ -156,15 +244,36 @@ async fn probes_measure_when_rows_become_visible() {
     // 400 events in 40 messages at 2,000/s; seqs 0, 100, 200 and 300 probed.
     let child = Command::new(env!("CARGO_BIN_EXE_herd-loadgen"))
         .args([
-            "produce", "--topic", &topic, "--events", "400", "--rate", "2000", "--encoding", "json-lines", "--batch-events", "10",
-            "--producer-id", "pp", "--probe-keyspace", &ks, "--probe-every", "100", "--probe-timeout-secs", "5",
+            "produce",
+            "--topic",
+            &topic,
+            "--events",
+            "400",
+            "--rate",
+            "2000",
+            "--encoding",
+            "json-lines",
+            "--batch-events",
+            "10",
+            "--producer-id",
+            "pp",
+            "--probe-keyspace",
+            &ks,
+            "--probe-every",
+            "100",
+            "--probe-timeout-secs",
+            "5",
         ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run herd-loadgen");
     let t = topic.clone();
-    let records = tokio::task::spawn_blocking(move || kafka::read_all(&endpoints(), &t, 40, Duration::from_secs(60))).await.unwrap();
+    let records = tokio::task::spawn_blocking(move || {
+        kafka::read_all(&endpoints(), &t, 40, Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
     assert_eq!(records.len(), 40);
     for r in &records {
         for e in herd_model::decode(r.payload(), None).events {
@@ -178,11 +287,22 @@ async fn probes_measure_when_rows_become_visible() {
             writer.write_partition(&[&e]).await.expect("write");
         }
     }
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().expect("herd-loadgen")).await.unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().expect("herd-loadgen"))
+        .await
+        .unwrap();
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{stdout}{stderr}");
-    let visible = stdout.lines().find(|l| l.contains("visible in Cassandra (3 sampled events")).unwrap_or_else(|| panic!("{stdout}"));
-    let p50: f64 = visible.split("p50 ").nth(1).and_then(|r| r.split(' ').next()).and_then(|v| v.parse().ok()).unwrap();
+    let visible = stdout
+        .lines()
+        .find(|l| l.contains("visible in Cassandra (3 sampled events"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let p50: f64 = visible
+        .split("p50 ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
     assert!(p50 >= 800.0, "rows were written 800 ms after their event time; the probes saw them after {p50} ms: {visible}");
     assert!(stdout.contains("1 sampled events not visible within 5 s"), "{stdout}");
 }

@@ -6,15 +6,32 @@ use std::process::Command;
 use herd_testkit::{endpoints, unique_name};
 
 fn loadgen(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_herd-loadgen")).args(args).output().expect("run herd-loadgen");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_herd-loadgen"))
+        .args(args)
+        .output()
+        .expect("run herd-loadgen");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_fails_on_a_deleted_row_and_on_an_injected_duplicate() {
     let ks = unique_name("verify");
     // Rows written straight to Cassandra, as herd-worker writes them.
-    let (code, _, err) = loadgen(&["ceiling", "--keyspace", &ks, "--events", "3000", "--producer-id", "vp", "--bucket-secs", "3600"]);
+    let (code, _, err) = loadgen(&[
+        "ceiling",
+        "--keyspace",
+        &ks,
+        "--events",
+        "3000",
+        "--producer-id",
+        "vp",
+        "--bucket-secs",
+        "3600",
+    ]);
     assert_eq!(code, 0, "{err}");
     let verify = |extra: &[&str]| {
         let mut args = vec!["verify", "--keyspace", &ks, "--expect", "vp=3000"];

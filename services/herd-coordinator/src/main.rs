@@ -84,14 +84,17 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
         let client = match connected {
             Ok(c) => c,
             // At start-up a wrong address should fail loudly; later, ZooKeeper coming back is waited for.
-            Err(e) if first => return Err(anyhow::Error::new(e).context("while connecting to ZooKeeper").into()),
+            Err(e) if first => {
+                return Err(anyhow::Error::new(e).context("while connecting to ZooKeeper").into())
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot open a ZooKeeper session; retrying in 1 s");
                 tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => continue, _ = shutdown.cancelled() => return Ok(ExitCode::SUCCESS) }
             }
         };
         first = false;
-        match serve(client, &endpoints, &coord, &id, &cli.topics, cli.refresh_secs, &shutdown).await {
+        match serve(client, &endpoints, &coord, &id, &cli.topics, cli.refresh_secs, &shutdown).await
+        {
             Ok(()) => return Ok(ExitCode::SUCCESS),
             Err(why) => {
                 tracing::warn!(reason = %why, "no longer leading or standing; standing for election again with a new session");
@@ -122,7 +125,10 @@ async fn serve(
             return Ok(());
         }
     };
-    leadership.publish(&client, &coord.root, id).await.map_err(|e| format!("while publishing leadership: {e}"))?;
+    leadership
+        .publish(&client, &coord.root, id)
+        .await
+        .map_err(|e| format!("while publishing leadership: {e}"))?;
     tracing::info!(%id, epoch = leadership.epoch, lock = %leadership.lock_path, "leading");
     metrics::gauge!(IS_LEADER, "id" => id.to_owned()).set(1.0);
     metrics::gauge!(LEADER_EPOCH).set(leadership.epoch as f64);
@@ -135,12 +141,15 @@ async fn serve(
     }
     let _not_leading = NotLeading(id.to_owned());
 
-    let ctx = Lead { client: &client, endpoints, root: &coord.root, topics, leadership: &leadership };
+    let ctx =
+        Lead { client: &client, endpoints, root: &coord.root, topics, leadership: &leadership };
     loop {
         let watchers = match ctx.round().await {
             Ok(watchers) => Some(watchers),
             Err(ElectionError::Deposed(why)) => {
-                return Err(format!("lost leadership: a leader-only write was refused ({why}); a standby leads now"));
+                return Err(format!(
+                    "lost leadership: a leader-only write was refused ({why}); a standby leads now"
+                ));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "assignment round failed; retrying in 1 s");
@@ -175,7 +184,9 @@ async fn serve(
     Ok(())
 }
 
-async fn wait_terminated(states: &mut zookeeper_client::StateWatcher) -> zookeeper_client::SessionState {
+async fn wait_terminated(
+    states: &mut zookeeper_client::StateWatcher,
+) -> zookeeper_client::SessionState {
     loop {
         let state = states.changed().await;
         if state.is_terminated() {
@@ -198,13 +209,17 @@ impl Lead<'_> {
     /// both) and partitions, assign, plan the handoff, publish if anything
     /// changed. Returns the two watches.
     async fn round(&self) -> Result<[zookeeper_client::OneshotWatcher; 2], ElectionError> {
-        let workers_watch = membership::watch_children(self.client, &membership::workers_dir(self.root)).await?;
-        let holders_watch = membership::watch_children(self.client, &membership::owned_dir(self.root)).await?;
+        let workers_watch =
+            membership::watch_children(self.client, &membership::workers_dir(self.root)).await?;
+        let holders_watch =
+            membership::watch_children(self.client, &membership::owned_dir(self.root)).await?;
         let workers = membership::workers(self.client, self.root).await?;
         let holders = membership::holders(self.client, self.root).await?;
         let previous = membership::read_assignment(self.client, self.root).await?;
         let before = previous.as_ref().map(AssignmentDoc::target).unwrap_or_default();
-        let shards: Vec<Shard> = match herd_clients::kafka::partitions(self.endpoints, self.topics).await {
+        let shards: Vec<Shard> = match herd_clients::kafka::partitions(self.endpoints, self.topics)
+            .await
+        {
             Ok(p) => p.into_iter().map(|(topic, partition)| Shard { topic, partition }).collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read partitions from Kafka; keeping the shards known so far");
@@ -212,15 +227,26 @@ impl Lead<'_> {
             }
         };
         let target = assign(&membership::as_assign_input(&workers), &shards, &before);
-        let grants = handoff::plan(&target, previous.as_ref().map_or(&[][..], |d| &d.shards), &holders);
+        let grants =
+            handoff::plan(&target, previous.as_ref().map_or(&[][..], |d| &d.shards), &holders);
         let doc = AssignmentDoc { leader_epoch: self.leadership.epoch, shards: grants };
         if previous.as_ref() != Some(&doc) {
             let data = serde_json::to_vec(&doc).expect("serializable");
-            self.leadership.write(self.client, &membership::assignment_path(self.root), &data).await?;
-            let moved = target.iter().filter(|(s, o)| before.get(*s).is_some_and(|b| b != *o)).count();
+            self.leadership
+                .write(self.client, &membership::assignment_path(self.root), &data)
+                .await?;
+            let moved =
+                target.iter().filter(|(s, o)| before.get(*s).is_some_and(|b| b != *o)).count();
             let revoking = doc.shards.iter().filter(|g| g.revoke).count();
             let new_grants = doc.shards.iter().filter(|g| g.epoch == handoff::NEW_GRANT).count();
-            tracing::info!(workers = workers.len(), shards = target.len(), moved, revoking, new_grants, "published assignment");
+            tracing::info!(
+                workers = workers.len(),
+                shards = target.len(),
+                moved,
+                revoking,
+                new_grants,
+                "published assignment"
+            );
             metrics::counter!(ASSIGNMENTS_PUBLISHED).increment(1);
         }
         metrics::gauge!(WORKERS).set(workers.len() as f64);
@@ -241,17 +267,31 @@ const SHARDS_REVOKING: &str = "herd_shards_revoking";
 fn describe_metrics() {
     use metrics::{describe_counter, describe_gauge, Unit};
     describe_gauge!(IS_LEADER, Unit::Count, "1 while this coordinator leads (label id), else 0");
-    describe_gauge!(LEADER_EPOCH, Unit::Count, "Epoch of this coordinator's current or last leadership");
-    describe_counter!(ASSIGNMENTS_PUBLISHED, Unit::Count, "Assignment versions published by this coordinator");
+    describe_gauge!(
+        LEADER_EPOCH,
+        Unit::Count,
+        "Epoch of this coordinator's current or last leadership"
+    );
+    describe_counter!(
+        ASSIGNMENTS_PUBLISHED,
+        Unit::Count,
+        "Assignment versions published by this coordinator"
+    );
     describe_gauge!(WORKERS, Unit::Count, "Registered workers, as the leader last saw them");
     describe_gauge!(SHARDS, Unit::Count, "Shards in the published assignment");
-    describe_gauge!(SHARDS_REVOKING, Unit::Count, "Shards being handed over (revoked, not yet released)");
+    describe_gauge!(
+        SHARDS_REVOKING,
+        Unit::Count,
+        "Shards being handed over (revoked, not yet released)"
+    );
 }
 
 /// First SIGTERM or SIGINT: step down cleanly. Second: exit at once.
 async fn handle_signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         tracing::error!("cannot install signal handlers; stop this coordinator with SIGKILL");
         return;
     };

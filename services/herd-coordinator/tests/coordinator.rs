@@ -13,15 +13,26 @@ use zookeeper_client::Client;
 const SESSION_MS: u64 = 4000;
 
 fn start(name: &str, root: &str) -> Process {
-    let args: Vec<String> = ["--root", root, "--id", name, "--session-timeout-ms", &SESSION_MS.to_string(), "--metrics-addr", "127.0.0.1:0"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let args: Vec<String> = [
+        "--root",
+        root,
+        "--id",
+        name,
+        "--session-timeout-ms",
+        &SESSION_MS.to_string(),
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     Process::start(env!("CARGO_BIN_EXE_herd-coordinator"), name, &args, &[("HERD_LOG", "info")])
 }
 
 async fn observer() -> Client {
-    herd_clients::zookeeper::connect(&endpoints(), Duration::from_secs(10)).await.expect("observer session")
+    herd_clients::zookeeper::connect(&endpoints(), Duration::from_secs(10))
+        .await
+        .expect("observer session")
 }
 
 /// Waits until `{root}/leader` names `id`; returns it and how long it took.
@@ -46,18 +57,30 @@ async fn a_standby_leads_after_the_leader_is_killed() {
     let (first, _) = wait_leader(&zk, &root, "coord-a", Duration::from_secs(30)).await;
     let mut b = start("coord-b", &root);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(current_leader(&zk, &root).await.unwrap().unwrap().id, "coord-a", "one leader at a time");
+    assert_eq!(
+        current_leader(&zk, &root).await.unwrap().unwrap().id,
+        "coord-a",
+        "one leader at a time"
+    );
     assert!(b.is_running(), "the standby waits\n{}", b.log_tail());
 
     a.kill9();
     let (second, took) = wait_leader(&zk, &root, "coord-b", Duration::from_secs(60)).await;
     eprintln!("failover after kill -9: {} ms (session timeout {SESSION_MS} ms)", took.as_millis());
-    assert!(second.epoch > first.epoch, "a new leader has a higher epoch: {} then {}", first.epoch, second.epoch);
+    assert!(
+        second.epoch > first.epoch,
+        "a new leader has a higher epoch: {} then {}",
+        first.epoch,
+        second.epoch
+    );
 
     // A clean step-down removes the lock node at once.
     assert!(b.terminate(Duration::from_secs(20)).success(), "{}", b.log_tail());
     zk.sync(&format!("{root}/election")).await.unwrap();
-    assert!(zk.list_children(&format!("{root}/election")).await.unwrap().is_empty(), "no candidate left behind");
+    assert!(
+        zk.list_children(&format!("{root}/election")).await.unwrap().is_empty(),
+        "no candidate left behind"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -71,7 +94,10 @@ async fn a_paused_leader_is_deposed_and_stands_again_as_a_standby_when_resumed()
 
     c.signal(libc::SIGSTOP);
     let (second, took) = wait_leader(&zk, &root, "coord-d", Duration::from_secs(60)).await;
-    eprintln!("takeover from a paused leader: {} ms (session timeout {SESSION_MS} ms)", took.as_millis());
+    eprintln!(
+        "takeover from a paused leader: {} ms (session timeout {SESSION_MS} ms)",
+        took.as_millis()
+    );
     assert!(second.epoch > first.epoch);
 
     c.signal(libc::SIGCONT);
@@ -79,27 +105,45 @@ async fn a_paused_leader_is_deposed_and_stands_again_as_a_standby_when_resumed()
     // standby with a new session, without touching its successor's record.
     let deadline = Instant::now() + Duration::from_secs(30);
     while !c.log().contains("standing for election again") {
-        assert!(Instant::now() < deadline, "the deposed leader did not stand again\n{}", c.log_tail());
+        assert!(
+            Instant::now() < deadline,
+            "the deposed leader did not stand again\n{}",
+            c.log_tail()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(c.is_running(), "{}", c.log_tail());
-    assert_eq!(current_leader(&zk, &root).await.unwrap().unwrap(), second, "the successor's record stands");
+    assert_eq!(
+        current_leader(&zk, &root).await.unwrap().unwrap(),
+        second,
+        "the successor's record stands"
+    );
     zk.sync(&format!("{root}/election")).await.unwrap();
-    assert_eq!(zk.list_children(&format!("{root}/election")).await.unwrap().len(), 2, "two candidates again: the leader and the returned standby");
+    assert_eq!(
+        zk.list_children(&format!("{root}/election")).await.unwrap().len(),
+        2,
+        "two candidates again: the leader and the returned standby"
+    );
     assert!(c.terminate(Duration::from_secs(20)).success(), "{}", c.log_tail());
     assert!(d.terminate(Duration::from_secs(20)).success(), "{}", d.log_tail());
 }
 
 async fn register(root: &str, id: &str) -> Client {
     let session = observer().await;
-    let info = WorkerInfo { id: id.into(), address: "127.0.0.1:0".into(), capacity: 1, config_version: 0 };
+    let info =
+        WorkerInfo { id: id.into(), address: "127.0.0.1:0".into(), capacity: 1, config_version: 0 };
     membership::register(&session, root, &info).await.expect("register");
     session
 }
 
 /// Polls the published assignment until `done` holds for it.
-async fn wait_assignment(zk: &Client, root: &str, what: &str, done: impl Fn(&Assignment) -> bool) -> Assignment {
+async fn wait_assignment(
+    zk: &Client,
+    root: &str,
+    what: &str,
+    done: impl Fn(&Assignment) -> bool,
+) -> Assignment {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         zk.sync(root).await.unwrap();
@@ -131,8 +175,13 @@ async fn the_leader_assigns_partitions_to_registered_workers_and_moves_few() {
     let _w1 = register(&root, "w1").await;
     let w2 = register(&root, "w2").await;
     let _w3 = register(&root, "w3").await;
-    let args: Vec<String> = ["--root", &root, "--id", "coord", "--topics", &topic, "--metrics-addr", "127.0.0.1:0"].iter().map(|s| s.to_string()).collect();
-    let mut coordinator = Process::start(env!("CARGO_BIN_EXE_herd-coordinator"), "coord-assign", &args, &[]);
+    let args: Vec<String> =
+        ["--root", &root, "--id", "coord", "--topics", &topic, "--metrics-addr", "127.0.0.1:0"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    let mut coordinator =
+        Process::start(env!("CARGO_BIN_EXE_herd-coordinator"), "coord-assign", &args, &[]);
 
     let first = wait_assignment(&zk, &root, "3 workers have 4 shards each", |a| {
         a.len() == 12 && owners(a).values().all(|&n| n == 4) && owners(a).len() == 3
@@ -140,7 +189,8 @@ async fn the_leader_assigns_partitions_to_registered_workers_and_moves_few() {
     .await;
 
     let _w4 = register(&root, "w4").await;
-    let second = wait_assignment(&zk, &root, "4 workers have 3 shards each", |a| owners(a).len() == 4).await;
+    let second =
+        wait_assignment(&zk, &root, "4 workers have 3 shards each", |a| owners(a).len() == 4).await;
     assert!(owners(&second).values().all(|&n| n == 3), "{:?}", owners(&second));
     let moved = second.iter().filter(|(s, o)| first[*s] != **o).count();
     assert_eq!(moved, 3, "only the new worker's share moves");

@@ -84,10 +84,16 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
         )));
     }
     if cli.capacity > 1000 {
-        return Err(Exit::BadInput(anyhow::anyhow!("capacity: {} is out of range; expected 0 to 1000", cli.capacity)));
+        return Err(Exit::BadInput(anyhow::anyhow!(
+            "capacity: {} is out of range; expected 0 to 1000",
+            cli.capacity
+        )));
     }
     let worker_id = cli.worker_id.unwrap_or_else(herd_config::default_instance_id);
-    if worker_id.is_empty() || worker_id.contains('/') || worker_id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if worker_id.is_empty()
+        || worker_id.contains('/')
+        || worker_id.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(Exit::BadInput(anyhow::anyhow!("worker-id: {worker_id:?} is not usable as a ZooKeeper node name; use letters, digits, - _ . :")));
     }
     if cli.check_config {
@@ -100,23 +106,23 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
         .await
         .context("while connecting to Cassandra")?;
     let session = Arc::new(session);
-    let applied = herd_sink::schema::migrate(&session, &sink)
-        .await
-        .context("while migrating the schema")?;
+    let applied =
+        herd_sink::schema::migrate(&session, &sink).await.context("while migrating the schema")?;
     let fencing = herd_sink::fencing::Fencing::prepare(&session, &sink.keyspace)
         .await
         .context("while preparing checkpoint statements")?;
     let layout = sink.layout;
-    let store = herd_sink::store(session.clone(), sink)
-        .await
-        .context("while preparing statements")?;
+    let store =
+        herd_sink::store(session.clone(), sink).await.context("while preparing statements")?;
     // -1: the broker's default partitions and replication.
     herd_clients::kafka::ensure_topic(&endpoints, &ingest.dead_letter_topic, -1, -1)
         .await
         .context("while creating the dead-letter topic")?;
-    let source = KafkaSource::new(&endpoints, &worker_id).map_err(|e| anyhow::anyhow!("while creating the Kafka consumer: {e}"))?;
+    let source = KafkaSource::new(&endpoints, &worker_id)
+        .map_err(|e| anyhow::anyhow!("while creating the Kafka consumer: {e}"))?;
     let dead_letters = DeadLetterSink {
-        producer: herd_clients::kafka::producer(&endpoints, &worker_id).context("while creating the dead-letter producer")?,
+        producer: herd_clients::kafka::producer(&endpoints, &worker_id)
+            .context("while creating the dead-letter producer")?,
         topic: ingest.dead_letter_topic.clone(),
         worker: worker_id.clone(),
     };
@@ -130,12 +136,21 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
     let (control_tx, control_rx) = tokio::sync::mpsc::channel(64);
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let (live_tx, live_rx) = tokio::sync::watch::channel(herd_ingest::live::Live::default());
-    tokio::spawn(follow_log_level(log, cli.log.filter.clone().unwrap_or_else(|| "info".into()), live_rx.clone()));
+    tokio::spawn(follow_log_level(
+        log,
+        cli.log.filter.clone().unwrap_or_else(|| "info".into()),
+        live_rx.clone(),
+    ));
     let ownership = tokio::spawn(
         Ownership {
             endpoints: endpoints.clone(),
             coord: coord.clone(),
-            info: WorkerInfo { id: worker_id.clone(), address: cli.metrics_addr.to_string(), capacity: cli.capacity, config_version: 0 },
+            info: WorkerInfo {
+                id: worker_id.clone(),
+                address: cli.metrics_addr.to_string(),
+                capacity: cli.capacity,
+                config_version: 0,
+            },
             session: session.clone(),
             fencing: fencing.clone(),
             control: control_tx,
@@ -181,8 +196,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
     }
     let summary = result.context("the pipeline task failed")??;
     tracing::info!(
-        messages = summary.messages, events_written = summary.events_written,
-        dead_letters = summary.dead_letters, chunks_committed = summary.chunks_committed,
+        messages = summary.messages,
+        events_written = summary.events_written,
+        dead_letters = summary.dead_letters,
+        chunks_committed = summary.chunks_committed,
         "worker stopped cleanly"
     );
     Ok(ExitCode::SUCCESS)
@@ -197,14 +214,22 @@ async fn follow_log_level(
 ) {
     let mut applied = default.clone();
     while live.changed().await.is_ok() {
-        let wanted = live.borrow_and_update().doc.global.log_level.clone().unwrap_or_else(|| default.clone());
+        let wanted = live
+            .borrow_and_update()
+            .doc
+            .global
+            .log_level
+            .clone()
+            .unwrap_or_else(|| default.clone());
         if wanted != applied {
             match log.set(&wanted) {
                 Ok(()) => {
                     tracing::info!(filter = %wanted, "log filter changed");
                     applied = wanted;
                 }
-                Err(e) => tracing::error!(error = %e, "cannot apply the configured log filter; keeping {applied}"),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot apply the configured log filter; keeping {applied}")
+                }
             }
         }
     }
@@ -213,7 +238,9 @@ async fn follow_log_level(
 /// First SIGTERM or SIGINT: graceful shutdown. Second: exit at once.
 async fn handle_signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         tracing::error!("cannot install signal handlers; stop this worker with SIGKILL");
         return;
     };

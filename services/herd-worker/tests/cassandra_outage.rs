@@ -11,7 +11,10 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{assert_exactly, events, identities, messages, session, start_coordinator, start_worker, Encoding, Names};
+use common::{
+    assert_exactly, events, identities, messages, session, start_coordinator, start_worker,
+    Encoding, Names,
+};
 use herd_testkit::kafka::produce;
 use herd_testkit::{endpoints, stack};
 
@@ -41,7 +44,8 @@ async fn outage(layout: &'static str) {
     let _one = ONE_OUTAGE_AT_A_TIME.lock().await;
     let names = Names::with_layout("outage", layout);
     herd_clients::kafka::ensure_topic(&endpoints(), &names.topic, 4, 1).await.expect("topic");
-    let producer = herd_clients::kafka::producer(&endpoints(), "outage-producer").expect("producer");
+    let producer =
+        herd_clients::kafka::producer(&endpoints(), "outage-producer").expect("producer");
     let before = events("before", 20_000, 100);
     produce(&producer, &names.topic, &messages(&before, Encoding::JsonLines(100))).await;
 
@@ -64,13 +68,19 @@ async fn outage(layout: &'static str) {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut peak = baseline;
     while down_at.elapsed() < OUTAGE {
-        assert!(worker.is_running(), "the worker must not crash while Cassandra is down\n{}", worker.log_tail());
+        assert!(
+            worker.is_running(),
+            "the worker must not crash while Cassandra is down\n{}",
+            worker.log_tail()
+        );
         peak = peak.max(worker.rss_kib());
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     producing.await.unwrap();
     let growth = peak.saturating_sub(baseline);
-    eprintln!("worker RSS: {baseline} KiB before the outage, peak {peak} KiB during it (+{growth} KiB)");
+    eprintln!(
+        "worker RSS: {baseline} KiB before the outage, peak {peak} KiB during it (+{growth} KiB)"
+    );
     assert!(
         growth < MAX_GROWTH_KIB,
         "memory must stay bounded while Cassandra is down: grew {growth} KiB (limit {MAX_GROWTH_KIB})"
@@ -80,23 +90,39 @@ async fn outage(layout: &'static str) {
     // waiting (its shutdown timeout is 30 s); a second signal ends it at once.
     worker.signal(libc::SIGTERM);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(worker.is_running(), "one SIGTERM with writes pending: still draining\n{}", worker.log_tail());
+    assert!(
+        worker.is_running(),
+        "one SIGTERM with writes pending: still draining\n{}",
+        worker.log_tail()
+    );
     let status = worker.terminate(Duration::from_secs(5));
-    assert_eq!(status.code(), Some(130), "a second signal exits at once, with 130\n{}", worker.log_tail());
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "a second signal exits at once, with 130\n{}",
+        worker.log_tail()
+    );
 
     drop(guard); // Cassandra back.
-    // Nothing was checkpointed during the outage (the worker could not, and
-    // was forced out before Cassandra returned): the new events are not covered.
+                 // Nothing was checkpointed during the outage (the worker could not, and
+                 // was forced out before Cassandra returned): the new events are not covered.
     let (checkpointed_after, end) = names.checkpointed_and_end().await;
-    assert_eq!(checkpointed_after, checkpointed_before, "no checkpoint may move while Cassandra is down");
-    assert!(checkpointed_after < end, "the events produced meanwhile are not checkpointed ({checkpointed_after} of {end})");
+    assert_eq!(
+        checkpointed_after, checkpointed_before,
+        "no checkpoint may move while Cassandra is down"
+    );
+    assert!(
+        checkpointed_after < end,
+        "the events produced meanwhile are not checkpointed ({checkpointed_after} of {end})"
+    );
     // A new worker replays what the forced exit left uncommitted.
     let mut worker = start_worker("outage-after", &names.worker_args(&[]));
     names.wait_all_checkpointed(Duration::from_secs(600)).await;
     assert!(worker.is_running(), "{}", worker.log_tail());
     let status = worker.terminate(Duration::from_secs(60));
     assert!(status.success(), "{status}\n{}", worker.log_tail());
-    let expected: BTreeSet<_> = identities(&before).into_iter().chain(identities(&during)).collect();
+    let expected: BTreeSet<_> =
+        identities(&before).into_iter().chain(identities(&during)).collect();
     assert_exactly(&session().await, &names.keyspace, &expected).await;
     common::assert_verified(&names, &[("before", 20_000), ("during", 300_000)]);
     names.cleanup().await;

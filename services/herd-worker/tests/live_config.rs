@@ -8,8 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_exactly, events, herdctl, identities, messages, metric, session, start_coordinator, start_worker_with_metrics, Encoding,
-    Names,
+    assert_exactly, events, herdctl, identities, messages, metric, session, start_coordinator,
+    start_worker_with_metrics, Encoding, Names,
 };
 use herd_coord::dynconf;
 use herd_testkit::endpoints;
@@ -22,7 +22,12 @@ async fn zk() -> zookeeper_client::Client {
 }
 
 /// Waits until worker `id` reports running configuration `version`.
-async fn wait_worker_version(zk: &zookeeper_client::Client, names: &Names, id: &str, version: u64) -> Duration {
+async fn wait_worker_version(
+    zk: &zookeeper_client::Client,
+    names: &Names,
+    id: &str,
+    version: u64,
+) -> Duration {
     let started = Instant::now();
     loop {
         zk.sync(&format!("{}/workers", names.root)).await.ok();
@@ -30,7 +35,10 @@ async fn wait_worker_version(zk: &zookeeper_client::Client, names: &Names, id: &
         if workers.iter().any(|w| w.id == id && w.config_version == version) {
             return started.elapsed();
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "{id} did not report config version {version}: {workers:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{id} did not report config version {version}: {workers:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -40,7 +48,11 @@ fn set(names: &Names, edits: &[&str]) -> u64 {
     args.extend_from_slice(edits);
     let (code, out, err) = herdctl(&args);
     assert_eq!(code, 0, "herdctl config set {edits:?}: {err}");
-    out.lines().next().and_then(|l| l.strip_prefix("version ")).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no version in {out:?}"))
+    out.lines()
+        .next()
+        .and_then(|l| l.strip_prefix("version "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no version in {out:?}"))
 }
 
 /// Events consumed per second over `window`, from the worker's own counter.
@@ -71,7 +83,12 @@ async fn batch_size_and_rate_limit_change_mid_run_without_a_restart() {
     let (mut worker, port) = start_worker_with_metrics("live-batch", &names.worker_args(&[]));
     let pid = worker.pid();
     let all = events("live", 60_000, 300);
-    produce(&herd_clients::kafka::producer(&endpoints(), "p").unwrap(), &names.topic, &messages(&all, Encoding::Json { header: true })).await;
+    produce(
+        &herd_clients::kafka::producer(&endpoints(), "p").unwrap(),
+        &names.topic,
+        &messages(&all, Encoding::Json { header: true }),
+    )
+    .await;
     wait_worker_version(&zk, &names, "live-batch", 1).await;
 
     // Let the 1 s burst pass, then measure.
@@ -89,7 +106,10 @@ async fn batch_size_and_rate_limit_change_mid_run_without_a_restart() {
     // Lift the limit, bigger chunks: the backlog drains in big chunks.
     let v = set(&names, &["batch_max_rows=2000", "rate_limit_eps="]);
     let applied_in = wait_worker_version(&zk, &names, "live-batch", v).await;
-    eprintln!("version {v} reported by the worker {} ms after herdctl returned", applied_in.as_millis());
+    eprintln!(
+        "version {v} reported by the worker {} ms after herdctl returned",
+        applied_in.as_millis()
+    );
     names.wait_all_checkpointed(DRAIN).await;
     let unlimited_rows = chunk_rows_since(port, &mut rows);
     eprintln!("unlimited: {unlimited_rows:.0} rows per chunk");
@@ -113,11 +133,29 @@ async fn pausing_a_topic_stops_only_its_shards_and_resuming_catches_up() {
         herd_clients::kafka::ensure_topic(&endpoints(), t, 2, 1).await.expect("topic");
     }
     let zk = zk().await;
-    let coordinator_args: Vec<String> = ["--root", &names.root, "--topics", &format!("{},{other}", names.topic), "--id", "coord", "--session-timeout-ms", "4000", "--refresh-secs", "2", "--metrics-addr", "127.0.0.1:0"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let _coordinator = herd_testkit::process::Process::start(&common::sibling_binary("herd-coordinator"), &format!("{}-coord", names.keyspace), &coordinator_args, &[]);
+    let coordinator_args: Vec<String> = [
+        "--root",
+        &names.root,
+        "--topics",
+        &format!("{},{other}", names.topic),
+        "--id",
+        "coord",
+        "--session-timeout-ms",
+        "4000",
+        "--refresh-secs",
+        "2",
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let _coordinator = herd_testkit::process::Process::start(
+        &common::sibling_binary("herd-coordinator"),
+        &format!("{}-coord", names.keyspace),
+        &coordinator_args,
+        &[],
+    );
     let (mut worker, _) = start_worker_with_metrics("live-pause", &names.worker_args(&[]));
     let a = events("a", 40_000, 100);
     let b = events("b", 40_000, 100);
@@ -130,13 +168,15 @@ async fn pausing_a_topic_stops_only_its_shards_and_resuming_catches_up() {
 
     let v = set(&names, &[&format!("topic.{}.paused=true", names.topic)]);
     wait_worker_version(&zk, &names, "live-pause", v).await;
-    let (paused_at, _) = herd_testkit::cassandra::checkpointed_and_end(&s, &names.keyspace, &names.topic).await;
+    let (paused_at, _) =
+        herd_testkit::cassandra::checkpointed_and_end(&s, &names.keyspace, &names.topic).await;
     produce(&producer, &names.topic, &messages(&a[20_000..], Encoding::Arrow(99))).await;
     produce(&producer, &other, &messages(&b[20_000..], Encoding::Arrow(99))).await;
     // The other topic catches up completely while the paused one does not move.
     herd_testkit::cassandra::wait_all_checkpointed(&s, &names.keyspace, &other, DRAIN).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (still, end) = herd_testkit::cassandra::checkpointed_and_end(&s, &names.keyspace, &names.topic).await;
+    let (still, end) =
+        herd_testkit::cassandra::checkpointed_and_end(&s, &names.keyspace, &names.topic).await;
     assert_eq!(still, paused_at, "the paused topic's checkpoints did not move (end {end})");
     assert!(still < end, "its new messages wait");
 
@@ -173,10 +213,12 @@ async fn invalid_values_and_stale_edits_are_refused_and_change_nothing() {
     }
     let file = std::env::temp_dir().join(format!("{}.json", names.keyspace));
     std::fs::write(&file, br#"{"global": {"max_in_flight": 100000}}"#).unwrap();
-    let (code, _, err) = herdctl(&["config", "--root", &names.root, "apply", file.to_str().unwrap()]);
+    let (code, _, err) =
+        herdctl(&["config", "--root", &names.root, "apply", file.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("max_in_flight: \"100000\" is out of range; allowed 1 to 4096"), "{err}");
-    let (code, _, err) = herdctl(&["config", "--root", &names.root, "set", "--expect-version", "0", "linger_ms=5"]);
+    let (code, _, err) =
+        herdctl(&["config", "--root", &names.root, "set", "--expect-version", "0", "linger_ms=5"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("changed meanwhile: it is at version 1"), "{err}");
 
@@ -202,17 +244,36 @@ async fn a_hand_written_broken_document_is_refused_and_the_last_good_one_stays()
     let (mut worker, port) = start_worker_with_metrics("live-broken", &names.worker_args(&[]));
     wait_worker_version(&zk, &names, "live-broken", good).await;
 
-    zk.set_data(&dynconf::config_path(&names.root), br#"{"global": {"batch_max_rows": "lots"}}"#, None).await.expect("write by hand");
+    zk.set_data(
+        &dynconf::config_path(&names.root),
+        br#"{"global": {"batch_max_rows": "lots"}}"#,
+        None,
+    )
+    .await
+    .expect("write by hand");
     let deadline = Instant::now() + Duration::from_secs(30);
     while metric(port, "herd_config_rejected_total") < 1.0 {
-        assert!(Instant::now() < deadline, "the worker did not report the broken document\n{}", worker.log_tail());
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not report the broken document\n{}",
+            worker.log_tail()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(worker.log().contains("configuration refused: keeping the last good one"), "{}", worker.log_tail());
+    assert!(
+        worker.log().contains("configuration refused: keeping the last good one"),
+        "{}",
+        worker.log_tail()
+    );
     assert_eq!(metric(port, "herd_config_version"), good as f64, "still on the last good version");
     // Still ingesting, still with the last good chunk size.
     let all = events("broken", 20_000, 100);
-    produce(&herd_clients::kafka::producer(&endpoints(), "p").unwrap(), &names.topic, &messages(&all, Encoding::Json { header: true })).await;
+    produce(
+        &herd_clients::kafka::producer(&endpoints(), "p").unwrap(),
+        &names.topic,
+        &messages(&all, Encoding::Json { header: true }),
+    )
+    .await;
     names.wait_all_checkpointed(DRAIN).await;
     let mean = metric(port, "herd_chunk_rows_sum") / metric(port, "herd_chunk_rows_count");
     assert!(mean <= 700.0, "chunks still cut at 700 rows: {mean:.0}");

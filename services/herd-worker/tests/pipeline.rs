@@ -6,16 +6,21 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{assert_exactly, events, identities, messages, session, start_coordinator, start_worker, Encoding, Names};
+use common::{
+    assert_exactly, events, identities, messages, session, start_coordinator, start_worker,
+    Encoding, Names,
+};
 use herd_model::{arrow_ipc, Event};
-use herd_testkit::kafka::{produce, read_all, Outgoing};
 use herd_testkit::endpoints;
+use herd_testkit::kafka::{produce, read_all, Outgoing};
 use rdkafka::message::{Headers, Message};
 
 const DRAIN: Duration = Duration::from_secs(300);
 
 async fn topic(names: &Names) {
-    herd_clients::kafka::ensure_topic(&endpoints(), &names.topic, 4, 1).await.expect("create topic");
+    herd_clients::kafka::ensure_topic(&endpoints(), &names.topic, 4, 1)
+        .await
+        .expect("create topic");
 }
 
 fn producer() -> rdkafka::producer::FutureProducer {
@@ -44,7 +49,11 @@ async fn two_hundred_thousand_events_in_both_encodings_are_stored_exactly_once()
     let status = worker.terminate(Duration::from_secs(60));
     assert!(status.success(), "SIGTERM: clean exit, got {status}\n{}", worker.log_tail());
 
-    let expected: BTreeSet<_> = identities(&single).into_iter().chain(identities(&lines)).chain(identities(&arrow)).collect();
+    let expected: BTreeSet<_> = identities(&single)
+        .into_iter()
+        .chain(identities(&lines))
+        .chain(identities(&arrow))
+        .collect();
     assert_eq!(expected.len(), 200_000);
     assert_exactly(&session().await, &names.keyspace, &expected).await;
     names.cleanup().await;
@@ -73,7 +82,11 @@ async fn kill_nine(layout: &'static str) {
         if c * 5 >= e {
             break (c, e);
         }
-        assert!(tokio::time::Instant::now() < deadline, "no progress to kill: {c} of {e}\n{}", worker.log_tail());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no progress to kill: {c} of {e}\n{}",
+            worker.log_tail()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     worker.kill9();
@@ -108,7 +121,11 @@ async fn duplicate_sends(layout: &'static str) {
     let mut outgoing = Vec::new();
     for (i, m) in messages(&all, Encoding::Arrow(100)).into_iter().enumerate() {
         if i % 10 == 3 {
-            outgoing.push(Outgoing { key: m.key.clone(), payload: m.payload.clone(), content_type: m.content_type });
+            outgoing.push(Outgoing {
+                key: m.key.clone(),
+                payload: m.payload.clone(),
+                content_type: m.content_type,
+            });
         }
         outgoing.push(m);
     }
@@ -122,7 +139,11 @@ async fn duplicate_sends(layout: &'static str) {
             assert!(c < e, "the kill must land mid-stream: {c} of {e} committed");
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no progress to kill: {c} of {e}\n{}", worker.log_tail());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no progress to kill: {c} of {e}\n{}",
+            worker.log_tail()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     worker.kill9();
@@ -130,15 +151,20 @@ async fn duplicate_sends(layout: &'static str) {
     names.wait_all_checkpointed(DRAIN).await;
     assert!(worker.terminate(Duration::from_secs(60)).success(), "{}", worker.log_tail());
     let report = common::assert_verified_allowing_copies(&names, &[("dup", 200_000)]);
-    eprintln!("{layout}: redundant copies in storage (dropped on read): {}", report["producers"][0]["redundant_copies"]);
+    eprintln!(
+        "{layout}: redundant copies in storage (dropped on read): {}",
+        report["producers"][0]["redundant_copies"]
+    );
     // A reader of one series gets each of its events once, in time order.
     let session = session().await;
     let pinned = herd_sink::schema::pinned(&session, &names.keyspace).await.unwrap().unwrap();
-    let reader = herd_sink::read::PointReader::prepare(&session, &names.keyspace, pinned).await.unwrap();
+    let reader =
+        herd_sink::read::PointReader::prepare(&session, &names.keyspace, pinned).await.unwrap();
     let from = all.iter().map(|e| e.ts).min().unwrap();
     let to = all.iter().map(|e| e.ts).max().unwrap() + 1;
     let read = reader.range(&session, "host-7", "mem", from, to).await.unwrap();
-    let want: Vec<&Event> = all.iter().filter(|e| e.series == "host-7" && e.metric == "mem").collect();
+    let want: Vec<&Event> =
+        all.iter().filter(|e| e.series == "host-7" && e.metric == "mem").collect();
     assert_eq!(read.iter().collect::<Vec<_>>(), want);
     names.cleanup().await;
 }
@@ -171,16 +197,40 @@ async fn malformed(layout: &'static str) {
         content_type: Option<&'static str>,
         reason: &'static str,
     ) {
-        expected.push(ExpectedLetter { message: outgoing.len(), position: "message".into(), payload: payload.clone(), reason_contains: reason });
+        expected.push(ExpectedLetter {
+            message: outgoing.len(),
+            position: "message".into(),
+            payload: payload.clone(),
+            reason_contains: reason,
+        });
         outgoing.push(Outgoing { key: b"bad".to_vec(), payload, content_type });
     }
     // 9,800 good single JSON events, with 60 bad single messages among them.
     for (i, e) in good[..9_800].iter().enumerate() {
         outgoing.extend(messages(std::slice::from_ref(e), Encoding::Json { header: i % 2 == 0 }));
         match i % 490 {
-            0 => whole(&mut outgoing, &mut expected, b"{\"series\": \"h\", \"metric\":".to_vec(), None, "EOF while parsing"),
-            1 => whole(&mut outgoing, &mut expected, br#"{"series":"h","ts":1,"value":1,"producer":"p","seq":1}"#.to_vec(), None, "missing field `metric`"),
-            2 => whole(&mut outgoing, &mut expected, br#"{"series":"h","metric":"m","ts":"x","value":1,"producer":"p","seq":1}"#.to_vec(), Some("application/json"), "field ts"),
+            0 => whole(
+                &mut outgoing,
+                &mut expected,
+                b"{\"series\": \"h\", \"metric\":".to_vec(),
+                None,
+                "EOF while parsing",
+            ),
+            1 => whole(
+                &mut outgoing,
+                &mut expected,
+                br#"{"series":"h","ts":1,"value":1,"producer":"p","seq":1}"#.to_vec(),
+                None,
+                "missing field `metric`",
+            ),
+            2 => whole(
+                &mut outgoing,
+                &mut expected,
+                br#"{"series":"h","metric":"m","ts":"x","value":1,"producer":"p","seq":1}"#
+                    .to_vec(),
+                Some("application/json"),
+                "field ts",
+            ),
             _ => {}
         }
     }
@@ -189,12 +239,21 @@ async fn malformed(layout: &'static str) {
         let mut payload = herd_model::json::encode_lines(&chunk[..2]);
         if i < 60 {
             let bad = format!("{{\"series\":\"h\",\"metric\":\"m\",\"ts\":{i},\"value\":\"NaN\",\"producer\":\"p\",\"seq\":1}}");
-            expected.push(ExpectedLetter { message: outgoing.len(), position: "line 3".into(), payload: bad.clone().into_bytes(), reason_contains: "field value" });
+            expected.push(ExpectedLetter {
+                message: outgoing.len(),
+                position: "line 3".into(),
+                payload: bad.clone().into_bytes(),
+                reason_contains: "field value",
+            });
             payload.extend_from_slice(bad.as_bytes());
             payload.push(b'\n');
         }
         payload.extend(herd_model::json::encode_lines(&chunk[2..]));
-        outgoing.push(Outgoing { key: b"lines".to_vec(), payload, content_type: Some("application/x-ndjson") });
+        outgoing.push(Outgoing {
+            key: b"lines".to_vec(),
+            payload,
+            content_type: Some("application/x-ndjson"),
+        });
     }
     // 5,000 good events in 10 Arrow messages; 40 invalid rows among them.
     for (i, chunk) in good[14_800..].chunks(500).enumerate() {
@@ -206,14 +265,35 @@ async fn malformed(layout: &'static str) {
         }
         let payload = arrow_ipc::encode(&rows).unwrap();
         for j in 0..4 {
-            expected.push(ExpectedLetter { message: outgoing.len(), position: format!("row {}", 100 * j + 7), payload: payload.clone(), reason_contains: "series: is empty" });
+            expected.push(ExpectedLetter {
+                message: outgoing.len(),
+                position: format!("row {}", 100 * j + 7),
+                payload: payload.clone(),
+                reason_contains: "series: is empty",
+            });
         }
-        outgoing.push(Outgoing { key: format!("arrow{i}").into_bytes(), payload, content_type: Some("application/vnd.apache.arrow.stream") });
+        outgoing.push(Outgoing {
+            key: format!("arrow{i}").into_bytes(),
+            payload,
+            content_type: Some("application/vnd.apache.arrow.stream"),
+        });
     }
     // 20 corrupt Arrow streams and 20 messages of an unknown content type.
     for i in 0..20u8 {
-        whole(&mut outgoing, &mut expected, vec![0xff, 0xff, 0xff, 0xff, 9, 9, i], None, "malformed Arrow IPC stream");
-        whole(&mut outgoing, &mut expected, b"a,b,c".to_vec(), Some("text/csv"), "unsupported content-type");
+        whole(
+            &mut outgoing,
+            &mut expected,
+            vec![0xff, 0xff, 0xff, 0xff, 9, 9, i],
+            None,
+            "malformed Arrow IPC stream",
+        );
+        whole(
+            &mut outgoing,
+            &mut expected,
+            b"a,b,c".to_vec(),
+            Some("text/csv"),
+            "unsupported content-type",
+        );
     }
     assert_eq!(expected.len(), 200, "1 % of 20,000");
     let positions = produce(&producer(), &names.topic, &outgoing).await;
@@ -233,22 +313,34 @@ async fn malformed(layout: &'static str) {
     assert_eq!(letters.len(), 200, "one dead letter per malformed event, no more");
     let header = |m: &rdkafka::message::OwnedMessage, name: &str| -> String {
         let headers = m.headers().unwrap_or_else(|| panic!("dead letter without headers"));
-        let h = headers.iter().find(|h| h.key == name).unwrap_or_else(|| panic!("no header {name}"));
+        let h =
+            headers.iter().find(|h| h.key == name).unwrap_or_else(|| panic!("no header {name}"));
         String::from_utf8(h.value.unwrap().to_vec()).unwrap()
     };
     let mut seen = BTreeSet::new();
     for m in &letters {
         assert_eq!(header(m, "herd.source.topic"), names.topic);
         assert_eq!(header(m, "herd.error.stage"), "decode");
-        let at = (header(m, "herd.source.partition").parse::<i32>().unwrap(), header(m, "herd.source.offset").parse::<i64>().unwrap());
+        let at = (
+            header(m, "herd.source.partition").parse::<i32>().unwrap(),
+            header(m, "herd.source.offset").parse::<i64>().unwrap(),
+        );
         let position = header(m, "herd.error.position");
         let e = expected
             .iter()
             .find(|e| positions[e.message] == at && e.position == position)
             .unwrap_or_else(|| panic!("unexpected dead letter for {at:?} {position}"));
         let reason = header(m, "herd.error.reason");
-        assert!(reason.contains(e.reason_contains), "{position} at {at:?}: reason {reason:?} lacks {:?}", e.reason_contains);
-        assert_eq!(m.payload(), Some(&e.payload[..]), "{position} at {at:?} carries the original bytes");
+        assert!(
+            reason.contains(e.reason_contains),
+            "{position} at {at:?}: reason {reason:?} lacks {:?}",
+            e.reason_contains
+        );
+        assert_eq!(
+            m.payload(),
+            Some(&e.payload[..]),
+            "{position} at {at:?} carries the original bytes"
+        );
         assert!(seen.insert((at, position)), "dead letter twice");
     }
     names.cleanup().await;
@@ -269,7 +361,8 @@ async fn drop_points_table(keyspace: &str) {
 /// on; with stop the worker exits with an error and commits none of them.
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_writes_are_dead_lettered_or_stop_the_worker() {
-    let fast_retry = ["--retry-initial-ms", "10", "--retry-max-ms", "50", "--retry-max-attempts", "2"];
+    let fast_retry =
+        ["--retry-initial-ms", "10", "--retry-max-ms", "50", "--retry-max-attempts", "2"];
     for policy in ["dead-letter", "stop"] {
         let names = Names::new(if policy == "stop" { "refused_stop" } else { "refused_dlq" });
         topic(&names).await;
@@ -297,22 +390,36 @@ async fn refused_writes_are_dead_lettered_or_stop_the_worker() {
             .unwrap();
             let mut ids = BTreeSet::new();
             for m in &letters {
-                let stage = m.headers().and_then(|h| h.iter().find(|h| h.key == "herd.error.stage").and_then(|h| h.value));
+                let stage = m.headers().and_then(|h| {
+                    h.iter().find(|h| h.key == "herd.error.stage").and_then(|h| h.value)
+                });
                 assert_eq!(stage, Some(&b"write"[..]));
-                let event: Event = serde_json::from_slice(m.payload().unwrap()).expect("the event as JSON");
+                let event: Event =
+                    serde_json::from_slice(m.payload().unwrap()).expect("the event as JSON");
                 ids.insert((event.producer, event.seq as i64));
             }
-            assert_eq!(ids, identities(&refused), "every refused event, once, in the dead-letter topic");
+            assert_eq!(
+                ids,
+                identities(&refused),
+                "every refused event, once, in the dead-letter topic"
+            );
         } else {
             let deadline = std::time::Instant::now() + DRAIN;
             while worker.is_running() {
-                assert!(std::time::Instant::now() < deadline, "the stop policy must end the worker\n{}", worker.log_tail());
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the stop policy must end the worker\n{}",
+                    worker.log_tail()
+                );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             let status = worker.terminate(Duration::from_secs(1));
             assert_eq!(status.code(), Some(1), "stopped with an error\n{}", worker.log_tail());
             let (committed, end) = names.checkpointed_and_end().await;
-            assert!(committed < end, "the refused events' offsets are not committed ({committed} of {end})");
+            assert!(
+                committed < end,
+                "the refused events' offsets are not committed ({committed} of {end})"
+            );
         }
         names.cleanup().await;
     }

@@ -9,7 +9,10 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::{assert_exactly, events, identities, messages, produce_over, session, start_coordinator, start_worker, Encoding, Names, SESSION_TIMEOUT_MS};
+use common::{
+    assert_exactly, events, identities, messages, produce_over, session, start_coordinator,
+    start_worker, Encoding, Names, SESSION_TIMEOUT_MS,
+};
 use herd_model::Event;
 use herd_sink::fencing::{all_checkpoints, Checkpoint};
 use herd_testkit::endpoints;
@@ -28,7 +31,9 @@ async fn slot() -> tokio::sync::SemaphorePermit<'static> {
 
 async fn setup(prefix: &str, partitions: i32, layout: &'static str) -> Names {
     let names = Names::with_layout(prefix, layout);
-    herd_clients::kafka::ensure_topic(&endpoints(), &names.topic, partitions, 1).await.expect("create topic");
+    herd_clients::kafka::ensure_topic(&endpoints(), &names.topic, partitions, 1)
+        .await
+        .expect("create topic");
     names
 }
 
@@ -56,7 +61,11 @@ async fn checkpoints(names: &Names) -> BTreeMap<i32, Checkpoint> {
 }
 
 /// Polls the checkpoint rows until `done` holds; returns them and the wait.
-async fn wait_checkpoints(names: &Names, what: &str, done: impl Fn(&BTreeMap<i32, Checkpoint>) -> bool) -> (BTreeMap<i32, Checkpoint>, Duration) {
+async fn wait_checkpoints(
+    names: &Names,
+    what: &str,
+    done: impl Fn(&BTreeMap<i32, Checkpoint>) -> bool,
+) -> (BTreeMap<i32, Checkpoint>, Duration) {
     let started = Instant::now();
     loop {
         let c = checkpoints(names).await;
@@ -94,21 +103,36 @@ async fn killed_worker(layout: &'static str) {
     let producing = produce_over(&names, &all, 20, 20);
 
     let (before, _) = wait_checkpoints(&names, "both workers checkpoint", |c| {
-        c.len() == 6 && owned_by(c, "kill-w1").len() == 3 && owned_by(c, "kill-w2").len() == 3 && checkpointed_by(c, "kill-w1") && checkpointed_by(c, "kill-w2")
+        c.len() == 6
+            && owned_by(c, "kill-w1").len() == 3
+            && owned_by(c, "kill-w2").len() == 3
+            && checkpointed_by(c, "kill-w1")
+            && checkpointed_by(c, "kill-w2")
     })
     .await;
     let victims = owned_by(&before, "kill-w1");
     let checkpointed: i64 = before.values().filter_map(|c| c.next_offset).sum();
     w1.kill9();
-    assert!(checkpointed < all.len().div_ceil(199) as i64, "the kill must land mid-stream: {checkpointed} messages checkpointed");
-    let (after, took) = wait_checkpoints(&names, "kill-w2 claimed every shard of kill-w1", |c| owned_by(c, "kill-w2").len() == 6).await;
+    assert!(
+        checkpointed < all.len().div_ceil(199) as i64,
+        "the kill must land mid-stream: {checkpointed} messages checkpointed"
+    );
+    let (after, took) = wait_checkpoints(&names, "kill-w2 claimed every shard of kill-w1", |c| {
+        owned_by(c, "kill-w2").len() == 6
+    })
+    .await;
     eprintln!(
         "dead-worker shard resume: {} ms from kill -9 to the survivor's claim of all {} shards (session timeout {SESSION_TIMEOUT_MS} ms)",
         took.as_millis(),
         victims.len()
     );
     for p in &victims {
-        assert!(after[p].epoch > before[p].epoch, "partition {p}: the new grant's epoch must be higher: {:?} then {:?}", before[p], after[p]);
+        assert!(
+            after[p].epoch > before[p].epoch,
+            "partition {p}: the new grant's epoch must be higher: {:?} then {:?}",
+            before[p],
+            after[p]
+        );
     }
     producing.await.unwrap();
     finish(&names, &mut [&mut w2], &all).await;
@@ -133,23 +157,41 @@ async fn paused_worker(layout: &'static str) {
     // the frozen worker then has chunks in flight, and checkpoints to attempt
     // when it wakes up.
     let all = events("pause", 200_000, 300);
-    produce(&herd_clients::kafka::producer(&endpoints(), "pause-producer").unwrap(), &names.topic, &messages(&all, Encoding::Arrow(199))).await;
+    produce(
+        &herd_clients::kafka::producer(&endpoints(), "pause-producer").unwrap(),
+        &names.topic,
+        &messages(&all, Encoding::Arrow(199)),
+    )
+    .await;
 
     let (before, _) = wait_checkpoints(&names, "both workers checkpoint", |c| {
-        c.len() == 4 && owned_by(c, "pause-w1").len() == 2 && owned_by(c, "pause-w2").len() == 2 && checkpointed_by(c, "pause-w1") && checkpointed_by(c, "pause-w2")
+        c.len() == 4
+            && owned_by(c, "pause-w1").len() == 2
+            && owned_by(c, "pause-w2").len() == 2
+            && checkpointed_by(c, "pause-w1")
+            && checkpointed_by(c, "pause-w2")
     })
     .await;
     w1.signal(libc::SIGSTOP);
     let (checkpointed, end) = names.checkpointed_and_end().await;
-    assert!(checkpointed < end, "the pause must land mid-stream: {checkpointed} of {end} checkpointed");
+    assert!(
+        checkpointed < end,
+        "the pause must land mid-stream: {checkpointed} of {end} checkpointed"
+    );
     let paused_at = Instant::now();
-    let (moved, took) = wait_checkpoints(&names, "pause-w2 claimed every shard", |c| owned_by(c, "pause-w2").len() == 4).await;
+    let (moved, took) = wait_checkpoints(&names, "pause-w2 claimed every shard", |c| {
+        owned_by(c, "pause-w2").len() == 4
+    })
+    .await;
     eprintln!("paused worker's shards resumed elsewhere after {} ms (session timeout {SESSION_TIMEOUT_MS} ms)", took.as_millis());
     // The server counts the session timeout from the worker's last contact,
     // not from SIGSTOP: zookeeper-client pings after 3/20 of the session
     // timeout without sending, so that contact can be up to 600 ms earlier.
     let earliest_expiry = Duration::from_millis(SESSION_TIMEOUT_MS * 17 / 20);
-    assert!(paused_at.elapsed() >= earliest_expiry, "the shards moved before the session could expire: {took:?} after SIGSTOP");
+    assert!(
+        paused_at.elapsed() >= earliest_expiry,
+        "the shards moved before the session could expire: {took:?} after SIGSTOP"
+    );
 
     // Resume the frozen worker and watch every checkpoint while it wakes up.
     w1.signal(libc::SIGCONT);
@@ -159,7 +201,12 @@ async fn paused_worker(layout: &'static str) {
         let now = checkpoints(&names).await;
         for (p, c) in &now {
             let prev = &last[p];
-            assert!(c.epoch >= prev.epoch, "partition {p}: epoch went back from {} to {}", prev.epoch, c.epoch);
+            assert!(
+                c.epoch >= prev.epoch,
+                "partition {p}: epoch went back from {} to {}",
+                prev.epoch,
+                c.epoch
+            );
             if c.epoch == prev.epoch {
                 assert!(
                     c.next_offset >= prev.next_offset,
@@ -186,9 +233,15 @@ async fn paused_worker(layout: &'static str) {
         w1.log_tail()
     );
     // Rejoined: it owns shards again, under grants newer than the ones it lost.
-    let (rejoined, _) = wait_checkpoints(&names, "pause-w1 owns shards again", |c| !owned_by(c, "pause-w1").is_empty()).await;
+    let (rejoined, _) = wait_checkpoints(&names, "pause-w1 owns shards again", |c| {
+        !owned_by(c, "pause-w1").is_empty()
+    })
+    .await;
     for p in owned_by(&rejoined, "pause-w1") {
-        assert!(rejoined[&p].epoch > before[&p].epoch, "partition {p}: rejoined under a newer grant");
+        assert!(
+            rejoined[&p].epoch > before[&p].epoch,
+            "partition {p}: rejoined under a newer grant"
+        );
     }
     finish(&names, &mut [&mut w1, &mut w2], &all).await;
 }
@@ -223,13 +276,17 @@ async fn a_frozen_worker_s_late_partial_blocks_lose_to_its_successor_s() {
     for e in &mut all {
         e.ts = base + e.seq as i64 / 20;
     }
-    wait_checkpoints(&names, "both workers hold a shard", |c| c.len() == 2 && owned_by(c, "late-w1").len() == 1 && owned_by(c, "late-w2").len() == 1).await;
+    wait_checkpoints(&names, "both workers hold a shard", |c| {
+        c.len() == 2 && owned_by(c, "late-w1").len() == 1 && owned_by(c, "late-w2").len() == 1
+    })
+    .await;
     let producing = produce_over(&names, &all, 8, 16);
     tokio::time::sleep(Duration::from_secs(5)).await;
     w1.signal(libc::SIGSTOP);
     // Its shard moves; the successor reads it from the start of the open
     // window, writes it, and closes it once production ends.
-    wait_checkpoints(&names, "late-w2 claimed every shard", |c| owned_by(c, "late-w2").len() == 2).await;
+    wait_checkpoints(&names, "late-w2 claimed every shard", |c| owned_by(c, "late-w2").len() == 2)
+        .await;
     producing.await.unwrap();
     names.wait_all_checkpointed(DRAIN).await;
     w1.signal(libc::SIGCONT);
@@ -263,12 +320,21 @@ async fn joining_worker(layout: &'static str) {
     .await;
 
     let mut w2 = start_worker("join-w2", &args);
-    let (after, took) = wait_checkpoints(&names, "join-w2 claimed its share", |c| owned_by(c, "join-w2").len() == 3).await;
-    eprintln!("handoff to a joining worker: {} ms from its start to its claim of 3 shards", took.as_millis());
+    let (after, took) = wait_checkpoints(&names, "join-w2 claimed its share", |c| {
+        owned_by(c, "join-w2").len() == 3
+    })
+    .await;
+    eprintln!(
+        "handoff to a joining worker: {} ms from its start to its claim of 3 shards",
+        took.as_millis()
+    );
     let stayed = owned_by(&after, "join-w1");
     assert_eq!(stayed.len(), 3, "{after:?}");
     for p in &stayed {
-        assert_eq!(after[p].epoch, before[p].epoch, "partition {p} did not move and keeps its grant");
+        assert_eq!(
+            after[p].epoch, before[p].epoch,
+            "partition {p} did not move and keeps its grant"
+        );
     }
     for p in owned_by(&after, "join-w2") {
         assert!(after[&p].epoch > before[&p].epoch, "partition {p}: moved under a newer grant");
@@ -294,9 +360,14 @@ async fn after_the_leader_is_killed_the_standby_grants_shards_to_a_new_worker() 
     let _slot = slot().await;
     let names = setup("faultlead", 4, "rows").await;
     let mut leader = start_coordinator(&names, "lead-a");
-    let zk = herd_clients::zookeeper::connect(&endpoints(), Duration::from_secs(10)).await.expect("zk");
+    let zk =
+        herd_clients::zookeeper::connect(&endpoints(), Duration::from_secs(10)).await.expect("zk");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while herd_coord::election::current_leader(&zk, &names.root).await.unwrap().is_none_or(|l| l.id != "lead-a") {
+    while herd_coord::election::current_leader(&zk, &names.root)
+        .await
+        .unwrap()
+        .is_none_or(|l| l.id != "lead-a")
+    {
         assert!(Instant::now() < deadline, "lead-a did not lead\n{}", leader.log_tail());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -304,10 +375,18 @@ async fn after_the_leader_is_killed_the_standby_grants_shards_to_a_new_worker() 
     tokio::time::sleep(Duration::from_secs(1)).await;
     leader.kill9();
     let all = events("lead", 20_000, 100);
-    produce(&herd_clients::kafka::producer(&endpoints(), "p").unwrap(), &names.topic, &messages(&all, Encoding::Arrow(200))).await;
+    produce(
+        &herd_clients::kafka::producer(&endpoints(), "p").unwrap(),
+        &names.topic,
+        &messages(&all, Encoding::Arrow(200)),
+    )
+    .await;
     let mut worker = start_worker("lead-w", &names.worker_args(&[]));
     names.wait_all_checkpointed(DRAIN).await;
-    assert_eq!(herd_coord::election::current_leader(&zk, &names.root).await.unwrap().unwrap().id, "lead-b");
+    assert_eq!(
+        herd_coord::election::current_leader(&zk, &names.root).await.unwrap().unwrap().id,
+        "lead-b"
+    );
     assert!(checkpoints(&names).await.values().all(|c| c.owner == "lead-w"));
 
     // herdctl status shows the same: the standby leads, every shard is lead-w's, nothing lags.
@@ -316,15 +395,24 @@ async fn after_the_leader_is_killed_the_standby_grants_shards_to_a_new_worker() 
         .output()
         .expect("run herdctl");
     assert!(out.status.success(), "herdctl status: {}", String::from_utf8_lossy(&out.stderr));
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("herdctl status --json is JSON");
+    let status: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("herdctl status --json is JSON");
     assert_eq!(status["leader"]["id"], "lead-b", "{status}");
     let shards = status["shards"].as_array().expect("shards");
     assert_eq!(shards.len(), 4, "{status}");
     for s in shards {
-        assert_eq!((s["owner"].as_str(), s["holder"].as_str(), s["state"].as_str()), (Some("lead-w"), Some("lead-w"), Some("granted")), "{s}");
+        assert_eq!(
+            (s["owner"].as_str(), s["holder"].as_str(), s["state"].as_str()),
+            (Some("lead-w"), Some("lead-w"), Some("granted")),
+            "{s}"
+        );
         assert_eq!(s["lag"], 0, "{s}");
         // An empty partition has no checkpoint yet.
-        assert!(s["checkpoint"] == s["end_offset"] || (s["checkpoint"].is_null() && s["end_offset"] == 0), "{s}");
+        assert!(
+            s["checkpoint"] == s["end_offset"]
+                || (s["checkpoint"].is_null() && s["end_offset"] == 0),
+            "{s}"
+        );
     }
     assert!(worker.terminate(Duration::from_secs(60)).success(), "{}", worker.log_tail());
     assert!(standby.terminate(Duration::from_secs(20)).success(), "{}", standby.log_tail());

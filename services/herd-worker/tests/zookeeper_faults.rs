@@ -10,7 +10,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_exactly, events, identities, messages, produce_over, session, start_coordinator, start_worker, Encoding, Names};
+use common::{
+    assert_exactly, events, identities, messages, produce_over, session, start_coordinator,
+    start_worker, Encoding, Names,
+};
 use herd_testkit::{endpoints, stack, zookeeper_nodes};
 
 /// Restarts whatever the test killed when dropped.
@@ -43,7 +46,10 @@ async fn wait_progress(names: &Names, from: i64, at_least: i64, what: &str) -> i
         if checkpointed >= from + at_least {
             return checkpointed;
         }
-        assert!(Instant::now() < deadline, "ingestion stalled {what}: {checkpointed} checkpointed, was {from}");
+        assert!(
+            Instant::now() < deadline,
+            "ingestion stalled {what}: {checkpointed} checkpointed, was {from}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -67,8 +73,19 @@ async fn ingestion_continues_when_a_zookeeper_node_is_killed_leader_or_follower(
         let killed = kill_zookeeper(mode);
         eprintln!("killed ZooKeeper {mode} {killed}");
         // Ingestion goes on with two of three nodes.
-        checkpointed = wait_progress(&names, checkpointed, 40, &format!("after the ZooKeeper {mode} {killed} was killed")).await;
-        assert!(w1.is_running() && w2.is_running(), "workers keep running\n{}\n{}", w1.log_tail(), w2.log_tail());
+        checkpointed = wait_progress(
+            &names,
+            checkpointed,
+            40,
+            &format!("after the ZooKeeper {mode} {killed} was killed"),
+        )
+        .await;
+        assert!(
+            w1.is_running() && w2.is_running(),
+            "workers keep running\n{}\n{}",
+            w1.log_tail(),
+            w2.log_tail()
+        );
         stack(&["up"]);
     }
     // The whole ensemble down for 10 s, longer than the session timeout:
@@ -84,15 +101,28 @@ async fn ingestion_continues_when_a_zookeeper_node_is_killed_leader_or_follower(
     }
     tokio::time::sleep(Duration::from_secs(10)).await;
     for w in [&w1, &w2] {
-        assert!(w.log().contains("ZooKeeper session ended: stopping every shard"), "{}", w.log_tail());
+        assert!(
+            w.log().contains("ZooKeeper session ended: stopping every shard"),
+            "{}",
+            w.log_tail()
+        );
     }
     stack(&["up"]);
     let back_at = Instant::now();
     let (checkpointed, _) = names.checkpointed_and_end().await;
     let remaining = outgoing_total - checkpointed;
     assert!(remaining > 0, "production ended before the ensemble came back; lengthen it");
-    wait_progress(&names, checkpointed, remaining.min(40), "after the ZooKeeper ensemble came back").await;
-    eprintln!("ZooKeeper ensemble back: ingestion progressed again within {} ms", back_at.elapsed().as_millis());
+    wait_progress(
+        &names,
+        checkpointed,
+        remaining.min(40),
+        "after the ZooKeeper ensemble came back",
+    )
+    .await;
+    eprintln!(
+        "ZooKeeper ensemble back: ingestion progressed again within {} ms",
+        back_at.elapsed().as_millis()
+    );
     producing.await.unwrap();
     names.wait_all_checkpointed(Duration::from_secs(300)).await;
     assert!(w1.terminate(Duration::from_secs(60)).success(), "{}", w1.log_tail());

@@ -9,7 +9,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_exactly, events, herdctl, identities, produce_over, session, start_coordinator, start_worker, Names};
+use common::{
+    assert_exactly, events, herdctl, identities, produce_over, session, start_coordinator,
+    start_worker, Names,
+};
 use herd_testkit::{endpoints, zookeeper_nodes};
 
 /// Resumes the frozen ZooKeeper node when dropped, even if the test fails.
@@ -27,13 +30,23 @@ async fn a_worker_cut_off_from_zookeeper_keeps_ingesting_and_picks_up_changes_ma
     let names = Names::new("zkcut");
     herd_clients::kafka::ensure_topic(&endpoints(), &names.topic, 2, 1).await.expect("topic");
     let nodes = zookeeper_nodes();
-    let (follower, pid, _, port) = nodes.iter().find(|n| n.2 == "follower").cloned().unwrap_or_else(|| panic!("no follower in {nodes:?}"));
-    let others: Vec<String> = nodes.iter().filter(|n| n.0 != follower).map(|n| format!("127.0.0.1:{}", n.3)).collect();
+    let (follower, pid, _, port) = nodes
+        .iter()
+        .find(|n| n.2 == "follower")
+        .cloned()
+        .unwrap_or_else(|| panic!("no follower in {nodes:?}"));
+    let others: Vec<String> =
+        nodes.iter().filter(|n| n.0 != follower).map(|n| format!("127.0.0.1:{}", n.3)).collect();
     let others = others.join(",");
     let ctl = |edit: &str| {
-        let (code, out, err) = herdctl(&["--zookeeper", &others, "config", "--root", &names.root, "set", edit]);
+        let (code, out, err) =
+            herdctl(&["--zookeeper", &others, "config", "--root", &names.root, "set", edit]);
         assert_eq!(code, 0, "{err}");
-        out.lines().next().and_then(|l| l.strip_prefix("version ")).and_then(|v| v.parse::<u64>().ok()).expect("version")
+        out.lines()
+            .next()
+            .and_then(|l| l.strip_prefix("version "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("version")
     };
     let v1 = ctl("batch_max_rows=500");
     let _coordinator = start_coordinator(&names, &format!("{}-coord", names.keyspace));
@@ -46,17 +59,26 @@ async fn a_worker_cut_off_from_zookeeper_keeps_ingesting_and_picks_up_changes_ma
 
     let all = events("zkcut", 60_000, 300);
     let producing = produce_over(&names, &all, 15, 30);
-    let zk = herd_clients::zookeeper::connect(&endpoints(), Duration::from_secs(10)).await.expect("zk");
+    let zk =
+        herd_clients::zookeeper::connect(&endpoints(), Duration::from_secs(10)).await.expect("zk");
     let version_of = |zk: &zookeeper_client::Client| {
         let (zk, root) = (zk.clone(), names.root.clone());
         async move {
             zk.sync(&format!("{root}/workers")).await.ok();
-            herd_coord::membership::workers(&zk, &root).await.unwrap_or_default().first().map(|w| w.config_version)
+            herd_coord::membership::workers(&zk, &root)
+                .await
+                .unwrap_or_default()
+                .first()
+                .map(|w| w.config_version)
         }
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     while version_of(&zk).await != Some(v1) || names.checkpointed_and_end().await.0 == 0 {
-        assert!(Instant::now() < deadline, "the worker did not start on version {v1}\n{}", worker.log_tail());
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not start on version {v1}\n{}",
+            worker.log_tail()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -69,17 +91,35 @@ async fn a_worker_cut_off_from_zookeeper_keeps_ingesting_and_picks_up_changes_ma
     let v2 = ctl("batch_max_rows=800");
     tokio::time::sleep(Duration::from_secs(3).saturating_sub(frozen_at.elapsed())).await;
     let (during, _) = names.checkpointed_and_end().await;
-    assert!(during > before, "ingestion went on while ZooKeeper was unreachable: {before} -> {during}");
-    assert_eq!(version_of(&zk).await, Some(v1), "the cut-off worker could not have heard of version {v2}");
+    assert!(
+        during > before,
+        "ingestion went on while ZooKeeper was unreachable: {before} -> {during}"
+    );
+    assert_eq!(
+        version_of(&zk).await,
+        Some(v1),
+        "the cut-off worker could not have heard of version {v2}"
+    );
     drop(thaw);
 
     let back = Instant::now();
     while version_of(&zk).await != Some(v2) {
-        assert!(back.elapsed() < Duration::from_secs(60), "the worker did not pick up version {v2}\n{}", worker.log_tail());
+        assert!(
+            back.elapsed() < Duration::from_secs(60),
+            "the worker did not pick up version {v2}\n{}",
+            worker.log_tail()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    eprintln!("version {v2} applied {} ms after the ZooKeeper node came back", back.elapsed().as_millis());
-    assert!(!worker.log().contains("session ended"), "the worker kept its session\n{}", worker.log_tail());
+    eprintln!(
+        "version {v2} applied {} ms after the ZooKeeper node came back",
+        back.elapsed().as_millis()
+    );
+    assert!(
+        !worker.log().contains("session ended"),
+        "the worker kept its session\n{}",
+        worker.log_tail()
+    );
     producing.await.unwrap();
     names.wait_all_checkpointed(Duration::from_secs(300)).await;
     assert!(worker.terminate(Duration::from_secs(60)).success(), "{}", worker.log_tail());

@@ -59,38 +59,60 @@ pub enum Action {
 
 fn author() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
     format!("{user}@{host}")
 }
 
 fn read_file(file: &PathBuf) -> Result<ConfigDoc, Exit> {
-    let data = std::fs::read(file).with_context(|| format!("cannot read {}", file.display())).bad_input()?;
+    let data = std::fs::read(file)
+        .with_context(|| format!("cannot read {}", file.display()))
+        .bad_input()?;
     ConfigDoc::parse(&data).with_context(|| format!("{} is refused", file.display())).bad_input()
 }
 
 /// Writes `doc` over `base_version`, mapping a conflict to a clear failure.
-async fn store(zk: &zookeeper_client::Client, root: &str, doc: &ConfigDoc, base_version: u64, change: &str) -> Result<u64, Exit> {
+async fn store(
+    zk: &zookeeper_client::Client,
+    root: &str,
+    doc: &ConfigDoc,
+    base_version: u64,
+    change: &str,
+) -> Result<u64, Exit> {
     match dynconf::write(zk, root, doc, base_version, &author(), change).await {
         Ok(v) => Ok(v),
         Err(e @ StoreError::Conflict { .. }) => Err(Exit::Failed(e.into())),
-        Err(e) => Err(Exit::Failed(anyhow::Error::new(e).context("while writing the configuration"))),
+        Err(e) => {
+            Err(Exit::Failed(anyhow::Error::new(e).context("while writing the configuration")))
+        }
     }
 }
 
 fn check_expected(expect: Option<u64>, current: u64) -> Result<(), Exit> {
     match expect {
-        Some(v) if v != current => Err(Exit::Failed(
-            StoreError::Conflict { expected: v, current }.into(),
-        )),
+        Some(v) if v != current => {
+            Err(Exit::Failed(StoreError::Conflict { expected: v, current }.into()))
+        }
         _ => Ok(()),
     }
 }
 
-pub async fn run(endpoints: &herd_config::Endpoints, root: &str, action: Action) -> Result<ExitCode, Exit> {
+pub async fn run(
+    endpoints: &herd_config::Endpoints,
+    root: &str,
+    action: Action,
+) -> Result<ExitCode, Exit> {
     if let Action::Keys = action {
-        println!("{:<17} {:<21} {:<19} {:<32} {:<46} MEANING", "KEY", "SCOPE", "UNIT", "DEFAULT", "RANGE");
+        println!(
+            "{:<17} {:<21} {:<19} {:<32} {:<46} MEANING",
+            "KEY", "SCOPE", "UNIT", "DEFAULT", "RANGE"
+        );
         for k in dynconf::KEYS {
-            println!("{:<17} {:<21} {:<19} {:<32} {:<46} {} (live: {})", k.key, k.scope, k.unit, k.default, k.range, k.meaning, k.live);
+            println!(
+                "{:<17} {:<21} {:<19} {:<32} {:<46} {} (live: {})",
+                k.key, k.scope, k.unit, k.default, k.range, k.meaning, k.live
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -99,7 +121,9 @@ pub async fn run(endpoints: &herd_config::Endpoints, root: &str, action: Action)
         ConfigDoc::default().with_edits(edits).bad_input()?;
     }
     let file_doc = match &action {
-        Action::Apply { file, .. } | Action::Diff { file: Some(file), .. } => Some(read_file(file)?),
+        Action::Apply { file, .. } | Action::Diff { file: Some(file), .. } => {
+            Some(read_file(file)?)
+        }
         _ => None,
     };
     let zk = herd_clients::zookeeper::connect(endpoints, std::time::Duration::from_secs(6))
@@ -110,7 +134,12 @@ pub async fn run(endpoints: &herd_config::Endpoints, root: &str, action: Action)
     result
 }
 
-async fn act(zk: &zookeeper_client::Client, root: &str, action: Action, file_doc: Option<ConfigDoc>) -> Result<ExitCode, Exit> {
+async fn act(
+    zk: &zookeeper_client::Client,
+    root: &str,
+    action: Action,
+    file_doc: Option<ConfigDoc>,
+) -> Result<ExitCode, Exit> {
     let stored = dynconf::read(zk, root).await.context("while reading the configuration")?;
     // A hand-written broken document must not block a fix: edits start from an empty one.
     let current = match stored.doc() {
@@ -124,7 +153,10 @@ async fn act(zk: &zookeeper_client::Client, root: &str, action: Action, file_doc
         Action::Keys => unreachable!("handled before connecting"),
         Action::Get { json } => {
             if json {
-                println!("{}", serde_json::to_string_pretty(&current).context("while encoding JSON")?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&current).context("while encoding JSON")?
+                );
             } else {
                 println!("version {}", stored.version);
                 for (k, v) in current.flatten() {
@@ -139,7 +171,8 @@ async fn act(zk: &zookeeper_client::Client, root: &str, action: Action, file_doc
                 println!("unchanged: version {}", stored.version);
                 return Ok(ExitCode::SUCCESS);
             }
-            let v = store(zk, root, &next, stored.version, &format!("set {}", edits.join(" "))).await?;
+            let v =
+                store(zk, root, &next, stored.version, &format!("set {}", edits.join(" "))).await?;
             println!("version {v}");
             for line in dynconf::diff(&current, &next) {
                 println!("  {line}");
@@ -148,7 +181,8 @@ async fn act(zk: &zookeeper_client::Client, root: &str, action: Action, file_doc
         Action::Apply { file, expect_version } => {
             check_expected(expect_version, stored.version)?;
             let next = file_doc.expect("read before connecting");
-            let v = store(zk, root, &next, stored.version, &format!("apply {}", file.display())).await?;
+            let v = store(zk, root, &next, stored.version, &format!("apply {}", file.display()))
+                .await?;
             println!("version {v}");
             for line in dynconf::diff(&current, &next) {
                 println!("  {line}");
@@ -177,14 +211,17 @@ async fn act(zk: &zookeeper_client::Client, root: &str, action: Action, file_doc
             }
         }
         Action::Status { json } => {
-            let workers = herd_coord::membership::workers(zk, root).await.context("while reading the workers")?;
+            let workers = herd_coord::membership::workers(zk, root)
+                .await
+                .context("while reading the workers")?;
             if json {
                 let out = serde_json::json!({ "version": stored.version, "workers": workers });
                 println!("{}", serde_json::to_string_pretty(&out).context("while encoding JSON")?);
             } else {
                 println!("stored version {}", stored.version);
                 for w in &workers {
-                    let mark = if w.config_version == stored.version { "current" } else { "BEHIND" };
+                    let mark =
+                        if w.config_version == stored.version { "current" } else { "BEHIND" };
                     println!("  {:<24} v{:<6} {mark}", w.id, w.config_version);
                 }
             }
@@ -194,11 +231,19 @@ async fn act(zk: &zookeeper_client::Client, root: &str, action: Action, file_doc
 }
 
 /// An earlier version's document; an unknown version is bad input.
-async fn earlier(zk: &zookeeper_client::Client, root: &str, version: u64) -> Result<ConfigDoc, Exit> {
+async fn earlier(
+    zk: &zookeeper_client::Client,
+    root: &str,
+    version: u64,
+) -> Result<ConfigDoc, Exit> {
     dynconf::version_doc(zk, root, version)
         .await
         .context("while reading the history")?
-        .ok_or_else(|| anyhow::anyhow!("version {version} is not in the history (herdctl config history lists them)"))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "version {version} is not in the history (herdctl config history lists them)"
+            )
+        })
         .bad_input()
 }
 

@@ -124,18 +124,26 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
     match cli.command {
         Command::Status { keyspace, json } => {
             use herd_coord::{election, membership};
-            let zk = herd_clients::zookeeper::connect(&endpoints, std::time::Duration::from_secs(6))
-                .await
-                .context("while connecting to ZooKeeper")?;
-            let leader = election::current_leader(&zk, &root).await.context("while reading the leader")?;
-            let workers = membership::workers(&zk, &root).await.context("while reading the workers")?;
+            let zk =
+                herd_clients::zookeeper::connect(&endpoints, std::time::Duration::from_secs(6))
+                    .await
+                    .context("while connecting to ZooKeeper")?;
+            let leader =
+                election::current_leader(&zk, &root).await.context("while reading the leader")?;
+            let workers =
+                membership::workers(&zk, &root).await.context("while reading the workers")?;
             zk.sync(&membership::assignment_path(&root)).await.ok();
-            let assignment = membership::read_assignment(&zk, &root).await.context("while reading the assignment")?;
-            let holders = membership::holders(&zk, &root).await.context("while reading who holds which shard")?;
+            let assignment = membership::read_assignment(&zk, &root)
+                .await
+                .context("while reading the assignment")?;
+            let holders = membership::holders(&zk, &root)
+                .await
+                .context("while reading who holds which shard")?;
             herd_clients::zookeeper::close(zk, std::time::Duration::from_secs(2)).await;
             let grants = assignment.as_ref().map(|d| d.shards.clone()).unwrap_or_default();
             // Lag needs Kafka and Cassandra; without them, status still shows ZooKeeper's view.
-            let shard_ids: Vec<(String, i32)> = grants.iter().map(|g| (g.topic.clone(), g.partition)).collect();
+            let shard_ids: Vec<(String, i32)> =
+                grants.iter().map(|g| (g.topic.clone(), g.partition)).collect();
             let (ends, checkpoints, problems) = lag_inputs(&endpoints, &keyspace, shard_ids).await;
             let rows: Vec<ShardStatus> = grants
                 .iter()
@@ -173,24 +181,44 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
             }
             println!("workers: {}", workers.len());
             for w in &workers {
-                println!("  {:<24} capacity {:<3} config v{:<4} {}", w.id, w.capacity, w.config_version, w.address);
+                println!(
+                    "  {:<24} capacity {:<3} config v{:<4} {}",
+                    w.id, w.capacity, w.config_version, w.address
+                );
             }
             match &assignment {
                 None => println!("assignment: none published"),
                 Some(doc) => {
                     let total: i64 = rows.iter().filter_map(|r| r.lag).sum();
-                    println!("shards: {} (assigned by the leader of epoch {}), total lag {total}", rows.len(), doc.leader_epoch);
-                    println!("  {:<32} {:<20} {:<12} {:<9} {:>12} {:>12} {:>10}", "SHARD", "OWNER", "EPOCH", "STATE", "CHECKPOINT", "END", "LAG");
+                    println!(
+                        "shards: {} (assigned by the leader of epoch {}), total lag {total}",
+                        rows.len(),
+                        doc.leader_epoch
+                    );
+                    println!(
+                        "  {:<32} {:<20} {:<12} {:<9} {:>12} {:>12} {:>10}",
+                        "SHARD", "OWNER", "EPOCH", "STATE", "CHECKPOINT", "END", "LAG"
+                    );
                     let show = |v: Option<i64>| v.map_or("-".to_owned(), |v| v.to_string());
                     for r in &rows {
                         let state = match (&r.next_owner, r.state) {
                             (Some(next), "revoking") => format!("revoking → {next}"),
-                            (_, state) if r.holder.as_deref() != Some(&r.owner) && state == "granted" => "granted, not taken".to_owned(),
+                            (_, state)
+                                if r.holder.as_deref() != Some(&r.owner) && state == "granted" =>
+                            {
+                                "granted, not taken".to_owned()
+                            }
                             (_, state) => state.to_owned(),
                         };
                         println!(
                             "  {:<32} {:<20} {:<12} {:<9} {:>12} {:>12} {:>10}",
-                            format!("{}/{}", r.topic, r.partition), r.owner, r.epoch, state, show(r.checkpoint), show(r.end_offset), show(r.lag)
+                            format!("{}/{}", r.topic, r.partition),
+                            r.owner,
+                            r.epoch,
+                            state,
+                            show(r.checkpoint),
+                            show(r.end_offset),
+                            show(r.lag)
                         );
                     }
                 }
@@ -205,7 +233,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
         Command::Doctor { json } => {
             let probes = probe::all(&endpoints).await;
             if json {
-                println!("{}", serde_json::to_string_pretty(&probes).context("while encoding JSON")?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&probes).context("while encoding JSON")?
+                );
             } else {
                 for p in &probes {
                     println!(

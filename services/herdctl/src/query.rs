@@ -54,7 +54,8 @@ pub fn parse_time(s: &str, now: i64) -> Result<i64, String> {
         return Ok(now);
     }
     if let Some(ago) = s.strip_prefix("now-") {
-        let d = humantime::parse_duration(ago).map_err(|e| format!("{s:?}: {ago:?} is not a duration ({e}); e.g. now-1h, now-15m"))?;
+        let d = humantime::parse_duration(ago)
+            .map_err(|e| format!("{s:?}: {ago:?} is not a duration ({e}); e.g. now-1h, now-15m"))?;
         return Ok(now - d.as_millis() as i64);
     }
     if let Ok(ms) = s.parse::<i64>() {
@@ -67,7 +68,10 @@ pub fn parse_time(s: &str, now: i64) -> Result<i64, String> {
 
 pub async fn run(endpoints: &herd_config::Endpoints, args: QueryArgs) -> Result<ExitCode, Exit> {
     if !herd_sink::settings::valid_identifier(&args.keyspace) {
-        return Err(Exit::BadInput(anyhow::anyhow!("--keyspace {:?} is not a keyspace name herd uses (letters, digits, underscores)", args.keyspace)));
+        return Err(Exit::BadInput(anyhow::anyhow!(
+            "--keyspace {:?} is not a keyspace name herd uses (letters, digits, underscores)",
+            args.keyspace
+        )));
     }
     if args.limit == 0 {
         return Err(Exit::BadInput(anyhow::anyhow!("--limit must be at least 1")));
@@ -75,28 +79,49 @@ pub async fn run(endpoints: &herd_config::Endpoints, args: QueryArgs) -> Result<
     let now = now_ms();
     let range = match (&args.from, &args.to) {
         (Some(from), Some(to)) => {
-            let from = parse_time(from, now).map_err(|e| Exit::BadInput(anyhow::anyhow!("--from {e}")))?;
-            let to = parse_time(to, now).map_err(|e| Exit::BadInput(anyhow::anyhow!("--to {e}")))?;
+            let from =
+                parse_time(from, now).map_err(|e| Exit::BadInput(anyhow::anyhow!("--from {e}")))?;
+            let to =
+                parse_time(to, now).map_err(|e| Exit::BadInput(anyhow::anyhow!("--to {e}")))?;
             if from >= to {
-                return Err(Exit::BadInput(anyhow::anyhow!("--from ({from}) must be before --to ({to})")));
+                return Err(Exit::BadInput(anyhow::anyhow!(
+                    "--from ({from}) must be before --to ({to})"
+                )));
             }
             Some((from, to))
         }
         _ => None,
     };
-    let session = herd_clients::cassandra::session(endpoints).await.context("while connecting to Cassandra")?;
+    let session = herd_clients::cassandra::session(endpoints)
+        .await
+        .context("while connecting to Cassandra")?;
     let pinned = herd_sink::schema::pinned(&session, &args.keyspace)
         .await
-        .with_context(|| format!("while reading {}.herd_settings (is --keyspace right?)", args.keyspace))?
-        .ok_or_else(|| anyhow::anyhow!("keyspace {} has no herd settings: no worker has written to it yet", args.keyspace))?;
-    let reader = PointReader::prepare(&session, &args.keyspace, pinned).await.context("while preparing the query")?;
+        .with_context(|| {
+            format!("while reading {}.herd_settings (is --keyspace right?)", args.keyspace)
+        })?
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "keyspace {} has no herd settings: no worker has written to it yet",
+                args.keyspace
+            )
+        })?;
+    let reader = PointReader::prepare(&session, &args.keyspace, pinned)
+        .await
+        .context("while preparing the query")?;
     let points = match range {
         Some((from, to)) => {
-            let mut p = reader.range(&session, &args.series, &args.metric, from, to).await.context("while reading points")?;
+            let mut p = reader
+                .range(&session, &args.series, &args.metric, from, to)
+                .await
+                .context("while reading points")?;
             p.truncate(args.limit);
             p
         }
-        None => reader.latest(&session, &args.series, &args.metric, args.limit, now).await.context("while reading points")?,
+        None => reader
+            .latest(&session, &args.series, &args.metric, args.limit, now)
+            .await
+            .context("while reading points")?,
     };
     let mut out = std::io::stdout().lock();
     print(&mut out, &points, args.format).context("while writing the points")?;
@@ -105,7 +130,8 @@ pub async fn run(endpoints: &herd_config::Endpoints, args: QueryArgs) -> Result<
             Some(_) => "in the range, oldest first",
             None => "latest, newest first",
         };
-        writeln!(out, "{} points {what} (layout {})", points.len(), pinned.layout).context("while writing")?;
+        writeln!(out, "{} points {what} (layout {})", points.len(), pinned.layout)
+            .context("while writing")?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -124,9 +150,21 @@ fn tags(e: &Event) -> String {
 pub fn print(out: &mut impl Write, points: &[Event], format: Format) -> anyhow::Result<()> {
     match format {
         Format::Table => {
-            writeln!(out, "{:<24}  {:>20}  {:<16}  {:>12}  TAGS", "TS", "VALUE", "PRODUCER", "SEQ")?;
+            writeln!(
+                out,
+                "{:<24}  {:>20}  {:<16}  {:>12}  TAGS",
+                "TS", "VALUE", "PRODUCER", "SEQ"
+            )?;
             for e in points {
-                writeln!(out, "{:<24}  {:>20}  {:<16}  {:>12}  {}", rfc3339(e.ts), e.value, e.producer, e.seq, tags(e))?;
+                writeln!(
+                    out,
+                    "{:<24}  {:>20}  {:<16}  {:>12}  {}",
+                    rfc3339(e.ts),
+                    e.value,
+                    e.producer,
+                    e.seq,
+                    tags(e)
+                )?;
             }
         }
         Format::Json => {
@@ -137,7 +175,14 @@ pub fn print(out: &mut impl Write, points: &[Event], format: Format) -> anyhow::
             let mut w = csv::Writer::from_writer(out);
             w.write_record(["ts", "ts_ms", "value", "producer", "seq", "tags"])?;
             for e in points {
-                w.write_record([rfc3339(e.ts), e.ts.to_string(), e.value.to_string(), e.producer.clone(), e.seq.to_string(), tags(e)])?;
+                w.write_record([
+                    rfc3339(e.ts),
+                    e.ts.to_string(),
+                    e.value.to_string(),
+                    e.producer.clone(),
+                    e.seq.to_string(),
+                    tags(e),
+                ])?;
             }
             w.flush()?;
         }

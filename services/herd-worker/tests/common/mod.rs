@@ -31,7 +31,12 @@ pub fn start_worker(name: &str, args: &[String]) -> Worker {
 pub fn start_worker_with_metrics(name: &str, args: &[String]) -> (Worker, u16) {
     let port = free_port();
     let mut args = args.to_vec();
-    args.extend(["--metrics-addr".to_owned(), format!("127.0.0.1:{port}"), "--worker-id".to_owned(), name.to_owned()]);
+    args.extend([
+        "--metrics-addr".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "--worker-id".to_owned(),
+        name.to_owned(),
+    ]);
     (Worker::start(env!("CARGO_BIN_EXE_herd-worker"), name, &args, &[LOG]), port)
 }
 
@@ -55,7 +60,10 @@ pub fn metric(port: u16, name: &str) -> f64 {
 
 /// Runs herdctl with `args`; returns (exit code, stdout, stderr).
 pub fn herdctl(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(sibling_binary("herdctl")).args(args).output().expect("run herdctl");
+    let out = std::process::Command::new(sibling_binary("herdctl"))
+        .args(args)
+        .output()
+        .expect("run herdctl");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -66,8 +74,18 @@ pub fn herdctl(args: &[&str]) -> (i32, String, String) {
 /// Starts a coordinator for the test's topic and root.
 pub fn start_coordinator(names: &Names, name: &str) -> herd_testkit::process::Process {
     let args: Vec<String> = [
-        "--root", &names.root, "--topics", &names.topic, "--id", name,
-        "--session-timeout-ms", &SESSION_TIMEOUT_MS.to_string(), "--refresh-secs", "2", "--metrics-addr", "127.0.0.1:0",
+        "--root",
+        &names.root,
+        "--topics",
+        &names.topic,
+        "--id",
+        name,
+        "--session-timeout-ms",
+        &SESSION_TIMEOUT_MS.to_string(),
+        "--refresh-secs",
+        "2",
+        "--metrics-addr",
+        "127.0.0.1:0",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -120,10 +138,14 @@ impl Names {
     /// failing one leaves them for inspection.
     pub async fn cleanup(&self) {
         let session = session().await;
-        let _ = session.query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", self.keyspace), &[]).await;
+        let _ =
+            session.query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", self.keyspace), &[]).await;
         if let Ok(admin) = herd_clients::kafka::admin(&herd_testkit::endpoints(), "test-cleanup") {
             let _ = admin
-                .delete_topics(&[&self.topic, &self.dead_letters], &rdkafka::admin::AdminOptions::new())
+                .delete_topics(
+                    &[&self.topic, &self.dead_letters],
+                    &rdkafka::admin::AdminOptions::new(),
+                )
                 .await;
         }
         herd_testkit::delete_zk_tree(&self.root).await;
@@ -131,18 +153,35 @@ impl Names {
 
     /// Sum over the topic's partitions of (checkpointed offset, end offset).
     pub async fn checkpointed_and_end(&self) -> (i64, i64) {
-        herd_testkit::cassandra::checkpointed_and_end(&session().await, &self.keyspace, &self.topic).await
+        herd_testkit::cassandra::checkpointed_and_end(&session().await, &self.keyspace, &self.topic)
+            .await
     }
 
     /// Waits until every message of the topic is checkpointed.
     pub async fn wait_all_checkpointed(&self, limit: std::time::Duration) {
-        herd_testkit::cassandra::wait_all_checkpointed(&session().await, &self.keyspace, &self.topic, limit).await
+        herd_testkit::cassandra::wait_all_checkpointed(
+            &session().await,
+            &self.keyspace,
+            &self.topic,
+            limit,
+        )
+        .await
     }
 
     pub fn worker_args(&self, extra: &[&str]) -> Vec<String> {
         let mut args: Vec<String> = [
-            "--root", &self.root, "--keyspace", &self.keyspace, "--session-timeout-ms", &SESSION_TIMEOUT_MS.to_string(),
-            "--dead-letter-topic", &self.dead_letters, "--bucket-secs", "3600", "--layout", self.layout,
+            "--root",
+            &self.root,
+            "--keyspace",
+            &self.keyspace,
+            "--session-timeout-ms",
+            &SESSION_TIMEOUT_MS.to_string(),
+            "--dead-letter-topic",
+            &self.dead_letters,
+            "--bucket-secs",
+            "3600",
+            "--layout",
+            self.layout,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -238,13 +277,26 @@ pub async fn assert_exactly(session: &Session, keyspace: &str, expected: &BTreeS
 /// Runs `herd-loadgen verify --json` on the test's keyspace, expecting
 /// each producer's seqs 0..count; returns its report.
 pub fn verify(names: &Names, expect: &[(&str, u64)]) -> serde_json::Value {
-    let mut args = vec!["verify".to_owned(), "--keyspace".to_owned(), names.keyspace.clone(), "--json".to_owned()];
+    let mut args = vec![
+        "verify".to_owned(),
+        "--keyspace".to_owned(),
+        names.keyspace.clone(),
+        "--json".to_owned(),
+    ];
     for (producer, count) in expect {
         args.extend(["--expect".to_owned(), format!("{producer}={count}")]);
     }
-    let out = std::process::Command::new(sibling_binary("herd-loadgen")).args(&args).output().expect("run herd-loadgen verify");
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("verify printed no JSON ({e}): {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    let out = std::process::Command::new(sibling_binary("herd-loadgen"))
+        .args(&args)
+        .output()
+        .expect("run herd-loadgen verify");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify printed no JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }
 
 /// verify finds every event of `expect` exactly once (as a reader sees them).
@@ -254,7 +306,10 @@ pub fn verify(names: &Names, expect: &[(&str, u64)]) -> serde_json::Value {
 pub fn assert_verified(names: &Names, expect: &[(&str, u64)]) -> serde_json::Value {
     let report = assert_verified_allowing_copies(names, expect);
     for p in report["producers"].as_array().expect("producers") {
-        assert_eq!(p["redundant_copies"], 0, "events stored in a second block (a replay cut other windows): {report:#}");
+        assert_eq!(
+            p["redundant_copies"], 0,
+            "events stored in a second block (a replay cut other windows): {report:#}"
+        );
     }
     report
 }
@@ -265,7 +320,10 @@ pub fn assert_verified(names: &Names, expect: &[(&str, u64)]) -> serde_json::Val
 pub fn assert_verified_allowing_copies(names: &Names, expect: &[(&str, u64)]) -> serde_json::Value {
     let report = verify(names, expect);
     assert_eq!(report["layout"], names.layout, "{report:#}");
-    assert_eq!(report["ok"], true, "verify found missing, duplicated or unexpected events: {report:#}");
+    assert_eq!(
+        report["ok"], true,
+        "verify found missing, duplicated or unexpected events: {report:#}"
+    );
     report
 }
 
@@ -277,8 +335,17 @@ pub async fn session() -> Session {
 /// `slices` parts spread evenly over `secs` seconds, so that faults land
 /// mid-stream. (199, not 200: a message's key is its first event's series,
 /// and 199 cycles through every series, so every partition gets messages.)
-pub fn produce_over(names: &Names, events: &[Event], secs: u64, slices: usize) -> tokio::task::JoinHandle<()> {
-    let producer = herd_clients::kafka::producer(&herd_testkit::endpoints(), &format!("{}-producer", names.topic)).expect("producer");
+pub fn produce_over(
+    names: &Names,
+    events: &[Event],
+    secs: u64,
+    slices: usize,
+) -> tokio::task::JoinHandle<()> {
+    let producer = herd_clients::kafka::producer(
+        &herd_testkit::endpoints(),
+        &format!("{}-producer", names.topic),
+    )
+    .expect("producer");
     let outgoing = messages(events, Encoding::Arrow(199));
     let topic = names.topic.clone();
     tokio::spawn(async move {
