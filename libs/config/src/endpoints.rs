@@ -164,10 +164,7 @@ fn parse_host_ports(field: &'static str, value: &str) -> Result<Vec<HostPort>, C
     if value.trim().is_empty() {
         return Err(bad("it is empty".into()));
     }
-    value
-        .split(',')
-        .map(|item| parse_host_port(item.trim()).map_err(|reason| bad(reason)))
-        .collect()
+    value.split(',').map(|item| parse_host_port(item.trim()).map_err(&bad)).collect()
 }
 
 fn parse_host_port(item: &str) -> Result<HostPort, String> {

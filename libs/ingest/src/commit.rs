@@ -101,7 +101,7 @@ mod tests {
                         .max();
                     assert_eq!(Some(o.next), limit, "order {order:?}");
                     let prev = committed.insert(o.partition, o.next);
-                    assert!(prev.map_or(true, |p| p < o.next), "offsets only move forward");
+                    assert!(prev.is_none_or(|p| p < o.next), "offsets only move forward");
                 }
             }
             assert_eq!(committed, BTreeMap::from([(0, 40), (1, 50), (2, 60)]), "order {order:?}");

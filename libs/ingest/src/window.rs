@@ -309,7 +309,7 @@ impl WindowBuilder {
             .packer
             .blocks(&shard.0, shard.1, w.start, w.messages)
             .into_iter()
-            .map(Write::Block)
+            .map(|b| Write::Block(Box::new(b)))
             .collect();
         let chunk = Chunk {
             id: self.next_id,

@@ -213,17 +213,18 @@ fn text(batch: &RecordBatch, name: &str) -> Result<StringArray, String> {
 impl Columns {
     fn from_batch(batch: &RecordBatch) -> Result<Columns, String> {
         let ts = column(batch, "ts")?;
-        let ts =
-            match ts.data_type() {
-                DataType::Timestamp(_, _) => {
-                    let ms = to_type("ts", ts, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
-                    to_type("ts", &ms, &DataType::Int64)?
-                }
-                DataType::Int64 => ts.clone(),
-                other => return Err(format!(
+        let ts = match ts.data_type() {
+            DataType::Timestamp(_, _) => {
+                let ms = to_type("ts", ts, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+                to_type("ts", &ms, &DataType::Int64)?
+            }
+            DataType::Int64 => ts.clone(),
+            other => {
+                return Err(format!(
                     "column \"ts\" has type {other}; expected Timestamp or Int64 (ms since epoch)"
-                )),
-            };
+                ))
+            }
+        };
         let value = column(batch, "value")?;
         if !value.data_type().is_numeric() {
             return Err(format!(

@@ -153,7 +153,9 @@ pub(crate) mod tests {
 
     #[test]
     fn each_limit_names_its_field() {
-        let cases: Vec<(Box<dyn Fn(&mut Event)>, &str)> = vec![
+        /// A change that breaks one limit, and the field it names.
+        type Case = (Box<dyn Fn(&mut Event)>, &'static str);
+        let cases: Vec<Case> = vec![
             (Box::new(|e| e.series.clear()), "series: is empty"),
             (Box::new(|e| e.metric = "m".repeat(257)), "metric: is 257 bytes long"),
             (Box::new(|e| e.producer.clear()), "producer: is empty"),

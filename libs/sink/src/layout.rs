@@ -58,7 +58,9 @@ impl FromStr for Layout {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
     Rows(RowBatch),
-    Block(Block),
+    /// Boxed: a block's key and column headers are six times a row
+    /// batch's, and writes move through queues.
+    Block(Box<Block>),
 }
 
 impl Write {

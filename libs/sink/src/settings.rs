@@ -228,7 +228,9 @@ mod tests {
 
     #[test]
     fn errors_name_field_and_value() {
-        let cases: Vec<(Box<dyn Fn(&mut SinkArgs)>, &str)> = vec![
+        /// A change that makes the arguments invalid, and the field it names.
+        type Case = (Box<dyn Fn(&mut SinkArgs)>, &'static str);
+        let cases: Vec<Case> = vec![
             (Box::new(|a| a.keyspace = "1herd".into()), "keyspace: \"1herd\""),
             (Box::new(|a| a.keyspace = "herd; DROP".into()), "keyspace: \"herd; DROP\""),
             (Box::new(|a| a.replication = "simple:0".into()), "replication: \"simple:0\""),

@@ -67,7 +67,7 @@ fn measure<T>(
 ) -> CodecResult {
     let points: u64 = blocks.iter().map(|b| len(b) as u64).sum();
     let t = Instant::now();
-    let encoded: Vec<Vec<u8>> = blocks.iter().map(|b| encode(b)).collect();
+    let encoded: Vec<Vec<u8>> = blocks.iter().map(encode).collect();
     let encode_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let decoded: usize = encoded.iter().zip(blocks).map(|(bytes, b)| decode(bytes, b)).sum();

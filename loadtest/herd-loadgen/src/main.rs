@@ -214,10 +214,12 @@ async fn scan(
             .await?;
             // Pass 2, only if some event was found twice: is it the same
             // event (series, metric, time), which a reader returns once?
-            let repeated: std::collections::HashMap<
+            // (producer, seq) -> the (series, metric, time) it was found under.
+            type Found = std::collections::HashMap<
                 (String, u64),
                 std::collections::HashSet<(String, String, i64)>,
-            > = stored
+            >;
+            let repeated: Found = stored
                 .iter()
                 .flat_map(|(p, rows)| {
                     rows.repeated().map(|seq| ((p.clone(), seq), Default::default()))
