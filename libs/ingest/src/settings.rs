@@ -24,7 +24,8 @@ pub struct IngestArgs {
     /// write of the same window waits twice as long as the one before (up
     /// to 8 times this), since each rewrites the window's blocks whole; no
     /// write waits while Kafka holds more of the shard (a backlog). A
-    /// shard quiet for 4 times this has its window closed and checkpointed.
+    /// shard quiet for 4 times this has its window written and checkpointed
+    /// up to its last message.
     #[arg(long, env = "HERD_BLOCK_FLUSH_MS", default_value_t = 500)]
     pub block_flush_ms: u64,
 
