@@ -12,23 +12,25 @@ mod endpoints;
 
 pub use endpoints::{ConfigError, ConnectArgs, Endpoints, HostPort, ZkConnect};
 
-/// A setting refused by validation: which one, the value given, and what
-/// would be accepted. Shared by every crate's settings.
+/// A setting refused by validation: which one (a flag, or a key of the live
+/// configuration such as `topic.events.paused`), the value given, and what
+/// would be accepted. The one error of its kind in every crate: bad input,
+/// never worth retrying.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {value:?} {problem}")]
 pub struct InvalidSetting {
-    pub field: &'static str,
+    pub field: std::borrow::Cow<'static, str>,
     pub value: String,
     pub problem: String,
 }
 
 impl InvalidSetting {
     pub fn new(
-        field: &'static str,
+        field: impl Into<std::borrow::Cow<'static, str>>,
         value: impl ToString,
         problem: impl Into<String>,
     ) -> InvalidSetting {
-        InvalidSetting { field, value: value.to_string(), problem: problem.into() }
+        InvalidSetting { field: field.into(), value: value.to_string(), problem: problem.into() }
     }
 }
 

@@ -41,11 +41,7 @@ pub fn globals(settings: &IngestSettings, doc: &ConfigDoc) -> Globals {
         batch_max_bytes: g.batch_max_bytes.map_or(settings.batch_max_bytes.get(), |v| v as usize),
         linger: g.linger_ms.map_or(settings.linger, Duration::from_millis),
         max_in_flight: g.max_in_flight.map_or(settings.max_in_flight.get(), |v| v as usize),
-        on_write_failure: match g.on_write_failure.as_deref() {
-            Some("stop") => OnWriteFailure::Stop,
-            Some(_) => OnWriteFailure::DeadLetter,
-            None => settings.on_write_failure,
-        },
+        on_write_failure: g.on_write_failure.unwrap_or(settings.on_write_failure),
         log_level: g.log_level.clone(),
     }
 }

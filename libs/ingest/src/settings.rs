@@ -1,21 +1,26 @@
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
+use herd_coord::dynconf::keys;
+pub use herd_coord::dynconf::OnWriteFailure;
+
 /// How the ingest pipeline batches, writes, retries and dead-letters, as
 /// given on the command line or in the environment. Validate with
-/// [`IngestArgs::validate`].
+/// [`IngestArgs::validate`]. The flags that give a live key its starting
+/// value take their defaults and ranges from the table of live keys
+/// (`herd_coord::dynconf::keys`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct IngestArgs {
     /// A chunk of work is cut at this many events...
-    #[arg(long, env = "HERD_BATCH_MAX_ROWS", default_value_t = 5_000)]
+    #[arg(long, env = "HERD_BATCH_MAX_ROWS", default_value_t = keys::BATCH_MAX_ROWS.default_count() as usize)]
     pub batch_max_rows: usize,
 
     /// ...or at this many bytes of Kafka payload...
-    #[arg(long, env = "HERD_BATCH_MAX_BYTES", default_value_t = 4 * 1024 * 1024)]
+    #[arg(long, env = "HERD_BATCH_MAX_BYTES", default_value_t = keys::BATCH_MAX_BYTES.default_count() as usize)]
     pub batch_max_bytes: usize,
 
     /// ...or this many milliseconds after its first message, whichever comes first.
-    #[arg(long, env = "HERD_LINGER_MS", default_value_t = 50)]
+    #[arg(long, env = "HERD_LINGER_MS", default_value_t = keys::LINGER_MS.default_count())]
     pub linger_ms: u64,
 
     /// Blocks layout: an offset window still open is first written (without
@@ -34,7 +39,7 @@ pub struct IngestArgs {
     pub max_chunks_in_flight: usize,
 
     /// Cassandra write requests in flight at once, across all chunks.
-    #[arg(long, env = "HERD_MAX_IN_FLIGHT", default_value_t = 64)]
+    #[arg(long, env = "HERD_MAX_IN_FLIGHT", default_value_t = keys::MAX_IN_FLIGHT.default_count() as usize)]
     pub max_in_flight: usize,
 
     /// Rows in one unlogged (single-partition) CQL batch.
@@ -67,20 +72,13 @@ pub struct IngestArgs {
     pub retry_unavailable_secs: u64,
 
     /// What happens to events whose write still fails after the retry
-    /// budget: `dead-letter` (send them to the dead-letter topic and go on)
-    /// or `stop` (commit nothing further and exit with an error).
-    #[arg(long, env = "HERD_ON_WRITE_FAILURE", default_value = "dead-letter")]
-    pub on_write_failure: String,
+    /// budget.
+    #[arg(long, env = "HERD_ON_WRITE_FAILURE", value_enum, default_value_t = keys::ON_WRITE_FAILURE.default_policy())]
+    pub on_write_failure: OnWriteFailure,
 
     /// Kafka topic for events that cannot be decoded or written.
     #[arg(long, env = "HERD_DEAD_LETTER_TOPIC", default_value = "herd-dead-letter")]
     pub dead_letter_topic: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnWriteFailure {
-    DeadLetter,
-    Stop,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,11 +114,11 @@ fn range<T: PartialOrd + std::fmt::Display + Copy>(
     max: T,
 ) -> Result<T, SettingsError> {
     if value < min || value > max {
-        return Err(SettingsError {
+        return Err(SettingsError::new(
             field,
-            value: value.to_string(),
-            problem: format!("is out of range; expected {min} to {max}"),
-        });
+            value,
+            format!("is out of range; expected {min} to {max}"),
+        ));
     }
     Ok(value)
 }
@@ -129,15 +127,37 @@ fn nonzero(field: &'static str, value: usize, max: usize) -> Result<NonZeroUsize
     range(field, value, 1, max).map(|v| NonZeroUsize::new(v).expect("checked >= 1"))
 }
 
+/// A flag that gives a live key's starting value, checked against the key's range.
+fn live_count(
+    field: &'static str,
+    key: &keys::LiveKey,
+    value: usize,
+) -> Result<NonZeroUsize, SettingsError> {
+    let v = key.check_count(field, value as u64, "expected")?;
+    Ok(NonZeroUsize::new(v as usize).expect("the key's range starts at 1"))
+}
+
 impl IngestArgs {
     pub fn validate(&self) -> Result<IngestSettings, SettingsError> {
         herd_config::kafka_topic("dead-letter-topic", &self.dead_letter_topic)?;
         let initial = range("retry-initial-ms", self.retry_initial_ms, 1, 60_000)?;
         let max = range("retry-max-ms", self.retry_max_ms, initial, 600_000)?;
         Ok(IngestSettings {
-            batch_max_rows: nonzero("batch-max-rows", self.batch_max_rows, 1_000_000)?,
-            batch_max_bytes: nonzero("batch-max-bytes", self.batch_max_bytes, 1 << 30)?,
-            linger: Duration::from_millis(range("linger-ms", self.linger_ms, 0, 60_000)?),
+            batch_max_rows: live_count(
+                "batch-max-rows",
+                &keys::BATCH_MAX_ROWS,
+                self.batch_max_rows,
+            )?,
+            batch_max_bytes: live_count(
+                "batch-max-bytes",
+                &keys::BATCH_MAX_BYTES,
+                self.batch_max_bytes,
+            )?,
+            linger: Duration::from_millis(keys::LINGER_MS.check_count(
+                "linger-ms",
+                self.linger_ms,
+                "expected",
+            )?),
             block_flush: Duration::from_millis(range(
                 "block-flush-ms",
                 self.block_flush_ms,
@@ -145,7 +165,7 @@ impl IngestArgs {
                 60_000,
             )?),
             max_chunks_in_flight: nonzero("max-chunks-in-flight", self.max_chunks_in_flight, 64)?,
-            max_in_flight: nonzero("max-in-flight", self.max_in_flight, 4096)?,
+            max_in_flight: live_count("max-in-flight", &keys::MAX_IN_FLIGHT, self.max_in_flight)?,
             cql_batch_max_rows: nonzero("cql-batch-max-rows", self.cql_batch_max_rows, 1000)?,
             // Cassandra refuses batches above 50 KiB by default.
             cql_batch_max_bytes: nonzero(
@@ -167,17 +187,7 @@ impl IngestArgs {
                     secs => Some(Duration::from_secs(secs)),
                 },
             },
-            on_write_failure: match self.on_write_failure.as_str() {
-                "dead-letter" => OnWriteFailure::DeadLetter,
-                "stop" => OnWriteFailure::Stop,
-                other => {
-                    return Err(SettingsError {
-                        field: "on-write-failure",
-                        value: other.to_owned(),
-                        problem: "is not a policy; expected dead-letter or stop".into(),
-                    })
-                }
-            },
+            on_write_failure: self.on_write_failure,
             dead_letter_topic: self.dead_letter_topic.clone(),
         })
     }
@@ -198,6 +208,29 @@ pub(crate) mod tests {
         let mut argv = vec!["test"];
         argv.extend_from_slice(extra);
         Cli::try_parse_from(argv).unwrap().ingest
+    }
+
+    #[test]
+    fn the_flags_of_live_keys_are_the_ones_the_table_names() {
+        use clap::CommandFactory;
+        let cmd = Cli::command();
+        for key in herd_coord::dynconf::LIVE_KEYS {
+            // --log belongs to every binary (herd-telemetry), not to ingest.
+            let Some(flag) = key.flag.filter(|f| *f != "--log") else { continue };
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_long() == flag.strip_prefix("--"))
+                .unwrap_or_else(|| panic!("{}: no flag {flag}", key.name));
+            let default: Vec<String> =
+                arg.get_default_values().iter().map(|v| v.to_string_lossy().into()).collect();
+            assert_eq!(default.len(), 1, "{flag} has one default");
+            let expected = match key.default {
+                herd_coord::dynconf::keys::Default::Count(n) => n.to_string(),
+                herd_coord::dynconf::keys::Default::Policy(p) => p.to_string(),
+                other => panic!("{flag}: a default of {other:?}"),
+            };
+            assert_eq!(default[0], expected, "{flag}");
+        }
     }
 
     #[test]
@@ -224,7 +257,6 @@ pub(crate) mod tests {
                 &["--retry-initial-ms", "500", "--retry-max-ms", "100"],
                 "retry-max-ms: \"100\" is out of range; expected 500",
             ),
-            (&["--on-write-failure", "ignore"], "on-write-failure: \"ignore\" is not a policy"),
             (
                 &["--block-flush-ms", "0"],
                 "block-flush-ms: \"0\" is out of range; expected 1 to 60000",
@@ -237,5 +269,16 @@ pub(crate) mod tests {
             let e = args(argv).validate().unwrap_err().to_string();
             assert!(e.starts_with(expected), "wanted {expected:?}, got {e:?}");
         }
+        // A policy is an enum: the flag's parser refuses what is not one.
+        let e = Cli::try_parse_from(["test", "--on-write-failure", "ignore"])
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            e.contains("'ignore'")
+                && e.contains("--on-write-failure")
+                && e.contains("dead-letter, stop"),
+            "{e}"
+        );
     }
 }

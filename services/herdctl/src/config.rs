@@ -53,8 +53,56 @@ pub enum Action {
         #[arg(long)]
         json: bool,
     },
-    /// Every key: scope, unit, default, allowed range, whether it applies live.
-    Keys,
+    /// Every key: scope, unit, default, allowed range, when a change applies.
+    Keys {
+        /// `table` for people, `markdown` as the README has it.
+        #[arg(long, value_enum, default_value_t = KeysFormat::Table)]
+        format: KeysFormat,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum KeysFormat {
+    Table,
+    Markdown,
+}
+
+/// The keys as `herdctl config keys` prints them.
+pub fn keys_table(format: KeysFormat) -> String {
+    use herd_coord::dynconf::keys;
+    match format {
+        KeysFormat::Markdown => keys::markdown_table(),
+        KeysFormat::Table => {
+            let rows: Vec<[String; 6]> = keys::LIVE_KEYS
+                .iter()
+                .map(|k| {
+                    [
+                        k.name.to_owned(),
+                        k.scope.describe().to_owned(),
+                        k.unit.to_owned(),
+                        k.default_text().replace('`', ""),
+                        k.range_text().replace('`', ""),
+                        format!("{}. Applies {}.", k.meaning, k.applies),
+                    ]
+                })
+                .collect();
+            let header = ["KEY", "SCOPE", "UNIT", "DEFAULT", "RANGE", "MEANING"].map(String::from);
+            let widths: Vec<usize> = (0..5)
+                .map(|i| {
+                    rows.iter().chain([&header]).map(|r| r[i].chars().count()).max().unwrap_or(0)
+                })
+                .collect();
+            let mut out = String::new();
+            for r in std::iter::once(&header).chain(&rows) {
+                for (cell, w) in r.iter().zip(&widths) {
+                    out.push_str(&format!("{cell:<w$}  "));
+                }
+                out.push_str(&r[5]);
+                out.push('\n');
+            }
+            out
+        }
+    }
 }
 
 fn author() -> String {
@@ -103,17 +151,8 @@ pub async fn run(
     root: &str,
     action: Action,
 ) -> Result<ExitCode, Exit> {
-    if let Action::Keys = action {
-        println!(
-            "{:<17} {:<21} {:<19} {:<32} {:<46} MEANING",
-            "KEY", "SCOPE", "UNIT", "DEFAULT", "RANGE"
-        );
-        for k in dynconf::KEYS {
-            println!(
-                "{:<17} {:<21} {:<19} {:<32} {:<46} {} (live: {})",
-                k.key, k.scope, k.unit, k.default, k.range, k.meaning, k.live
-            );
-        }
+    if let Action::Keys { format } = action {
+        print!("{}", keys_table(format));
         return Ok(ExitCode::SUCCESS);
     }
     // Validate what can be validated before connecting to anything.
@@ -150,7 +189,7 @@ async fn act(
         }
     };
     match action {
-        Action::Keys => unreachable!("handled before connecting"),
+        Action::Keys { .. } => unreachable!("handled before connecting"),
         Action::Get { json } => {
             if json {
                 println!(
@@ -266,9 +305,38 @@ fn format_ms(ms: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// The README's copy of the keys table sits between these lines.
+    const README_KEYS_START: &str = "<!-- live keys: `herdctl config keys --format markdown` writes this table; a test fails when it differs -->\n";
+    const README_KEYS_END: &str = "<!-- end of live keys -->";
+
     #[test]
     fn formats_dates() {
         assert_eq!(super::format_ms(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(super::format_ms(1_795_285_590_000), "2026-11-21 18:26:30 UTC");
+    }
+
+    #[test]
+    fn the_readme_has_the_generated_table_of_live_keys() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find(README_KEYS_START).expect("the README marks its keys table")
+            + README_KEYS_START.len();
+        let end = start + readme[start..].find(README_KEYS_END).expect("and where it ends");
+        assert_eq!(
+            &readme[start..end],
+            keys_table(KeysFormat::Markdown),
+            "the README's keys table differs from the table of live keys: \
+             paste `herdctl config keys --format markdown` between its markers"
+        );
+    }
+
+    #[test]
+    fn the_text_table_lists_every_key_with_its_range() {
+        let text = keys_table(KeysFormat::Table);
+        for k in herd_coord::dynconf::LIVE_KEYS {
+            let line = text.lines().find(|l| l.starts_with(k.name)).expect(k.name);
+            assert!(line.contains(&k.range_text().replace('`', "")), "{line}");
+        }
     }
 }
