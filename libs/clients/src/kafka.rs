@@ -1,7 +1,7 @@
 //! Kafka clients with herd's defaults. Callers add their own settings on top
 //! of [`base_config`] before creating a client.
 
-use herd_config::Endpoints;
+use herd_config::{Endpoints, Shard};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -177,31 +177,32 @@ pub async fn topic_names(endpoints: &Endpoints) -> Result<Vec<String>, ClientErr
 pub async fn partitions(
     endpoints: &Endpoints,
     topics: &[String],
-) -> Result<Vec<(String, i32)>, ClientError> {
+) -> Result<Vec<Shard>, ClientError> {
     let topics = topics.to_vec();
     with_metadata(endpoints, move |_, m| {
         m.topics()
             .iter()
             .filter(|t| topics.iter().any(|name| name == t.name()) && t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(move |p| (t.name().to_owned(), p.id())))
+            .flat_map(|t| t.partitions().iter().map(move |p| Shard::new(t.name(), p.id())))
             .collect()
     })
     .await
 }
 
-/// The end offset (high watermark) of each of `shards` (topic, partition);
-/// shards whose offsets cannot be read are left out.
+/// The end offset (high watermark) of each of `shards`; shards whose
+/// offsets cannot be read are left out.
 pub async fn end_offsets(
     endpoints: &Endpoints,
-    shards: Vec<(String, i32)>,
-) -> Result<std::collections::BTreeMap<(String, i32), i64>, ClientError> {
+    shards: Vec<Shard>,
+) -> Result<std::collections::BTreeMap<Shard, i64>, ClientError> {
     let timeout = endpoints.connect_timeout;
     with_metadata(endpoints, move |client, _| {
         shards
             .into_iter()
-            .filter_map(|(topic, partition)| {
-                let (_, high) = client.fetch_watermarks(&topic, partition, timeout).ok()?;
-                Some(((topic, partition), high))
+            .filter_map(|shard| {
+                let (_, high) =
+                    client.fetch_watermarks(&shard.topic, shard.partition, timeout).ok()?;
+                Some((shard, high))
             })
             .collect()
     })

@@ -9,8 +9,10 @@
 //! `eval "$(deploy/local/stack env)"` carries non-default ports over.
 
 mod endpoints;
+mod shard;
 
 pub use endpoints::{ConfigError, ConnectArgs, Endpoints, HostPort, ZkConnect};
+pub use shard::Shard;
 
 /// A setting refused by validation: which one (a flag, or a key of the live
 /// configuration such as `topic.events.paused`), the value given, and what

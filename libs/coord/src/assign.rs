@@ -17,11 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Shard {
-    pub topic: String,
-    pub partition: i32,
-}
+pub use herd_config::Shard;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Worker {
@@ -99,7 +95,7 @@ mod tests {
     use super::*;
 
     fn shards(n: i32) -> Vec<Shard> {
-        (0..n).map(|p| Shard { topic: format!("t{}", p % 3), partition: p }).collect()
+        (0..n).map(|p| Shard::new(format!("t{}", p % 3), p)).collect()
     }
 
     fn workers(n: usize) -> Vec<Worker> {

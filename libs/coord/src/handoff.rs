@@ -31,8 +31,8 @@ pub const NEW_GRANT: i64 = 0;
 /// One shard in the published assignment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardGrant {
-    pub topic: String,
-    pub partition: i32,
+    #[serde(flatten)]
+    pub shard: Shard,
     /// The worker that may run the shard; if `revoke`, the one that must release it.
     pub owner: String,
     /// The grant's fencing epoch ([`NEW_GRANT`] in a stored document: this version's zxid).
@@ -43,12 +43,6 @@ pub struct ShardGrant {
     /// Who gets the shard once it is released (informational).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_owner: Option<String>,
-}
-
-impl ShardGrant {
-    pub fn shard(&self) -> Shard {
-        Shard { topic: self.topic.clone(), partition: self.partition }
-    }
 }
 
 /// The leader's published assignment, `{root}/assignment`.
@@ -77,7 +71,7 @@ impl AssignmentDoc {
             .iter()
             .filter_map(|s| {
                 let owner = if s.revoke { s.next_owner.clone()? } else { s.owner.clone() };
-                Some((s.shard(), owner))
+                Some((s.shard.clone(), owner))
             })
             .collect()
     }
@@ -87,7 +81,7 @@ impl AssignmentDoc {
         self.shards
             .iter()
             .filter(|s| s.owner == worker && !s.revoke)
-            .map(|s| (s.shard(), s.epoch))
+            .map(|s| (s.shard.clone(), s.epoch))
             .collect()
     }
 }
@@ -95,8 +89,8 @@ impl AssignmentDoc {
 /// Who holds a shard now, from its `{root}/owned/…` node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holder {
-    pub topic: String,
-    pub partition: i32,
+    #[serde(flatten)]
+    pub shard: Shard,
     pub worker: String,
     pub epoch: i64,
 }
@@ -107,18 +101,13 @@ pub fn plan(
     previous: &[ShardGrant],
     holders: &BTreeMap<Shard, Holder>,
 ) -> Vec<ShardGrant> {
-    let previous: BTreeMap<Shard, &ShardGrant> = previous.iter().map(|g| (g.shard(), g)).collect();
+    let previous: BTreeMap<Shard, &ShardGrant> =
+        previous.iter().map(|g| (g.shard.clone(), g)).collect();
     let mut out = Vec::with_capacity(target.len());
     for (shard, owner) in target {
-        let grant =
-            |owner: &str, epoch: i64, revoke: bool, next_owner: Option<String>| ShardGrant {
-                topic: shard.topic.clone(),
-                partition: shard.partition,
-                owner: owner.to_owned(),
-                epoch,
-                revoke,
-                next_owner,
-            };
+        let grant = |owner: &str, epoch: i64, revoke: bool, next_owner: Option<String>| {
+            ShardGrant { shard: shard.clone(), owner: owner.to_owned(), epoch, revoke, next_owner }
+        };
         let g = match holders.get(shard) {
             Some(h) if h.worker != *owner => grant(&h.worker, h.epoch, true, Some(owner.clone())),
             Some(h) => grant(owner, h.epoch, false, None),
@@ -132,8 +121,7 @@ pub fn plan(
     for (shard, h) in holders {
         if !target.contains_key(shard) {
             out.push(ShardGrant {
-                topic: shard.topic.clone(),
-                partition: shard.partition,
+                shard: shard.clone(),
                 owner: h.worker.clone(),
                 epoch: h.epoch,
                 revoke: true,
@@ -141,7 +129,7 @@ pub fn plan(
             });
         }
     }
-    out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    out.sort_by(|a, b| a.shard.cmp(&b.shard));
     out
 }
 
@@ -159,14 +147,35 @@ mod tests {
 
     fn holders(h: &[(i32, &str, i64)]) -> BTreeMap<Shard, Holder> {
         h.iter()
-            .map(|&(p, w, e)| {
-                (shard(p), Holder { topic: "t".into(), partition: p, worker: w.into(), epoch: e })
-            })
+            .map(|&(p, w, e)| (shard(p), Holder { shard: shard(p), worker: w.into(), epoch: e }))
             .collect()
     }
 
     fn publish(grants: Vec<ShardGrant>, zxid: i64) -> Vec<ShardGrant> {
         AssignmentDoc { leader_epoch: 1, shards: grants }.resolved(zxid).shards
+    }
+
+    #[test]
+    fn grants_and_holders_keep_topic_and_partition_as_fields_in_json() {
+        let g = ShardGrant {
+            shard: shard(3),
+            owner: "a".into(),
+            epoch: 7,
+            revoke: false,
+            next_owner: None,
+        };
+        let json = serde_json::to_value(&g).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"topic": "t", "partition": 3, "owner": "a", "epoch": 7, "revoke": false})
+        );
+        assert_eq!(serde_json::from_value::<ShardGrant>(json).unwrap(), g);
+        let h = Holder { shard: shard(3), worker: "a".into(), epoch: 7 };
+        let json = serde_json::to_value(&h).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"topic": "t", "partition": 3, "worker": "a", "epoch": 7})
+        );
     }
 
     #[test]
@@ -187,8 +196,7 @@ mod tests {
         assert_eq!(
             v2[0],
             ShardGrant {
-                topic: "t".into(),
-                partition: 0,
+                shard: shard(0),
                 owner: "a".into(),
                 epoch: 100,
                 revoke: false,
@@ -198,8 +206,7 @@ mod tests {
         assert_eq!(
             v2[1],
             ShardGrant {
-                topic: "t".into(),
-                partition: 1,
+                shard: shard(1),
                 owner: "a".into(),
                 epoch: 100,
                 revoke: true,

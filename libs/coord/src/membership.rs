@@ -159,14 +159,13 @@ pub fn owned_dir(root: &str) -> String {
 }
 
 pub fn owned_path(root: &str, shard: &Shard) -> String {
-    format!("{}/{}:{}", owned_dir(root), shard.topic, shard.partition)
+    format!("{}/{shard}", owned_dir(root))
 }
 
 /// Marks `holder`'s shard as held, for the life of `client`'s session.
 /// Ok(false): another worker holds it (it has not released it yet).
 pub async fn hold(client: &Client, root: &str, holder: &Holder) -> Result<bool, ElectionError> {
-    let shard = Shard { topic: holder.topic.clone(), partition: holder.partition };
-    let path = owned_path(root, &shard);
+    let path = owned_path(root, &holder.shard);
     let data = serde_json::to_vec(holder).expect("serializable");
     let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
     match client.create(&path, &data, &ephemeral).await {
@@ -202,10 +201,7 @@ pub async fn holders(
     root: &str,
 ) -> Result<BTreeMap<Shard, Holder>, ElectionError> {
     let held: Vec<Holder> = children_json(client, &owned_dir(root)).await?;
-    Ok(held
-        .into_iter()
-        .map(|h| (Shard { topic: h.topic.clone(), partition: h.partition }, h))
-        .collect())
+    Ok(held.into_iter().map(|h| (h.shard.clone(), h)).collect())
 }
 
 /// Arms a watch on `dir`'s children (creating `dir` if missing): it fires

@@ -8,7 +8,6 @@
 //! windows instead ([`crate::window`]).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Instant;
 
 use herd_model::Decoded;
@@ -16,13 +15,13 @@ use herd_sink::rows::{BatchLimits, RowPacker};
 use herd_sink::Write;
 
 use crate::dead_letter::{DeadLetter, Stage};
+use crate::shards::Shard;
 use crate::source::SourcePosition;
 
 /// The offset to commit for a partition: the next message to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitOffset {
-    pub topic: Arc<str>,
-    pub partition: i32,
+    pub shard: Shard,
     pub next: i64,
     /// Blocks layout: where the window still open at `next` starts (None:
     /// `next` starts a window). Stored with the checkpoint.
@@ -82,7 +81,7 @@ pub struct ChunkBuilder {
     packer: RowPacker,
     sources: Vec<SourcePosition>,
     dead_letters: Vec<DeadLetter>,
-    offsets: BTreeMap<(Arc<str>, i32), i64>,
+    offsets: BTreeMap<Shard, i64>,
     messages: usize,
     rows: usize,
     bytes: usize,
@@ -132,7 +131,7 @@ impl ChunkBuilder {
         for event in decoded.events {
             self.packer.add(event, source);
         }
-        let next = self.offsets.entry((at.topic.clone(), at.partition)).or_insert(at.offset + 1);
+        let next = self.offsets.entry(at.shard.clone()).or_insert(at.offset + 1);
         *next = (*next).max(at.offset + 1);
         self.sources.push(at);
     }
@@ -162,12 +161,7 @@ impl ChunkBuilder {
             dead_letters: std::mem::take(&mut self.dead_letters),
             offsets: std::mem::take(&mut self.offsets)
                 .into_iter()
-                .map(|((topic, partition), next)| CommitOffset {
-                    topic,
-                    partition,
-                    next,
-                    window_start: None,
-                })
+                .map(|(shard, next)| CommitOffset { shard, next, window_start: None })
                 .collect(),
             messages: self.messages,
             rows: self.rows,
@@ -210,7 +204,7 @@ mod tests {
     }
 
     fn at(partition: i32, offset: i64) -> SourcePosition {
-        SourcePosition { topic: "t".into(), partition, offset }
+        SourcePosition { shard: Shard::new("t", partition), offset }
     }
 
     fn decoded(events: Vec<Event>) -> Decoded {
@@ -235,7 +229,7 @@ mod tests {
         assert_eq!(chunk.rows, 6);
         assert_eq!(
             chunk.offsets,
-            vec![CommitOffset { topic: "t".into(), partition: 0, next: 8, window_start: None }]
+            vec![CommitOffset { shard: Shard::new("t", 0), next: 8, window_start: None }]
         );
     }
 
@@ -283,7 +277,8 @@ mod tests {
             b.add(at(p, o), None, None, None, decoded(vec![]), now);
         }
         let c = b.take().unwrap();
-        let offsets: Vec<(i32, i64)> = c.offsets.iter().map(|o| (o.partition, o.next)).collect();
+        let offsets: Vec<(i32, i64)> =
+            c.offsets.iter().map(|o| (o.shard.partition, o.next)).collect();
         assert_eq!(offsets, vec![(0, 7), (1, 11), (2, 1)]);
         assert_eq!(b.take().map(|c| c.id), None);
         b.add(at(0, 7), None, None, None, decoded(vec![]), now);
@@ -297,7 +292,7 @@ mod tests {
         let offsets: Vec<(i32, i64)> = write
             .tags()
             .iter()
-            .map(|&s| (c.sources[s as usize].partition, c.sources[s as usize].offset))
+            .map(|&s| (c.sources[s as usize].shard.partition, c.sources[s as usize].offset))
             .collect();
         assert_eq!(offsets, vec![(0, 8), (1, 3)]);
     }
@@ -329,7 +324,7 @@ mod tests {
         assert_eq!(c.rows, 1);
         assert_eq!(c.dead_letters.len(), 2);
         let line = &c.dead_letters[0];
-        assert_eq!((line.source.partition, line.source.offset), (3, 42));
+        assert_eq!((line.source.shard.partition, line.source.offset), (3, 42));
         assert_eq!(line.payload, b"{oops");
         assert_eq!(line.position, "line 2");
         assert_eq!(line.key.as_deref(), Some(&b"k"[..]));

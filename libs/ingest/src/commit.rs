@@ -25,10 +25,10 @@ impl CommitSequencer {
         );
         self.done.insert(id, offsets);
         // Per partition, the highest offset, with the window open there.
-        let mut ready: BTreeMap<(std::sync::Arc<str>, i32), (i64, Option<i64>)> = BTreeMap::new();
+        let mut ready: BTreeMap<crate::shards::Shard, (i64, Option<i64>)> = BTreeMap::new();
         while let Some(offsets) = self.done.remove(&self.next) {
             for o in offsets {
-                let at = ready.entry((o.topic, o.partition)).or_insert((o.next, o.window_start));
+                let at = ready.entry(o.shard).or_insert((o.next, o.window_start));
                 if o.next > at.0 {
                     *at = (o.next, o.window_start);
                 }
@@ -37,12 +37,7 @@ impl CommitSequencer {
         }
         ready
             .into_iter()
-            .map(|((topic, partition), (next, window_start))| CommitOffset {
-                topic,
-                partition,
-                next,
-                window_start,
-            })
+            .map(|(shard, (next, window_start))| CommitOffset { shard, next, window_start })
             .collect()
     }
 
@@ -55,9 +50,10 @@ impl CommitSequencer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shards::Shard;
 
     fn off(partition: i32, next: i64) -> CommitOffset {
-        CommitOffset { topic: "t".into(), partition, next, window_start: None }
+        CommitOffset { shard: Shard::new("t", partition), next, window_start: None }
     }
 
     #[test]
@@ -96,11 +92,11 @@ mod tests {
                     // Never past a chunk that is not done.
                     let first_pending = (0..6).find(|i| !done.contains(i)).unwrap_or(6);
                     let limit = (0..first_pending)
-                        .filter(|i| i % 3 == o.partition as usize)
+                        .filter(|i| i % 3 == o.shard.partition as usize)
                         .map(|i| 10 * (i as i64 + 1))
                         .max();
                     assert_eq!(Some(o.next), limit, "order {order:?}");
-                    let prev = committed.insert(o.partition, o.next);
+                    let prev = committed.insert(o.shard.partition, o.next);
                     assert!(prev.is_none_or(|p| p < o.next), "offsets only move forward");
                 }
             }

@@ -21,7 +21,7 @@ use crate::chunk::CommitOffset;
 use crate::commit::CommitSequencer;
 use crate::control::ShardEvent;
 use crate::metrics as m;
-use crate::shards::{Book, ShardKey, Stopped};
+use crate::shards::{Book, Shard, Stopped};
 
 /// What the committer hears, in causal order: a shard's start is always
 /// seen before its first chunk, and its release after its last one.
@@ -30,9 +30,9 @@ pub enum ToCommitter {
     /// Chunk `id` is done: its offsets, or why the pipeline must stop.
     Chunk(u64, Result<Vec<CommitOffset>, String>),
     /// The shard runs under `epoch` from its checkpoint (None: none yet).
-    Start(ShardKey, i64, Option<i64>),
+    Start(Shard, i64, Option<i64>),
     /// The shard stopped after reading up to `until`; answer once that is checkpointed.
-    Release(ShardKey, Option<i64>, oneshot::Sender<Stopped>),
+    Release(Shard, Option<i64>, oneshot::Sender<Stopped>),
 }
 
 pub struct Committer<'a> {
@@ -115,12 +115,18 @@ impl Committer<'_> {
         if pending.is_empty() {
             return true;
         }
-        let results = futures::future::join_all(pending.iter().map(
-            |((topic, partition), epoch, next, window)| {
-                self.fencing.commit(self.session, topic, *partition, *epoch, *next, *window)
-            },
-        ))
-        .await;
+        let results =
+            futures::future::join_all(pending.iter().map(|(shard, epoch, next, window)| {
+                self.fencing.commit(
+                    self.session,
+                    &shard.topic,
+                    shard.partition,
+                    *epoch,
+                    *next,
+                    *window,
+                )
+            }))
+            .await;
         let mut all = true;
         for ((key, epoch, next, _), result) in pending.into_iter().zip(results) {
             match result {
@@ -131,10 +137,9 @@ impl Committer<'_> {
                 Err(e @ FenceError::Fenced { .. }) => {
                     metrics::counter!(m::CHECKPOINTS_FENCED).increment(1);
                     if book.fenced(&key, epoch) {
-                        tracing::warn!(topic = %key.0, partition = key.1, epoch, error = %e, "checkpoint refused: a newer owner holds the shard; it is no longer checkpointed here");
+                        tracing::warn!(topic = %key.topic, partition = key.partition, epoch, error = %e, "checkpoint refused: a newer owner holds the shard; it is no longer checkpointed here");
                         let _ = self.events.send(ShardEvent::Fenced {
-                            topic: key.0.to_string(),
-                            partition: key.1,
+                            shard: key.clone(),
                             epoch,
                             reason: e.to_string(),
                         });
@@ -142,7 +147,7 @@ impl Committer<'_> {
                 }
                 Err(e) => {
                     all = false;
-                    tracing::warn!(topic = %key.0, partition = key.1, error = %e, "checkpoint failed; retrying (the shard's offsets stay behind meanwhile)");
+                    tracing::warn!(topic = %key.topic, partition = key.partition, error = %e, "checkpoint failed; retrying (the shard's offsets stay behind meanwhile)");
                 }
             }
         }

@@ -6,16 +6,16 @@
 
 use tokio::sync::oneshot;
 
-use crate::shards::Stopped;
+use crate::shards::{Shard, Stopped};
 use crate::source::StartAt;
 
 /// What the pipeline is told about shards.
 #[derive(Debug)]
 pub enum Control {
     /// Read the shard from `at`, checkpointing under `epoch` (already claimed).
-    Start { topic: String, partition: i32, epoch: i64, at: StartAt },
+    Start { shard: Shard, epoch: i64, at: StartAt },
     /// Stop reading the shard; `done` answers once what was read is checkpointed.
-    Stop { topic: String, partition: i32, done: oneshot::Sender<Stopped> },
+    Stop { shard: Shard, done: oneshot::Sender<Stopped> },
 }
 
 /// What the pipeline reports about shards on its own.
@@ -23,7 +23,7 @@ pub enum Control {
 pub enum ShardEvent {
     /// Cassandra refused a checkpoint: a newer grant holds the shard. The
     /// pipeline no longer checkpoints it; the owner should stop it.
-    Fenced { topic: String, partition: i32, epoch: i64, reason: String },
+    Fenced { shard: Shard, epoch: i64, reason: String },
     /// Kafka refused to start reading the shard; it is not running.
-    StartFailed { topic: String, partition: i32, epoch: i64, reason: String },
+    StartFailed { shard: Shard, epoch: i64, reason: String },
 }

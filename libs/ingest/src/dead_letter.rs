@@ -54,8 +54,8 @@ pub struct DeadLetter {
 impl DeadLetter {
     pub fn headers(&self, worker: &str) -> Vec<(&'static str, String)> {
         let mut h = vec![
-            ("herd.source.topic", self.source.topic.to_string()),
-            ("herd.source.partition", self.source.partition.to_string()),
+            ("herd.source.topic", self.source.shard.topic.to_string()),
+            ("herd.source.partition", self.source.shard.partition.to_string()),
             ("herd.source.offset", self.source.offset.to_string()),
             ("herd.error.stage", self.stage.as_str().to_owned()),
             ("herd.error.position", self.position.clone()),
@@ -104,8 +104,8 @@ impl DeadLetterSink {
                 Err((e, _)) => {
                     let wait = backoff::delay(attempt, retry.initial, retry.max, rand::random());
                     tracing::warn!(
-                        topic = %self.topic, error = %e, source_topic = %letter.source.topic,
-                        partition = letter.source.partition, offset = letter.source.offset,
+                        topic = %self.topic, error = %e, source_topic = %letter.source.shard.topic,
+                        partition = letter.source.shard.partition, offset = letter.source.offset,
                         "sending a dead letter failed; retrying in {} ms (its offset is not committed meanwhile)",
                         wait.as_millis()
                     );

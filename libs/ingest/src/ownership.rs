@@ -137,10 +137,10 @@ impl Ownership {
                 Ok((doc, watcher)) => {
                     let mut granted = doc.map(|d| d.granted_to(&self.info.id)).unwrap_or_default();
                     if let Some(s) =
-                        granted.keys().find(|s| s.topic == self.dead_letter_topic).cloned()
+                        granted.keys().find(|s| *s.topic == *self.dead_letter_topic).cloned()
                     {
                         tracing::error!(topic = %s.topic, "granted the dead-letter topic; not ingesting it (remove it from the coordinator's --topics)");
-                        granted.retain(|s, _| s.topic != self.dead_letter_topic);
+                        granted.retain(|s, _| *s.topic != *self.dead_letter_topic);
                     }
                     (Some(granted), Some(watcher))
                 }
@@ -259,10 +259,9 @@ impl Ownership {
                 _ = config_changed => {}
                 _ = tokio::time::sleep(RETRY), if retry_soon || !unreleased.is_empty() => {}
                 event = self.events.recv() => match event {
-                    Some(ShardEvent::Fenced { topic, partition, epoch, reason } | ShardEvent::StartFailed { topic, partition, epoch, reason }) => {
-                        let shard = Shard { topic, partition };
+                    Some(ShardEvent::Fenced { shard, epoch, reason } | ShardEvent::StartFailed { shard, epoch, reason }) => {
                         if running.get(&shard) == Some(&epoch) {
-                            tracing::warn!(topic = %shard.topic, partition, epoch, %reason, "shard fenced or not startable: stopping it, retrying in 1 s if still granted");
+                            tracing::warn!(topic = %shard.topic, partition = shard.partition, epoch, %reason, "shard fenced or not startable: stopping it, retrying in 1 s if still granted");
                             self.stop_all(std::slice::from_ref(&shard)).await;
                             running.remove(&shard);
                             cooldown.insert(shard.clone(), tokio::time::Instant::now() + RETRY);
@@ -290,12 +289,7 @@ impl Ownership {
     /// Holds, claims and starts a granted shard. Ok(false): another worker
     /// still holds it; try again later.
     async fn take(&self, client: &Client, shard: &Shard, epoch: i64) -> Result<bool, String> {
-        let holder = Holder {
-            topic: shard.topic.clone(),
-            partition: shard.partition,
-            worker: self.info.id.clone(),
-            epoch,
-        };
+        let holder = Holder { shard: shard.clone(), worker: self.info.id.clone(), epoch };
         if !membership::hold(client, &self.coord.root, &holder).await.map_err(|e| e.to_string())? {
             tracing::info!(topic = %shard.topic, partition = shard.partition, "granted, but its previous owner has not released it yet; waiting");
             return Ok(false);
@@ -318,8 +312,7 @@ impl Ownership {
             }
         };
         let at = StartAt::from_checkpoint(checkpoint.next_offset, checkpoint.window_start);
-        let start =
-            Control::Start { topic: shard.topic.clone(), partition: shard.partition, epoch, at };
+        let start = Control::Start { shard: shard.clone(), epoch, at };
         if self.control.send(start).await.is_err() {
             return Err("the pipeline has stopped".into());
         }
@@ -330,7 +323,7 @@ impl Ownership {
     async fn stop_all(&self, shards: &[Shard]) {
         let stops = shards.iter().map(|shard| async move {
             let (done, answer) = oneshot::channel();
-            let stop = Control::Stop { topic: shard.topic.clone(), partition: shard.partition, done };
+            let stop = Control::Stop { shard: shard.clone(), done };
             let stopped = match self.control.send(stop).await {
                 Ok(()) => answer.await.ok(),
                 Err(_) => None,

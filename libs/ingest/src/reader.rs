@@ -26,7 +26,7 @@ use crate::control::{Control, ShardEvent};
 use crate::live::{self, Bucket, Live};
 use crate::metrics as m;
 use crate::settings::IngestSettings;
-use crate::shards::{ShardKey, Stopped};
+use crate::shards::{Shard, Stopped};
 use crate::source::{KafkaSource, SourcePosition};
 use crate::window::WindowBuilder;
 use crate::writer::Writer;
@@ -38,7 +38,7 @@ pub enum Cutter {
 }
 
 impl Cutter {
-    fn start(&mut self, shard: &ShardKey) {
+    fn start(&mut self, shard: &Shard) {
         if let Cutter::Blocks(w) = self {
             w.start(shard.clone());
         }
@@ -76,7 +76,7 @@ impl Cutter {
 
     /// What is due at the deadline. `backlog`: whether Kafka holds more of
     /// a shard than was read up to an offset.
-    fn due(&mut self, backlog: impl Fn(&ShardKey, i64) -> bool) -> Vec<Chunk> {
+    fn due(&mut self, backlog: impl Fn(&Shard, i64) -> bool) -> Vec<Chunk> {
         match self {
             Cutter::Rows(b) => b.take().into_iter().collect(),
             Cutter::Blocks(w) => w.flush_due(Instant::now(), backlog),
@@ -84,7 +84,7 @@ impl Cutter {
     }
 
     /// Everything read from `shard`, so its release does not wait.
-    fn stop(&mut self, shard: &ShardKey) -> Vec<Chunk> {
+    fn stop(&mut self, shard: &Shard) -> Vec<Chunk> {
         match self {
             Cutter::Rows(b) => b.take().into_iter().collect(),
             Cutter::Blocks(w) => w.stop(shard).into_iter().collect(),
@@ -120,14 +120,8 @@ struct RunningShard {
 }
 
 impl RunningShard {
-    fn configure(
-        &mut self,
-        doc: &herd_coord::dynconf::ConfigDoc,
-        topic: &str,
-        partition: i32,
-        now: Instant,
-    ) {
-        let e = doc.effective(topic, partition);
+    fn configure(&mut self, doc: &herd_coord::dynconf::ConfigDoc, shard: &Shard, now: Instant) {
+        let e = doc.effective(&shard.topic, shard.partition);
         self.paused = e.paused;
         match e.rate_limit_eps {
             None => {
@@ -142,17 +136,16 @@ impl RunningShard {
     }
 
     /// Pauses or resumes the partition in Kafka to match what is wanted.
-    fn sync_kafka(&mut self, source: &KafkaSource, topic: &str, partition: i32) {
+    fn sync_kafka(&mut self, source: &KafkaSource, shard: &Shard) {
         let want = self.paused || self.throttled_until.is_some();
         if want == self.kafka_paused {
             return;
         }
-        let result =
-            if want { source.pause(topic, partition) } else { source.resume(topic, partition) };
+        let result = if want { source.pause(shard) } else { source.resume(shard) };
         match result {
             Ok(()) => self.kafka_paused = want,
             Err(e) => {
-                tracing::warn!(%topic, partition, error = %e, "cannot {} the shard in Kafka", if want { "pause" } else { "resume" })
+                tracing::warn!(topic = %shard.topic, partition = shard.partition, error = %e, "cannot {} the shard in Kafka", if want { "pause" } else { "resume" })
             }
         }
     }
@@ -190,7 +183,7 @@ impl Reader<'_> {
             mut live,
             messages,
         } = self;
-        let mut running: HashMap<ShardKey, RunningShard> = Default::default();
+        let mut running: HashMap<Shard, RunningShard> = Default::default();
         let mut current = live.borrow_and_update().clone();
         let apply_globals = |cutter: &mut Cutter, current: &Live| {
             let g = live::globals(settings, &current.doc);
@@ -226,54 +219,54 @@ impl Reader<'_> {
                     current = live.borrow_and_update().clone();
                     apply_globals(&mut cutter, &current);
                     let now = Instant::now();
-                    for ((topic, partition), r) in running.iter_mut() {
-                        r.configure(&current.doc, topic, *partition, now);
-                        r.sync_kafka(source, topic, *partition);
+                    for (shard, r) in running.iter_mut() {
+                        r.configure(&current.doc, shard, now);
+                        r.sync_kafka(source, shard);
                     }
                     tracing::info!(version = current.version, "applied configuration");
                 }
                 _ = sleep_until(throttle_ends) => {
                     let now = Instant::now();
-                    for ((topic, partition), r) in running.iter_mut() {
+                    for (shard, r) in running.iter_mut() {
                         if r.throttled_until.is_some_and(|t| t <= now) {
                             r.throttled_until = None;
-                            r.sync_kafka(source, topic, *partition);
+                            r.sync_kafka(source, shard);
                         }
                     }
                 }
                 command = control.recv(), if control_open => match command {
                     None => control_open = false,
-                    Some(Control::Start { topic, partition, epoch, at }) => {
-                        let key: ShardKey = (topic.as_str().into(), partition);
+                    Some(Control::Start { shard: key, epoch, at }) => {
+                        let (topic, partition) = (&key.topic, key.partition);
                         if running.contains_key(&key) {
                             tracing::warn!(%topic, partition, "shard already running; start ignored");
                             continue;
                         }
-                        if let Err(e) = source.start(&topic, partition, at) {
+                        if let Err(e) = source.start(&key, at) {
                             tracing::error!(%topic, partition, error = %e, "cannot start reading the shard");
-                            let _ = events.send(ShardEvent::StartFailed { topic, partition, epoch, reason: format!("Kafka refused the assignment: {e}") });
+                            let _ = events.send(ShardEvent::StartFailed { shard: key, epoch, reason: format!("Kafka refused the assignment: {e}") });
                             continue;
                         }
                         let (from, checkpoint) = (at.read_from(), at.checkpoint());
                         let mut shard = RunningShard { last: None, paused: false, bucket: None, throttled_until: None, kafka_paused: false };
-                        shard.configure(&current.doc, &topic, partition, Instant::now());
-                        shard.sync_kafka(source, &topic, partition);
+                        shard.configure(&current.doc, &key, Instant::now());
+                        shard.sync_kafka(source, &key);
                         tracing::info!(%topic, partition, epoch, from = ?from, checkpoint = ?checkpoint, paused = shard.paused, "shard started");
                         cutter.start(&key);
                         running.insert(key.clone(), shard);
                         let _ = committer.send(ToCommitter::Start(key, epoch, checkpoint));
                     }
-                    Some(Control::Stop { topic, partition, done }) => {
-                        let key: ShardKey = (topic.as_str().into(), partition);
+                    Some(Control::Stop { shard: key, done }) => {
+                        let (topic, partition) = (&key.topic, key.partition);
                         let Some(RunningShard { last: until, kafka_paused, .. }) = running.remove(&key) else {
                             let _ = done.send(Stopped::NotRunning);
                             continue;
                         };
                         // Leave no pause behind for a later owner of this partition in this consumer.
                         if kafka_paused {
-                            let _ = source.resume(&topic, partition);
+                            let _ = source.resume(&key);
                         }
-                        if let Err(e) = source.stop(&topic, partition) {
+                        if let Err(e) = source.stop(&key) {
                             tracing::warn!(%topic, partition, error = %e, "Kafka refused to unassign the shard; its messages are dropped from now on");
                         }
                         // Hand over what was read, so the release does not wait for the linger.
@@ -285,9 +278,9 @@ impl Reader<'_> {
                 _ = sleep_until(deadline) => {
                     // A shard Kafka still sends (not paused, not throttled)
                     // and whose end lies beyond what was read: a backlog.
-                    let backlog = |shard: &ShardKey, next: i64| {
+                    let backlog = |shard: &Shard, next: i64| {
                         running.get(shard).is_some_and(|r| !r.kafka_paused)
-                            && source.known_end(&shard.0, shard.1).is_some_and(|end| end > next)
+                            && source.known_end(shard).is_some_and(|end| end > next)
                     };
                     send_all!(cutter.due(backlog))
                 }
@@ -299,7 +292,8 @@ impl Reader<'_> {
                         }
                         let topic = topic.clone().expect("set above");
                         // A message of a shard stopped meanwhile (prefetched): not ours to handle.
-                        let Some(shard) = running.get_mut(&(topic.clone(), msg.partition())) else {
+                        let at_shard = Shard::new(topic.clone(), msg.partition());
+                        let Some(shard) = running.get_mut(&at_shard) else {
                             metrics::counter!(m::MESSAGES_SKIPPED).increment(1);
                             continue;
                         };
@@ -313,11 +307,11 @@ impl Reader<'_> {
                             let n = (decoded.events.len() + decoded.rejects.len()).max(1) as u64;
                             if let Some(wait) = bucket.take(n, now) {
                                 shard.throttled_until = Some(now + wait);
-                                shard.sync_kafka(source, &topic, msg.partition());
+                                shard.sync_kafka(source, &at_shard);
                             }
                         }
                         messages.fetch_add(1, Ordering::Relaxed);
-                        let at = SourcePosition { topic, partition: msg.partition(), offset: msg.offset() };
+                        let at = SourcePosition { shard: at_shard, offset: msg.offset() };
                         send_all!(cutter.add(at, msg.key(), msg.payload(), content_type, decoded).into_iter());
                     }
                     Err(e) => {

@@ -8,11 +8,10 @@
 //! newer owner claimed it: nothing more may be written for it).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use crate::chunk::CommitOffset;
 
-pub type ShardKey = (Arc<str>, i32);
+pub use herd_config::Shard;
 
 /// How a stop ended, reported to whoever asked for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,9 +39,9 @@ struct State {
 
 /// Generic over `T`, what is handed back when a release completes (a reply channel).
 pub struct Book<T> {
-    shards: HashMap<ShardKey, State>,
-    waiting: HashMap<ShardKey, T>,
-    done: Vec<(ShardKey, T, Stopped)>,
+    shards: HashMap<Shard, State>,
+    waiting: HashMap<Shard, T>,
+    done: Vec<(Shard, T, Stopped)>,
 }
 
 impl<T> Default for Book<T> {
@@ -53,14 +52,14 @@ impl<T> Default for Book<T> {
 
 impl<T> Book<T> {
     /// The shard runs from `from` (its checkpoint) under `epoch`.
-    pub fn start(&mut self, shard: ShardKey, epoch: i64, from: Option<i64>) {
+    pub fn start(&mut self, shard: Shard, epoch: i64, from: Option<i64>) {
         self.shards.insert(shard, State { epoch, committed: from, pending: None, release: None });
     }
 
     /// Offsets whose messages are all stored or dead-lettered.
     pub fn ready(&mut self, offsets: &[CommitOffset]) {
         for o in offsets {
-            if let Some(s) = self.shards.get_mut(&(o.topic.clone(), o.partition)) {
+            if let Some(s) = self.shards.get_mut(&o.shard) {
                 if s.committed.is_none_or(|c| o.next > c)
                     && s.pending.is_none_or(|(p, _)| o.next > p)
                 {
@@ -72,7 +71,7 @@ impl<T> Book<T> {
 
     /// The checkpoints to write now: (shard, epoch, next offset, start of
     /// the window open there).
-    pub fn to_commit(&self) -> Vec<(ShardKey, i64, i64, Option<i64>)> {
+    pub fn to_commit(&self) -> Vec<(Shard, i64, i64, Option<i64>)> {
         let mut out: Vec<_> = self
             .shards
             .iter()
@@ -83,7 +82,7 @@ impl<T> Book<T> {
     }
 
     /// Cassandra accepted `next` for `shard` under `epoch`.
-    pub fn committed(&mut self, shard: &ShardKey, epoch: i64, next: i64) {
+    pub fn committed(&mut self, shard: &Shard, epoch: i64, next: i64) {
         let Some(s) = self.shards.get_mut(shard) else { return };
         if s.epoch != epoch {
             return;
@@ -99,7 +98,7 @@ impl<T> Book<T> {
 
     /// Cassandra refused a checkpoint of `shard` under `epoch`: a newer owner
     /// claimed it. Returns true if that fenced a running shard.
-    pub fn fenced(&mut self, shard: &ShardKey, epoch: i64) -> bool {
+    pub fn fenced(&mut self, shard: &Shard, epoch: i64) -> bool {
         if self.shards.get(shard).is_none_or(|s| s.epoch != epoch) {
             return false;
         }
@@ -112,7 +111,7 @@ impl<T> Book<T> {
 
     /// Stops `shard` once everything up to `until` (the offset after the
     /// last message read from it; None: nothing read) is checkpointed.
-    pub fn release(&mut self, shard: ShardKey, until: Option<i64>, token: T) {
+    pub fn release(&mut self, shard: Shard, until: Option<i64>, token: T) {
         match self.shards.get_mut(&shard) {
             Some(s) => {
                 s.release = Some(until);
@@ -123,7 +122,7 @@ impl<T> Book<T> {
         }
     }
 
-    fn settle(&mut self, shard: &ShardKey) {
+    fn settle(&mut self, shard: &Shard) {
         let Some(s) = self.shards.get(shard) else { return };
         let Some(until) = s.release else { return };
         let covered = match until {
@@ -140,7 +139,7 @@ impl<T> Book<T> {
     }
 
     /// Releases completed since the last call.
-    pub fn take_done(&mut self) -> Vec<(ShardKey, T, Stopped)> {
+    pub fn take_done(&mut self) -> Vec<(Shard, T, Stopped)> {
         std::mem::take(&mut self.done)
     }
 
@@ -153,7 +152,7 @@ impl<T> Book<T> {
         self.waiting.len()
     }
 
-    pub fn epoch(&self, shard: &ShardKey) -> Option<i64> {
+    pub fn epoch(&self, shard: &Shard) -> Option<i64> {
         self.shards.get(shard).map(|s| s.epoch)
     }
 }
@@ -162,12 +161,12 @@ impl<T> Book<T> {
 mod tests {
     use super::*;
 
-    fn key(p: i32) -> ShardKey {
-        ("t".into(), p)
+    fn key(p: i32) -> Shard {
+        Shard::new("t", p)
     }
 
     fn off(p: i32, next: i64) -> CommitOffset {
-        CommitOffset { topic: "t".into(), partition: p, next, window_start: None }
+        CommitOffset { shard: Shard::new("t", p), next, window_start: None }
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Where messages come from: the Kafka partitions this worker was granted.
 
 use std::ffi::CString;
-use std::sync::Arc;
 
+use crate::shards::Shard;
 use herd_config::Endpoints;
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -15,8 +15,7 @@ use crate::metrics as m;
 /// Where a message came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourcePosition {
-    pub topic: Arc<str>,
-    pub partition: i32,
+    pub shard: Shard,
     pub offset: i64,
 }
 
@@ -113,41 +112,35 @@ impl KafkaSource {
         Ok(KafkaSource { consumer })
     }
 
-    /// Starts reading `topic/partition` at `at`.
-    pub fn start(&self, topic: &str, partition: i32, at: StartAt) -> Result<(), KafkaError> {
+    /// Starts reading the shard at `at`.
+    pub fn start(&self, shard: &Shard, at: StartAt) -> Result<(), KafkaError> {
         let mut tpl = TopicPartitionList::with_capacity(1);
         let offset = at.read_from().map_or(Offset::Beginning, Offset::Offset);
-        tpl.add_partition_offset(topic, partition, offset)?;
+        tpl.add_partition_offset(&shard.topic, shard.partition, offset)?;
         self.consumer.incremental_assign(&tpl)
     }
 
-    /// Stops reading `topic/partition`; librdkafka drops what it prefetched.
-    pub fn stop(&self, topic: &str, partition: i32) -> Result<(), KafkaError> {
-        let mut tpl = TopicPartitionList::with_capacity(1);
-        tpl.add_partition(topic, partition);
-        self.consumer.incremental_unassign(&tpl)
+    /// Stops reading the shard; librdkafka drops what it prefetched.
+    pub fn stop(&self, shard: &Shard) -> Result<(), KafkaError> {
+        self.consumer.incremental_unassign(&one(shard))
     }
 
-    /// Stops fetching `topic/partition` until [`KafkaSource::resume`]; what
-    /// was prefetched is dropped, and reading resumes after the last message
+    /// Stops fetching the shard until [`KafkaSource::resume`]; what was
+    /// prefetched is dropped, and reading resumes after the last message
     /// handed to herd.
-    pub fn pause(&self, topic: &str, partition: i32) -> Result<(), KafkaError> {
-        let mut tpl = TopicPartitionList::with_capacity(1);
-        tpl.add_partition(topic, partition);
-        self.consumer.pause(&tpl)
+    pub fn pause(&self, shard: &Shard) -> Result<(), KafkaError> {
+        self.consumer.pause(&one(shard))
     }
 
-    pub fn resume(&self, topic: &str, partition: i32) -> Result<(), KafkaError> {
-        let mut tpl = TopicPartitionList::with_capacity(1);
-        tpl.add_partition(topic, partition);
-        self.consumer.resume(&tpl)
+    pub fn resume(&self, shard: &Shard) -> Result<(), KafkaError> {
+        self.consumer.resume(&one(shard))
     }
 
     /// The partition's end (the offset its next message will get) as of the
     /// last fetch: no request, librdkafka's cached high watermark. None
     /// before the first fetch.
-    pub fn known_end(&self, topic: &str, partition: i32) -> Option<i64> {
-        let topic = CString::new(topic).ok()?;
+    pub fn known_end(&self, shard: &Shard) -> Option<i64> {
+        let topic = CString::new(&*shard.topic).ok()?;
         let (mut low, mut high) = (-1i64, -1i64);
         // SAFETY: the client pointer lives as long as self.consumer; topic is
         // a valid C string for the call; low and high are valid out-pointers.
@@ -156,7 +149,7 @@ impl KafkaSource {
             rdkafka::bindings::rd_kafka_get_watermark_offsets(
                 self.consumer.client().native_ptr(),
                 topic.as_ptr(),
-                partition,
+                shard.partition,
                 &mut low,
                 &mut high,
             )
@@ -168,6 +161,12 @@ impl KafkaSource {
     pub async fn recv(&self) -> Result<BorrowedMessage<'_>, KafkaError> {
         self.consumer.recv().await
     }
+}
+
+fn one(shard: &Shard) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::with_capacity(1);
+    tpl.add_partition(&shard.topic, shard.partition);
+    tpl
 }
 
 #[cfg(test)]

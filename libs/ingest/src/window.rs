@@ -43,7 +43,7 @@ use herd_sink::Write;
 
 use crate::chunk::{rejects_to_letters, Chunk, CommitOffset};
 use crate::dead_letter::DeadLetter;
-use crate::shards::ShardKey;
+use crate::shards::Shard;
 use crate::source::SourcePosition;
 
 /// When a window closes. Changing these changes where windows end: a
@@ -118,7 +118,7 @@ pub struct WindowBuilder {
     bucket_ms: i64,
     flush_every: Duration,
     next_id: u64,
-    open: HashMap<ShardKey, Window>,
+    open: HashMap<Shard, Window>,
 }
 
 impl WindowBuilder {
@@ -138,7 +138,7 @@ impl WindowBuilder {
     /// The shard starts reading (at a window boundary: a checkpoint, the
     /// start of the window open at one, or Kafka's beginning). Its first
     /// message read starts a window.
-    pub fn start(&mut self, shard: ShardKey) {
+    pub fn start(&mut self, shard: Shard) {
         self.open.remove(&shard);
     }
 
@@ -153,7 +153,7 @@ impl WindowBuilder {
         mut decoded: Decoded,
         now: Instant,
     ) -> Option<Chunk> {
-        let shard: ShardKey = (at.topic.clone(), at.partition);
+        let shard = at.shard.clone();
         let bucket_ms = self.bucket_ms;
         let start = at.offset;
         let w = self.open.entry(shard.clone()).or_insert_with(|| Window {
@@ -235,12 +235,8 @@ impl WindowBuilder {
     /// more, see [`WindowBuilder::deadline`]) is flushed (written, no
     /// checkpoint), unless `backlog(shard, next offset)` says Kafka holds
     /// more of the shard: then the flush is held back for one `flush_every`.
-    pub fn flush_due(
-        &mut self,
-        now: Instant,
-        backlog: impl Fn(&ShardKey, i64) -> bool,
-    ) -> Vec<Chunk> {
-        let due: Vec<(ShardKey, bool)> = self
+    pub fn flush_due(&mut self, now: Instant, backlog: impl Fn(&Shard, i64) -> bool) -> Vec<Chunk> {
+        let due: Vec<(Shard, bool)> = self
             .open
             .iter()
             .filter(|(_, w)| self.due_at(w).is_some_and(|t| t <= now))
@@ -265,7 +261,7 @@ impl WindowBuilder {
     /// The shard stops: its open window is written and checkpointed up to
     /// its last message, with where it starts; the next reader of the shard
     /// reads from that start again and so cuts the same windows.
-    pub fn stop(&mut self, shard: &ShardKey) -> Option<Chunk> {
+    pub fn stop(&mut self, shard: &Shard) -> Option<Chunk> {
         let chunk = self.cut(shard, End::Checkpoint);
         self.open.remove(shard);
         chunk
@@ -273,12 +269,12 @@ impl WindowBuilder {
 
     /// Shutdown: every open window, written and checkpointed.
     pub fn stop_all(&mut self) -> Vec<Chunk> {
-        let shards: Vec<ShardKey> = self.open.keys().cloned().collect();
+        let shards: Vec<Shard> = self.open.keys().cloned().collect();
         shards.iter().filter_map(|k| self.stop(k)).collect()
     }
 
     /// Closes the shard's window: the next one starts after it.
-    fn close(&mut self, shard: &ShardKey) -> Option<Chunk> {
+    fn close(&mut self, shard: &Shard) -> Option<Chunk> {
         let chunk = self.cut(shard, End::Close);
         self.open.remove(shard);
         chunk
@@ -286,16 +282,10 @@ impl WindowBuilder {
 
     /// A chunk of the window's blocks that gained events and its new dead
     /// letters; with `end`, what may be checkpointed. None: nothing to do.
-    fn cut(&mut self, shard: &ShardKey, end: End) -> Option<Chunk> {
+    fn cut(&mut self, shard: &Shard, end: End) -> Option<Chunk> {
         let w = self.open.get_mut(shard)?;
-        let offset = |window_start| {
-            vec![CommitOffset {
-                topic: shard.0.clone(),
-                partition: shard.1,
-                next: w.next,
-                window_start,
-            }]
-        };
+        let offset =
+            |window_start| vec![CommitOffset { shard: shard.clone(), next: w.next, window_start }];
         let offsets = match end {
             End::Open if w.new_messages == 0 => return None,
             End::Open => Vec::new(),
@@ -308,7 +298,7 @@ impl WindowBuilder {
         }
         let writes: Vec<Write> = w
             .packer
-            .blocks(&shard.0, shard.1, w.start, w.messages)
+            .blocks(&shard.topic, shard.partition, w.start, w.messages)
             .into_iter()
             .map(|b| Write::Block(Box::new(b)))
             .collect();
@@ -353,16 +343,16 @@ mod tests {
     const LIMITS: WindowLimits =
         WindowLimits { max_messages: 3, max_events: 100, max_bytes: 1000, max_span_ms: 1000 };
 
-    fn shard() -> ShardKey {
-        ("t".into(), 0)
+    fn shard() -> Shard {
+        Shard::new("t", 0)
     }
 
-    fn no_backlog(_: &ShardKey, _: i64) -> bool {
+    fn no_backlog(_: &Shard, _: i64) -> bool {
         false
     }
 
     fn at(offset: i64) -> SourcePosition {
-        SourcePosition { topic: "t".into(), partition: 0, offset }
+        SourcePosition { shard: shard(), offset }
     }
 
     fn msg(seq: u64, n: u64) -> Decoded {
@@ -414,7 +404,7 @@ mod tests {
         assert_eq!(keys(&closed[0]), vec![("s0".into(), 10, 3, 3), ("s1".into(), 10, 3, 3)]);
         assert_eq!(
             closed[0].offsets,
-            vec![CommitOffset { topic: "t".into(), partition: 0, next: 13, window_start: None }]
+            vec![CommitOffset { shard: shard(), next: 13, window_start: None }]
         );
         assert_eq!(keys(&closed[1])[0].1, 13);
         assert_eq!((closed[1].id, closed[1].messages, closed[1].rows), (1, 3, 6));
@@ -536,7 +526,7 @@ mod tests {
         assert_eq!(idle[0].writes.len(), 0, "nothing new to write");
         assert_eq!(
             idle[0].offsets,
-            vec![CommitOffset { topic: "t".into(), partition: 0, next: 3, window_start: Some(0) }],
+            vec![CommitOffset { shard: shard(), next: 3, window_start: Some(0) }],
             "quiet for 400 ms: checkpointed up to its last message, inside the window that starts at 0"
         );
         assert_eq!(b.deadline(), None, "nothing due until the next message");
@@ -552,7 +542,7 @@ mod tests {
         let closed = closed.expect("10 messages");
         assert_eq!(
             closed.offsets,
-            vec![CommitOffset { topic: "t".into(), partition: 0, next: 10, window_start: None }]
+            vec![CommitOffset { shard: shard(), next: 10, window_start: None }]
         );
         assert!(keys(&closed).iter().all(|k| k.1 == 0 && k.2 == 10), "{:?}", keys(&closed));
     }
@@ -569,7 +559,7 @@ mod tests {
         b.start(shard());
         b.add(at(0), None, Some(b"x"), None, msg(0, 2), t0);
         let asked = std::cell::Cell::new(None);
-        let backlog = |k: &ShardKey, next: i64| {
+        let backlog = |k: &Shard, next: i64| {
             asked.set(Some((k.clone(), next)));
             true
         };

@@ -209,7 +209,7 @@ impl Fencing {
 pub async fn all_checkpoints(
     session: &Session,
     keyspace: &str,
-) -> Result<Vec<(String, i32, Checkpoint)>, String> {
+) -> Result<Vec<(herd_config::Shard, Checkpoint)>, String> {
     let mut statement = scylla::statement::Statement::new(format!(
         "SELECT topic, partition, epoch, owner, next_offset, window_start FROM {keyspace}.shard_checkpoints"
     ));
@@ -225,12 +225,15 @@ pub async fn all_checkpoints(
         .map_err(|e| e.to_string())?
         .map(|r| {
             r.map(|(t, p, epoch, owner, next_offset, window_start)| {
-                (t, p, Checkpoint { epoch, owner, next_offset, window_start })
+                (
+                    herd_config::Shard::new(t, p),
+                    Checkpoint { epoch, owner, next_offset, window_start },
+                )
             })
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
-    out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
 

@@ -55,8 +55,8 @@ pub async fn checkpointed_and_end(session: &Session, keyspace: &str, topic: &str
         herd_sink::fencing::all_checkpoints(session, keyspace).await.unwrap_or_default();
     let checkpointed = checkpoints
         .iter()
-        .filter(|(t, _, _)| t == topic)
-        .filter_map(|(_, _, c)| c.next_offset)
+        .filter(|(shard, _)| &*shard.topic == topic)
+        .filter_map(|(_, c)| c.next_offset)
         .sum();
     let end = crate::kafka::end_offsets(&crate::endpoints(), topic).await.values().sum();
     (checkpointed, end)

@@ -53,7 +53,7 @@ pub async fn end_offsets(endpoints: &Endpoints, topic: &str) -> BTreeMap<i32, i6
         .await
         .expect("end offsets")
         .into_iter()
-        .map(|((_, p), end)| (p, end))
+        .map(|(shard, end)| (shard.partition, end))
         .collect()
 }
 

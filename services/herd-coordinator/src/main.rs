@@ -220,7 +220,7 @@ impl Lead<'_> {
         let shards: Vec<Shard> = match herd_clients::kafka::partitions(self.endpoints, self.topics)
             .await
         {
-            Ok(p) => p.into_iter().map(|(topic, partition)| Shard { topic, partition }).collect(),
+            Ok(shards) => shards,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read partitions from Kafka; keeping the shards known so far");
                 before.keys().cloned().collect()

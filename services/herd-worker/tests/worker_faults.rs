@@ -55,8 +55,8 @@ async fn checkpoints(names: &Names) -> BTreeMap<i32, Checkpoint> {
         .await
         .unwrap_or_default()
         .into_iter()
-        .filter(|(t, _, _)| *t == names.topic)
-        .map(|(_, p, c)| (p, c))
+        .filter(|(shard, _)| *shard.topic == *names.topic)
+        .map(|(shard, c)| (shard.partition, c))
         .collect()
 }
 

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use herd_clients::probe;
-use herd_config::ConnectArgs;
+use herd_config::{ConnectArgs, Shard};
 use herd_telemetry::{BadInput, Exit, LogArgs};
 
 #[derive(Parser)]
@@ -75,17 +75,15 @@ struct ShardStatus {
     lag: Option<i64>,
 }
 
-type ShardKey = (String, i32);
-
 /// End offsets from Kafka and checkpoints from Cassandra, each best effort:
 /// what could not be read is reported in the third value.
 async fn lag_inputs(
     endpoints: &herd_config::Endpoints,
     keyspace: &str,
-    shards: Vec<ShardKey>,
+    shards: Vec<Shard>,
 ) -> (
-    std::collections::BTreeMap<ShardKey, i64>,
-    std::collections::BTreeMap<ShardKey, herd_sink::fencing::Checkpoint>,
+    std::collections::BTreeMap<Shard, i64>,
+    std::collections::BTreeMap<Shard, herd_sink::fencing::Checkpoint>,
     Vec<String>,
 ) {
     let mut problems = Vec::new();
@@ -98,7 +96,7 @@ async fn lag_inputs(
     };
     let checkpoints = match herd_clients::cassandra::session(endpoints).await {
         Ok(session) => match herd_sink::fencing::all_checkpoints(&session, keyspace).await {
-            Ok(rows) => rows.into_iter().map(|(t, p, c)| ((t, p), c)).collect(),
+            Ok(rows) => rows.into_iter().collect(),
             Err(e) => {
                 problems.push(format!("no checkpoints: cannot read {keyspace}.shard_checkpoints (is --keyspace right?): {e}"));
                 Default::default()
@@ -142,23 +140,21 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
             herd_clients::zookeeper::close(zk, std::time::Duration::from_secs(2)).await;
             let grants = assignment.as_ref().map(|d| d.shards.clone()).unwrap_or_default();
             // Lag needs Kafka and Cassandra; without them, status still shows ZooKeeper's view.
-            let shard_ids: Vec<(String, i32)> =
-                grants.iter().map(|g| (g.topic.clone(), g.partition)).collect();
+            let shard_ids: Vec<Shard> = grants.iter().map(|g| g.shard.clone()).collect();
             let (ends, checkpoints, problems) = lag_inputs(&endpoints, &keyspace, shard_ids).await;
             let rows: Vec<ShardStatus> = grants
                 .iter()
                 .map(|g| {
-                    let key = (g.topic.clone(), g.partition);
-                    let checkpoint = checkpoints.get(&key).and_then(|c| c.next_offset);
-                    let end = ends.get(&key).copied();
+                    let checkpoint = checkpoints.get(&g.shard).and_then(|c| c.next_offset);
+                    let end = ends.get(&g.shard).copied();
                     ShardStatus {
-                        topic: g.topic.clone(),
-                        partition: g.partition,
+                        topic: g.shard.topic.to_string(),
+                        partition: g.shard.partition,
                         owner: g.owner.clone(),
                         epoch: g.epoch,
                         state: if g.revoke { "revoking" } else { "granted" },
                         next_owner: g.next_owner.clone(),
-                        holder: holders.get(&g.shard()).map(|h| h.worker.clone()),
+                        holder: holders.get(&g.shard).map(|h| h.worker.clone()),
                         checkpoint,
                         end_offset: end,
                         // No checkpoint yet: everything from the start is lag.
