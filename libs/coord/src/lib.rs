@@ -8,6 +8,8 @@
 //! - [`handoff`]: the pure step from the wanted assignment to the published
 //!   one, so that a shard is granted only once its holder released it.
 //!
+//! - [`leader`]: the coordinator's control loop (stand, lead, publish the
+//!   assignment, hand over), run by herd-coordinator;
 //! - [`dynconf`]: the live configuration document, its validation and edits.
 //!
 //! Fencing at the database lives in `herd-sink` (`fencing`).
@@ -16,6 +18,7 @@ pub mod assign;
 pub mod dynconf;
 pub mod election;
 pub mod handoff;
+pub mod leader;
 pub mod membership;
 
 pub use handoff::{AssignmentDoc, Holder, ShardGrant};
