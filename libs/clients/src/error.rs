@@ -5,25 +5,25 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    #[error("Kafka at {brokers}: {source}; check that a broker listens there (deploy/local/stack status) and that --kafka-brokers is right")]
+    #[error("Kafka at {brokers} failed; check that a broker listens there and that --kafka-brokers is right")]
     Kafka {
         brokers: String,
         #[source]
         source: rdkafka::error::KafkaError,
     },
-    #[error("Kafka at {brokers}: no broker answered within {timeout:?}; check that a broker listens there (deploy/local/stack status) and that --kafka-brokers is right")]
+    #[error("Kafka at {brokers}: no broker answered within {timeout:?}; check that a broker listens there and that --kafka-brokers is right")]
     KafkaTimeout { brokers: String, timeout: Duration },
-    #[error("Kafka at {brokers}: cannot create topic {topic:?}: {code}; check the broker log (deploy/local/stack logs kafka)")]
+    #[error("Kafka at {brokers}: cannot create topic {topic:?}: {code}; check the broker log")]
     KafkaTopic { brokers: String, topic: String, code: rdkafka::types::RDKafkaErrorCode },
-    #[error("Cassandra at {nodes}: {detail}; check that a node listens on its CQL port (deploy/local/stack status) and that --cassandra-nodes is right")]
+    #[error("Cassandra at {nodes}: {detail}; check that a node listens on its CQL port and that --cassandra-nodes is right")]
     Cassandra { nodes: String, detail: String },
-    #[error("ZooKeeper at {servers}: {source}; check that a quorum of the ensemble is up (deploy/local/stack status) and that --zookeeper is right")]
+    #[error("ZooKeeper at {servers} failed; check that a quorum of the ensemble is up and that --zookeeper is right")]
     ZooKeeper {
         servers: String,
         #[source]
         source: zookeeper_client::Error,
     },
-    #[error("ZooKeeper at {servers}: no session within {timeout:?}; check that a quorum of the ensemble is up (deploy/local/stack status) and that --zookeeper is right")]
+    #[error("ZooKeeper at {servers}: no session within {timeout:?}; check that a quorum of the ensemble is up and that --zookeeper is right")]
     ZooKeeperTimeout { servers: String, timeout: Duration },
     #[error("invalid client setting: {0}")]
     Config(String),

@@ -36,6 +36,21 @@ impl InvalidSetting {
     }
 }
 
+/// An error and its sources on one line, `what: why: why`: for a dead
+/// letter's reason header and other text that must carry the whole story.
+/// (Logs take the error itself, `error = &e as &dyn Error`: tracing prints
+/// its sources.)
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 /// The default name of a process in logs, ZooKeeper and Kafka: `host-pid`,
 /// unique on a machine and readable.
 pub fn default_instance_id() -> String {

@@ -19,7 +19,7 @@ use zookeeper_client::{
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ElectionError {
-    #[error("ZooKeeper: {0}; check that a quorum of the ensemble is up")]
+    #[error("a ZooKeeper request failed; check that a quorum of the ensemble is up")]
     ZooKeeper(#[from] zookeeper_client::Error),
     #[error("not the leader any more ({0}); a leader-only write was refused")]
     Deposed(String),

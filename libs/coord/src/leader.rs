@@ -18,18 +18,6 @@ use crate::election::{self, ElectionError, Leadership};
 use crate::handoff::{self, AssignmentDoc};
 use crate::membership;
 
-/// An error and its sources, one line: `what: why: why`.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
 /// What a coordinator needs to stand and lead.
 #[derive(Debug, Clone)]
 pub struct Coordinator {
@@ -80,7 +68,10 @@ impl Coordinator {
                 Ok(c) => c,
                 Err(e) if first => return Err(e),
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot open a ZooKeeper session; retrying in 1 s");
+                    tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        "cannot open a ZooKeeper session; retrying in 1 s"
+                    );
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                         _ = shutdown.cancelled() => return Ok(()),
@@ -91,7 +82,7 @@ impl Coordinator {
             match self.serve(client, shutdown).await {
                 Ok(()) => return Ok(()),
                 Err(why) => {
-                    tracing::warn!(reason = %chain(&why), "no longer leading or standing; standing for election again with a new session");
+                    tracing::warn!(reason = &why as &dyn std::error::Error, "no longer leading or standing; standing for election again with a new session");
                 }
             }
         }
@@ -141,7 +132,10 @@ impl Coordinator {
                 Ok(watchers) => Some(watchers),
                 Err(ElectionError::Deposed(why)) => return Err(LeadershipEnded::Deposed(why)),
                 Err(e) => {
-                    tracing::warn!(error = %e, "assignment round failed; retrying in 1 s");
+                    tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        "assignment round failed; retrying in 1 s"
+                    );
                     None
                 }
             };
@@ -207,15 +201,17 @@ impl Lead<'_> {
         let holders = membership::holders(self.client, self.root).await?;
         let previous = membership::read_assignment(self.client, self.root).await?;
         let before = previous.as_ref().map(AssignmentDoc::target).unwrap_or_default();
-        let shards: Vec<Shard> = match herd_clients::kafka::partitions(self.endpoints, self.topics)
-            .await
-        {
-            Ok(shards) => shards,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read partitions from Kafka; keeping the shards known so far");
-                before.keys().cloned().collect()
-            }
-        };
+        let shards: Vec<Shard> =
+            match herd_clients::kafka::partitions(self.endpoints, self.topics).await {
+                Ok(shards) => shards,
+                Err(e) => {
+                    tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        "cannot read partitions from Kafka; keeping the shards known so far"
+                    );
+                    before.keys().cloned().collect()
+                }
+            };
         let target = assign(&membership::as_assign_input(&workers), &shards, &before);
         let grants =
             handoff::plan(&target, previous.as_ref().map_or(&[][..], |d| &d.shards), &holders);

@@ -22,13 +22,14 @@ use crate::commit::CommitSequencer;
 use crate::control::ShardEvent;
 use crate::metrics as m;
 use crate::shards::{Book, Shard, Stopped};
+use crate::writer::WriteFailed;
 
 /// What the committer hears, in causal order: a shard's start is always
 /// seen before its first chunk, and its release after its last one.
 #[derive(Debug)]
 pub enum ToCommitter {
     /// Chunk `id` is done: its offsets, or why the pipeline must stop.
-    Chunk(u64, Result<Vec<CommitOffset>, String>),
+    Chunk(u64, Result<Vec<CommitOffset>, WriteFailed>),
     /// The shard runs under `epoch` from its checkpoint (None: none yet).
     Start(Shard, i64, Option<i64>),
     /// The shard stopped after reading up to `until`; answer once that is checkpointed.
@@ -50,7 +51,7 @@ impl Committer<'_> {
         self,
         mut inbox: mpsc::UnboundedReceiver<ToCommitter>,
         failed: CancellationToken,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, WriteFailed> {
         let mut sequencer = CommitSequencer::default();
         let mut book: Book<oneshot::Sender<Stopped>> = Book::default();
         let mut chunks = 0;
@@ -117,14 +118,7 @@ impl Committer<'_> {
         }
         let results =
             futures::future::join_all(pending.iter().map(|(shard, epoch, next, window)| {
-                self.fencing.commit(
-                    self.session,
-                    &shard.topic,
-                    shard.partition,
-                    *epoch,
-                    *next,
-                    *window,
-                )
+                self.fencing.commit(self.session, shard, *epoch, *next, *window)
             }))
             .await;
         let mut all = true;
@@ -137,17 +131,17 @@ impl Committer<'_> {
                 Err(e @ FenceError::Fenced { .. }) => {
                     metrics::counter!(m::CHECKPOINTS_FENCED).increment(1);
                     if book.fenced(&key, epoch) {
-                        tracing::warn!(topic = %key.topic, partition = key.partition, epoch, error = %e, "checkpoint refused: a newer owner holds the shard; it is no longer checkpointed here");
+                        tracing::warn!(topic = %key.topic, partition = key.partition, epoch, error = &e as &dyn std::error::Error, "checkpoint refused: a newer owner holds the shard; it is no longer checkpointed here");
                         let _ = self.events.send(ShardEvent::Fenced {
                             shard: key.clone(),
                             epoch,
-                            reason: e.to_string(),
+                            reason: herd_config::chain(&e),
                         });
                     }
                 }
                 Err(e) => {
                     all = false;
-                    tracing::warn!(topic = %key.topic, partition = key.partition, error = %e, "checkpoint failed; retrying (the shard's offsets stay behind meanwhile)");
+                    tracing::warn!(topic = %key.topic, partition = key.partition, error = &e as &dyn std::error::Error, "checkpoint failed; retrying (the shard's offsets stay behind meanwhile)");
                 }
             }
         }

@@ -104,7 +104,7 @@ impl DeadLetterSink {
                 Err((e, _)) => {
                     let wait = backoff::delay(attempt, retry.initial, retry.max, rand::random());
                     tracing::warn!(
-                        topic = %self.topic, error = %e, source_topic = %letter.source.shard.topic,
+                        topic = %self.topic, error = &e as &dyn std::error::Error, source_topic = %letter.source.shard.topic,
                         partition = letter.source.shard.partition, offset = letter.source.offset,
                         "sending a dead letter failed; retrying in {} ms (its offset is not committed meanwhile)",
                         wait.as_millis()

@@ -81,7 +81,7 @@ impl Ownership {
             let client = match client {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot open a ZooKeeper session; no shards run until one is open; retrying in 1 s");
+                    tracing::warn!(error = &e as &dyn std::error::Error, "cannot open a ZooKeeper session; no shards run until one is open; retrying in 1 s");
                     tokio::select! { _ = tokio::time::sleep(RETRY) => continue, _ = shutdown.cancelled() => return None }
                 }
             };
@@ -111,7 +111,10 @@ impl Ownership {
                         warned = true;
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot register; retrying in 1 s"),
+                Err(e) => tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "cannot register; retrying in 1 s"
+                ),
             }
             tokio::select! {
                 _ = tokio::time::sleep(RETRY) => {}
@@ -145,7 +148,10 @@ impl Ownership {
                     (Some(granted), Some(watcher))
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the assignment; running shards keep going; retrying in 1 s");
+                    tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        "cannot read the assignment; running shards keep going; retrying in 1 s"
+                    );
                     retry_soon = true;
                     (None, None)
                 }
@@ -172,7 +178,7 @@ impl Ownership {
                             Err(e) => {
                                 metrics::counter!(m::CONFIG_REJECTED).increment(1);
                                 tracing::error!(
-                                    version = stored.version, error = %e, running = self.live.borrow().version,
+                                    version = stored.version, error = &e as &dyn std::error::Error, running = self.live.borrow().version,
                                     "configuration refused: keeping the last good one (fix it with herdctl config apply or rollback)"
                                 );
                                 rejected = Some(stored.version);
@@ -182,7 +188,10 @@ impl Ownership {
                     Some(watcher)
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the configuration; keeping the current one; retrying in 1 s");
+                    tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        "cannot read the configuration; keeping the current one; retrying in 1 s"
+                    );
                     retry_soon = true;
                     None
                 }
@@ -191,7 +200,7 @@ impl Ownership {
                 match membership::update_registration(&client, &root, &self.info).await {
                     Ok(()) => registered_version = self.info.config_version,
                     Err(e) => {
-                        tracing::warn!(error = %e, "cannot publish the configuration version in the registration; retrying");
+                        tracing::warn!(error = &e as &dyn std::error::Error, "cannot publish the configuration version in the registration; retrying");
                         retry_soon = true;
                     }
                 }
@@ -228,7 +237,7 @@ impl Ownership {
                         }
                         Ok(false) => retry_soon = true,
                         Err(e) => {
-                            tracing::warn!(topic = %shard.topic, partition = shard.partition, epoch, error = %e, "cannot take the granted shard; retrying in 1 s");
+                            tracing::warn!(topic = %shard.topic, partition = shard.partition, epoch, error = &e as &dyn std::error::Error, "cannot take the granted shard; retrying in 1 s");
                             cooldown.insert(shard.clone(), now + RETRY);
                             retry_soon = true;
                         }
@@ -288,16 +297,13 @@ impl Ownership {
 
     /// Holds, claims and starts a granted shard. Ok(false): another worker
     /// still holds it; try again later.
-    async fn take(&self, client: &Client, shard: &Shard, epoch: i64) -> Result<bool, String> {
+    async fn take(&self, client: &Client, shard: &Shard, epoch: i64) -> Result<bool, TakeError> {
         let holder = Holder { shard: shard.clone(), worker: self.info.id.clone(), epoch };
-        if !membership::hold(client, &self.coord.root, &holder).await.map_err(|e| e.to_string())? {
+        if !membership::hold(client, &self.coord.root, &holder).await.map_err(TakeError::Hold)? {
             tracing::info!(topic = %shard.topic, partition = shard.partition, "granted, but its previous owner has not released it yet; waiting");
             return Ok(false);
         }
-        let claimed = self
-            .fencing
-            .claim(&self.session, &shard.topic, shard.partition, epoch, &self.info.id)
-            .await;
+        let claimed = self.fencing.claim(&self.session, shard, epoch, &self.info.id).await;
         let checkpoint = match claimed {
             Ok(c) => c,
             Err(e) => {
@@ -305,16 +311,16 @@ impl Ownership {
                 // the stored one), or Cassandra is unreachable: let go and retry.
                 let _ = membership::release(client, &self.coord.root, shard).await;
                 if matches!(e, FenceError::Fenced { .. }) {
-                    tracing::error!(topic = %shard.topic, partition = shard.partition, epoch, error = %e, "claim refused; waiting for a newer grant");
+                    tracing::error!(topic = %shard.topic, partition = shard.partition, epoch, error = &e as &dyn std::error::Error, "claim refused; waiting for a newer grant");
                     return Ok(false);
                 }
-                return Err(e.to_string());
+                return Err(TakeError::Claim(e));
             }
         };
         let at = StartAt::from_checkpoint(checkpoint.next_offset, checkpoint.window_start);
         let start = Control::Start { shard: shard.clone(), epoch, at };
         if self.control.send(start).await.is_err() {
-            return Err("the pipeline has stopped".into());
+            return Err(TakeError::PipelineStopped);
         }
         Ok(true)
     }
@@ -342,11 +348,22 @@ impl Ownership {
                     unreleased.remove(&shard);
                 }
                 Err(e) => {
-                    tracing::warn!(topic = %shard.topic, partition = shard.partition, error = %e, "cannot release the shard's node; retrying");
+                    tracing::warn!(topic = %shard.topic, partition = shard.partition, error = &e as &dyn std::error::Error, "cannot release the shard's node; retrying");
                     all = false;
                 }
             }
         }
         all
     }
+}
+
+/// Why a granted shard could not be taken; it is tried again in a second.
+#[derive(Debug, thiserror::Error)]
+enum TakeError {
+    #[error("marking the shard as held in ZooKeeper failed")]
+    Hold(#[source] herd_coord::election::ElectionError),
+    #[error("claiming the shard's checkpoint failed")]
+    Claim(#[source] FenceError),
+    #[error("the pipeline has stopped")]
+    PipelineStopped,
 }

@@ -55,8 +55,8 @@ pub struct Summary {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PipelineError {
-    #[error("a write failed after the retry budget and --on-write-failure is stop: {0}; offsets after the last stored chunk were not committed, so those messages are read again on restart")]
-    WriteFailed(String),
+    #[error("a write failed after the retry budget and --on-write-failure is stop; offsets after the last stored chunk were not committed, so those messages are read again on restart")]
+    WriteFailed(#[source] crate::writer::WriteFailed),
 }
 
 pub struct Pipeline {

@@ -145,7 +145,7 @@ impl RunningShard {
         match result {
             Ok(()) => self.kafka_paused = want,
             Err(e) => {
-                tracing::warn!(topic = %shard.topic, partition = shard.partition, error = %e, "cannot {} the shard in Kafka", if want { "pause" } else { "resume" })
+                tracing::warn!(topic = %shard.topic, partition = shard.partition, error = &e as &dyn std::error::Error, "cannot {} the shard in Kafka", if want { "pause" } else { "resume" })
             }
         }
     }
@@ -243,7 +243,7 @@ impl Reader<'_> {
                             continue;
                         }
                         if let Err(e) = source.start(&key, at) {
-                            tracing::error!(%topic, partition, error = %e, "cannot start reading the shard");
+                            tracing::error!(%topic, partition, error = &e as &dyn std::error::Error, "cannot start reading the shard");
                             let _ = events.send(ShardEvent::StartFailed { shard: key, epoch, reason: format!("Kafka refused the assignment: {e}") });
                             continue;
                         }
@@ -267,7 +267,7 @@ impl Reader<'_> {
                             let _ = source.resume(&key);
                         }
                         if let Err(e) = source.stop(&key) {
-                            tracing::warn!(%topic, partition, error = %e, "Kafka refused to unassign the shard; its messages are dropped from now on");
+                            tracing::warn!(%topic, partition, error = &e as &dyn std::error::Error, "Kafka refused to unassign the shard; its messages are dropped from now on");
                         }
                         // Hand over what was read, so the release does not wait for the linger.
                         send_all!(cutter.stop(&key).into_iter());
@@ -315,7 +315,7 @@ impl Reader<'_> {
                         send_all!(cutter.add(at, msg.key(), msg.payload(), content_type, decoded).into_iter());
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "Kafka consumer error; retrying in 500 ms");
+                        tracing::warn!(error = &e as &dyn std::error::Error, "Kafka consumer error; retrying in 500 ms");
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                 }

@@ -14,7 +14,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use herd_model::{json, Event};
-use herd_sink::{Store, Write};
+use herd_sink::{Store, Write, WriteError};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -119,7 +119,7 @@ impl Writer {
 
     /// Writes a chunk and sends its dead letters. Ok: its offsets may be
     /// committed. Err: a write failed under the stop policy.
-    async fn write_chunk(&self, chunk: Chunk) -> Result<Vec<CommitOffset>, String> {
+    async fn write_chunk(&self, chunk: Chunk) -> Result<Vec<CommitOffset>, WriteFailed> {
         let retry = &self.settings.retry;
         let decode_letters = async {
             for letter in &chunk.dead_letters {
@@ -137,10 +137,11 @@ impl Writer {
                         self.written.fetch_add(fresh as u64, Ordering::Relaxed);
                         metrics::counter!(m::EVENTS_WRITTEN).increment(fresh as u64);
                     }
-                    Err((write, reason)) => match self.stop_on_failure.load(Ordering::Relaxed) {
-                        true => failure = Some(reason),
+                    Err((write, failed)) => match self.stop_on_failure.load(Ordering::Relaxed) {
+                        true => failure = Some(failed),
                         false => {
-                            tracing::warn!(events = write.len(), %reason, "write failed after the retry budget; sending the events to the dead-letter topic");
+                            let reason = herd_config::chain(&failed);
+                            tracing::warn!(events = write.len(), error = &failed as &dyn std::error::Error, "write failed after the retry budget; sending the events to the dead-letter topic");
                             write_letters.extend(write.events().iter().zip(write.tags()).map(
                                 |(e, &s)| write_letter(e, &chunk.sources[s as usize], &reason),
                             ));
@@ -170,7 +171,7 @@ impl Writer {
 
     /// Writes one unit with retries. Ok: the events stored for the first
     /// time. Err: the write and why it failed after the retry budget.
-    async fn write_one<'a>(&self, write: &'a Write) -> Result<usize, (&'a Write, String)> {
+    async fn write_one<'a>(&self, write: &'a Write) -> Result<usize, (&'a Write, WriteFailed)> {
         let retry = &self.settings.retry;
         let started = Instant::now();
         let mut attempt: u32 = 0;
@@ -187,17 +188,14 @@ impl Writer {
                 Ok(()) => return Ok(write.fresh()),
                 Err(e) => e,
             };
-            if error.transient {
+            if error.is_transient() {
                 metrics::counter!(m::WRITE_RETRIES, "kind" => "transient").increment(1);
                 if let Some(budget) = retry.unavailable_budget {
                     if started.elapsed() >= budget {
+                        let budget_secs = budget.as_secs();
                         return Err((
                             write,
-                            format!(
-                                "Cassandra unavailable for {} s: {}",
-                                budget.as_secs(),
-                                error.message
-                            ),
+                            WriteFailed::Unavailable { budget_secs, last: error.into() },
                         ));
                     }
                 }
@@ -205,7 +203,10 @@ impl Writer {
                 metrics::counter!(m::WRITE_RETRIES, "kind" => "permanent").increment(1);
                 refusals += 1;
                 if refusals >= retry.max_attempts {
-                    return Err((write, format!("refused {refusals} times: {}", error.message)));
+                    return Err((
+                        write,
+                        WriteFailed::Refused { attempts: refusals, last: error.into() },
+                    ));
                 }
             }
             let wait = backoff::delay(attempt, retry.initial, retry.max, rand::random());
@@ -213,7 +214,7 @@ impl Writer {
             // outage does not flood the log with one line per retry.
             if attempt % 10 == 0 {
                 tracing::warn!(
-                    series = %write.series(), events = write.len(), attempt, transient = error.transient, error = %error.message,
+                    series = %write.series(), events = write.len(), attempt, transient = error.is_transient(), error = &error as &dyn std::error::Error,
                     "Cassandra write failed; retrying in {} ms (consumption pauses while writes are pending)",
                     wait.as_millis()
                 );
@@ -230,6 +231,24 @@ fn now_ms() -> i64 {
 
 /// A dead letter for an event Cassandra would not take: the event itself as
 /// JSON, with the position of the message it came from.
+/// A write that still failed after the retry budget.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteFailed {
+    #[error("Cassandra unavailable for {budget_secs} s (--retry-unavailable-secs)")]
+    Unavailable {
+        budget_secs: u64,
+        #[source]
+        last: Arc<WriteError>,
+    },
+    #[error("refused {attempts} times (--retry-max-attempts)")]
+    Refused {
+        attempts: u32,
+        #[source]
+        last: Arc<WriteError>,
+    },
+}
+
 fn write_letter(event: &Event, source: &SourcePosition, reason: &str) -> DeadLetter {
     DeadLetter {
         source: source.clone(),

@@ -19,7 +19,8 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlTimestamp;
 
 use crate::block::{self, Points};
-use crate::write::{partition_key, prepare_insert, WriteError};
+use crate::write::{partition_key, prepare_insert};
+use crate::WriteError;
 use crate::{SinkError, SinkSettings};
 
 /// Messages a window may cover at most. The write timestamp adds the

@@ -10,6 +10,7 @@
 //! Cassandra and must stop the shard. Its in-flight rows cannot double-count,
 //! because data writes are idempotent.
 
+use herd_config::Shard;
 use scylla::client::session::Session;
 use scylla::response::query_result::QueryRowsResult;
 use scylla::statement::prepared::PreparedStatement;
@@ -29,14 +30,8 @@ pub struct Checkpoint {
     pub window_start: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum FenceError {
-    #[error("shard {topic}/{partition} is fenced: epoch {current_epoch} of {current_owner:?} supersedes epoch {epoch}; stop the shard and wait for a new grant")]
-    Fenced { topic: String, partition: i32, epoch: i64, current_epoch: i64, current_owner: String },
-    #[error("checkpoint of {topic}/{partition}: {detail}; retry, the condition is checked again")]
-    Unavailable { topic: String, partition: i32, detail: String },
-}
+pub use crate::error::FenceError;
+use crate::CqlError;
 
 /// Prepared statements for claims and commits; cheap to clone.
 #[derive(Clone)]
@@ -59,8 +54,7 @@ fn now() -> CqlTimestamp {
 impl Fencing {
     pub async fn prepare(session: &Session, keyspace: &str) -> Result<Fencing, crate::SinkError> {
         let prepare = |cql: String| async move {
-            let mut s =
-                session.prepare(cql).await.map_err(|e| crate::SinkError::Prepare(e.to_string()))?;
+            let mut s = session.prepare(cql).await.map_err(crate::SinkError::Prepare)?;
             // Paxos among a quorum of all replicas: a claim seen by one data
             // center is seen by all.
             s.set_serial_consistency(Some(SerialConsistency::Serial));
@@ -90,13 +84,15 @@ impl Fencing {
     pub async fn claim(
         &self,
         session: &Session,
-        topic: &str,
-        partition: i32,
+        shard: &Shard,
         epoch: i64,
         owner: &str,
     ) -> Result<Checkpoint, FenceError> {
-        let unavailable =
-            |detail: String| FenceError::Unavailable { topic: topic.to_owned(), partition, detail };
+        let (topic, partition) = (&*shard.topic, shard.partition);
+        let unavailable = |source: CqlError| FenceError::Unavailable {
+            shard: shard.clone(),
+            source: Box::new(source),
+        };
         let inserted = lwt(session, &self.insert_claim, (topic, partition, epoch, owner, now()))
             .await
             .map_err(unavailable)?;
@@ -114,12 +110,12 @@ impl Fencing {
                 .map_err(unavailable)?;
         if applied(&updated) {
             // The offset is the previous owner's last commit, untouched by the claim.
-            let stored = self.read(session, topic, partition).await?;
+            let stored = self.read(session, shard).await?;
             let (next_offset, window_start) =
                 stored.map_or((None, None), |c| (c.next_offset, c.window_start));
             return Ok(Checkpoint { epoch, owner: owner.to_owned(), next_offset, window_start });
         }
-        let current = self.read(session, topic, partition).await?.unwrap_or(Checkpoint {
+        let current = self.read(session, shard).await?.unwrap_or(Checkpoint {
             epoch: i64::MAX,
             owner: String::new(),
             next_offset: None,
@@ -132,8 +128,7 @@ impl Fencing {
             return Ok(current);
         }
         Err(FenceError::Fenced {
-            topic: topic.to_owned(),
-            partition,
+            shard: shard.clone(),
             epoch,
             current_epoch: current.epoch,
             current_owner: current.owner,
@@ -145,62 +140,49 @@ impl Fencing {
     pub async fn commit(
         &self,
         session: &Session,
-        topic: &str,
-        partition: i32,
+        shard: &Shard,
         epoch: i64,
         next_offset: i64,
         window_start: Option<i64>,
     ) -> Result<(), FenceError> {
-        let result =
-            lwt(session, &self.commit, (next_offset, window_start, now(), topic, partition, epoch))
-                .await
-                .map_err(|detail| FenceError::Unavailable {
-                    topic: topic.to_owned(),
-                    partition,
-                    detail,
-                })?;
+        let values = (next_offset, window_start, now(), &*shard.topic, shard.partition, epoch);
+        let result = lwt(session, &self.commit, values).await.map_err(|source| {
+            FenceError::Unavailable { shard: shard.clone(), source: Box::new(source) }
+        })?;
         if applied(&result) {
             return Ok(());
         }
-        let current = self.read(session, topic, partition).await?;
+        let current = self.read(session, shard).await?;
         let (current_epoch, current_owner) =
             current.map_or((-1, String::new()), |c| (c.epoch, c.owner));
-        Err(FenceError::Fenced {
-            topic: topic.to_owned(),
-            partition,
-            epoch,
-            current_epoch,
-            current_owner,
-        })
+        Err(FenceError::Fenced { shard: shard.clone(), epoch, current_epoch, current_owner })
     }
 
     pub async fn read(
         &self,
         session: &Session,
-        topic: &str,
-        partition: i32,
+        shard: &Shard,
     ) -> Result<Option<Checkpoint>, FenceError> {
-        let unavailable =
-            |detail: String| FenceError::Unavailable { topic: topic.to_owned(), partition, detail };
         let mut read = self.read.clone();
         // See the latest committed Paxos state, not a replica behind it.
         read.set_consistency(Consistency::Serial);
-        let rows = session
-            .execute_unpaged(&read, (topic, partition))
-            .await
-            .map_err(|e| unavailable(e.to_string()))?
-            .into_rows_result()
-            .map_err(|e| unavailable(e.to_string()))?;
-        rows.maybe_first_row::<(i64, String, Option<i64>, Option<i64>)>()
-            .map_err(|e| unavailable(e.to_string()))
-            .map(|row| {
-                row.map(|(epoch, owner, next_offset, window_start)| Checkpoint {
-                    epoch,
-                    owner,
-                    next_offset,
-                    window_start,
-                })
-            })
+        let row = async {
+            let rows = session
+                .execute_unpaged(&read, (&*shard.topic, shard.partition))
+                .await?
+                .into_rows_result()?;
+            Ok::<_, CqlError>(rows.maybe_first_row::<(i64, String, Option<i64>, Option<i64>)>()?)
+        };
+        let row = row.await.map_err(|source| FenceError::Unavailable {
+            shard: shard.clone(),
+            source: Box::new(source),
+        })?;
+        Ok(row.map(|(epoch, owner, next_offset, window_start)| Checkpoint {
+            epoch,
+            owner,
+            next_offset,
+            window_start,
+        }))
     }
 }
 
@@ -209,30 +191,20 @@ impl Fencing {
 pub async fn all_checkpoints(
     session: &Session,
     keyspace: &str,
-) -> Result<Vec<(herd_config::Shard, Checkpoint)>, String> {
+) -> Result<Vec<(Shard, Checkpoint)>, CqlError> {
     let mut statement = scylla::statement::Statement::new(format!(
         "SELECT topic, partition, epoch, owner, next_offset, window_start FROM {keyspace}.shard_checkpoints"
     ));
     statement.set_consistency(Consistency::Quorum);
-    let rows = session
-        .query_unpaged(statement, &[])
-        .await
-        .map_err(|e| e.to_string())?
-        .into_rows_result()
-        .map_err(|e| e.to_string())?;
+    let rows = session.query_unpaged(statement, &[]).await?.into_rows_result()?;
     let mut out = rows
-        .rows::<(String, i32, i64, String, Option<i64>, Option<i64>)>()
-        .map_err(|e| e.to_string())?
+        .rows::<(String, i32, i64, String, Option<i64>, Option<i64>)>()?
         .map(|r| {
             r.map(|(t, p, epoch, owner, next_offset, window_start)| {
-                (
-                    herd_config::Shard::new(t, p),
-                    Checkpoint { epoch, owner, next_offset, window_start },
-                )
+                (Shard::new(t, p), Checkpoint { epoch, owner, next_offset, window_start })
             })
         })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
+        .collect::<Result<Vec<_>, _>>()?;
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
@@ -241,13 +213,8 @@ async fn lwt(
     session: &Session,
     statement: &PreparedStatement,
     values: impl scylla::serialize::row::SerializeRow,
-) -> Result<QueryRowsResult, String> {
-    session
-        .execute_unpaged(statement, values)
-        .await
-        .map_err(|e| e.to_string())?
-        .into_rows_result()
-        .map_err(|e| e.to_string())
+) -> Result<QueryRowsResult, CqlError> {
+    Ok(session.execute_unpaged(statement, values).await?.into_rows_result()?)
 }
 
 /// The `[applied]` column of an LWT result. An applied LWT returns only that

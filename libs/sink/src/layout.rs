@@ -15,7 +15,7 @@ use herd_model::Event;
 
 use crate::blocks::{Block, BlockWriter};
 use crate::rows::{RowBatch, RowWriter};
-use crate::write::WriteError;
+use crate::WriteError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Layout {
@@ -43,12 +43,16 @@ impl fmt::Display for Layout {
 }
 
 impl FromStr for Layout {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Layout, String> {
+    type Err = herd_config::InvalidSetting;
+    fn from_str(s: &str) -> Result<Layout, herd_config::InvalidSetting> {
         match s {
             "rows" => Ok(Layout::Rows),
             "blocks" => Ok(Layout::Blocks),
-            other => Err(format!("{other:?} is not a layout; expected rows or blocks")),
+            other => Err(herd_config::InvalidSetting::new(
+                "layout",
+                other,
+                "is not a layout; expected rows or blocks",
+            )),
         }
     }
 }
@@ -148,9 +152,12 @@ impl Store {
                 w.write_partition(&refs).await
             }
             (Store::Blocks(w), Write::Block(block)) => w.write(block).await,
-            (store, _) => Err(WriteError {
-                transient: false,
-                message: format!("a write of another layout reached the {} store", store.layout()),
+            (store, write) => Err(WriteError::WrongLayout {
+                write: match write {
+                    Write::Rows(_) => "rows",
+                    Write::Block(_) => "blocks",
+                },
+                store: store.layout().as_str(),
             }),
         }
     }

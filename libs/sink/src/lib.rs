@@ -20,6 +20,7 @@
 
 pub mod block;
 pub mod blocks;
+mod error;
 pub mod fencing;
 pub mod layout;
 pub mod read;
@@ -28,10 +29,11 @@ pub mod schema;
 pub mod settings;
 pub mod write;
 
+pub use error::{CqlError, FenceError, SinkError, WriteError};
 pub use layout::{Layout, Store, Write};
 pub use rows::RowWriter;
 pub use settings::{Replication, SinkArgs, SinkSettings, WriteTimestamp};
-pub use write::{partition_key, WriteError};
+pub use write::partition_key;
 
 /// Prepares the writer of the keyspace's layout.
 pub async fn store(
@@ -42,22 +44,4 @@ pub async fn store(
         Layout::Rows => Store::Rows(RowWriter::prepare(session, settings).await?),
         Layout::Blocks => Store::Blocks(blocks::BlockWriter::prepare(session, settings).await?),
     })
-}
-
-/// Failures of schema set-up.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SinkError {
-    #[error("schema migration {version} ({name}) failed: {detail}; check the Cassandra log and that the keyspace's replication can be met")]
-    Migration { version: i32, name: &'static str, detail: String },
-    #[error("keyspace {keyspace} was created with {name} = {stored}, but this process is configured with {configured}; {name} cannot change once data exists (it decides where rows are stored); use --{flag} {stored} or another keyspace")]
-    SettingChanged {
-        keyspace: String,
-        name: &'static str,
-        flag: &'static str,
-        stored: String,
-        configured: String,
-    },
-    #[error("preparing the insert statement failed: {0}; check that the schema migrations ran")]
-    Prepare(String),
 }

@@ -22,13 +22,13 @@ use crate::{block, Layout};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReadError {
-    #[error("reading {table} failed: {source}")]
+    #[error("reading {table} failed")]
     Query {
         table: &'static str,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("a block of series {series:?}, metric {metric:?} (window {topic}/{partition}@{window_start}) cannot be decoded: {source}")]
+    #[error("a block of series {series:?}, metric {metric:?} (window {topic}/{partition}@{window_start}) cannot be decoded")]
     Block {
         series: String,
         metric: String,

@@ -17,7 +17,8 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::Consistency;
 use scylla::value::CqlTimestamp;
 
-use crate::write::{partition_key, prepare_insert, WriteError};
+use crate::write::{partition_key, prepare_insert};
+use crate::WriteError;
 use crate::{SinkError, SinkSettings, WriteTimestamp};
 
 /// Writes rows with one prepared statement, shared by all tasks.

@@ -13,7 +13,7 @@ use scylla::response::query_result::QueryRowsResult;
 use scylla::serialize::row::SerializeRow;
 use scylla::value::CqlTimestamp;
 
-use crate::{Layout, SinkError, SinkSettings};
+use crate::{CqlError, Layout, SinkError, SinkSettings};
 
 pub struct Migration {
     pub version: i32,
@@ -136,10 +136,10 @@ pub const MIGRATIONS: &[Migration] = &[
 /// Returns the versions applied now.
 pub async fn migrate(session: &Session, settings: &SinkSettings) -> Result<Vec<i32>, SinkError> {
     let ks = &settings.keyspace;
-    let fail = |m: &Migration, detail: String| SinkError::Migration {
+    let fail = |m: &Migration, e: CqlError| SinkError::Migration {
         version: m.version,
         name: m.name,
-        detail,
+        source: e,
     };
     let bootstrap =
         Migration { version: 0, name: "keyspace and migration log", statements: |_| Vec::new() };
@@ -155,25 +155,25 @@ pub async fn migrate(session: &Session, settings: &SinkSettings) -> Result<Vec<i
         session
             .query_unpaged(statement, &[])
             .await
-            .map_err(|e| fail(&bootstrap, e.to_string()))?;
+            .map_err(|e| fail(&bootstrap, e.into()))?;
     }
-    session.await_schema_agreement().await.map_err(|e| fail(&bootstrap, e.to_string()))?;
+    session.await_schema_agreement().await.map_err(|e| fail(&bootstrap, e.into()))?;
 
     let applied: Vec<i32> = rows(session, format!("SELECT version FROM {ks}.herd_migrations"), ())
         .await
         .map_err(|e| fail(&bootstrap, e))?
         .rows::<(i32,)>()
-        .map_err(|e| fail(&bootstrap, e.to_string()))?
+        .map_err(|e| fail(&bootstrap, e.into()))?
         .map(|r| r.map(|(v,)| v))
         .collect::<Result<_, _>>()
-        .map_err(|e| fail(&bootstrap, e.to_string()))?;
+        .map_err(|e| fail(&bootstrap, e.into()))?;
 
     let mut now_applied = Vec::new();
     for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
         for step in (m.statements)(settings) {
             match step {
                 Step::Cql(cql) => {
-                    session.query_unpaged(cql, &[]).await.map_err(|e| fail(m, e.to_string()))?;
+                    session.query_unpaged(cql, &[]).await.map_err(|e| fail(m, e.into()))?;
                 }
                 Step::AddColumn { table, column, cql_type } => {
                     if !has_column(session, ks, table, column).await.map_err(|e| fail(m, e))? {
@@ -189,12 +189,12 @@ pub async fn migrate(session: &Session, settings: &SinkSettings) -> Result<Vec<i
                             session
                                 .await_schema_agreement()
                                 .await
-                                .map_err(|e| fail(m, e.to_string()))?;
+                                .map_err(|e| fail(m, e.into()))?;
                             if !has_column(session, ks, table, column)
                                 .await
                                 .map_err(|e| fail(m, e))?
                             {
-                                return Err(fail(m, e.to_string()));
+                                return Err(fail(m, e.into()));
                             }
                         }
                     }
@@ -204,7 +204,7 @@ pub async fn migrate(session: &Session, settings: &SinkSettings) -> Result<Vec<i
                 }
             }
         }
-        session.await_schema_agreement().await.map_err(|e| fail(m, e.to_string()))?;
+        session.await_schema_agreement().await.map_err(|e| fail(m, e.into()))?;
         let now = CqlTimestamp(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -219,7 +219,7 @@ pub async fn migrate(session: &Session, settings: &SinkSettings) -> Result<Vec<i
                 (m.version, m.name, now),
             )
             .await
-            .map_err(|e| fail(m, e.to_string()))?;
+            .map_err(|e| fail(m, e.into()))?;
         tracing::info!(keyspace = %ks, version = m.version, name = m.name, "applied schema migration");
         now_applied.push(m.version);
     }
@@ -258,7 +258,8 @@ async fn check_fixed_setting(
     in_flag_unit: &dyn Fn(&str) -> String,
 ) -> Result<(), SinkError> {
     let ks = &settings.keyspace;
-    let fail = |detail: String| SinkError::Migration { version: 1, name: "fixed settings", detail };
+    let fail =
+        |source: CqlError| SinkError::Migration { version: 1, name: "fixed settings", source };
     let result = rows(
         session,
         format!("INSERT INTO {ks}.herd_settings (name, value) VALUES (?, ?) IF NOT EXISTS"),
@@ -270,9 +271,8 @@ async fn check_fixed_setting(
     if result.column_specs().len() == 1 {
         return Ok(());
     }
-    let (_, _, stored) = result
-        .first_row::<(bool, Option<String>, Option<String>)>()
-        .map_err(|e| fail(e.to_string()))?;
+    let (_, _, stored) =
+        result.first_row::<(bool, Option<String>, Option<String>)>().map_err(|e| fail(e.into()))?;
     let stored = stored.unwrap_or_default();
     if stored == value {
         return Ok(());
@@ -291,7 +291,7 @@ async fn has_column(
     keyspace: &str,
     table: &str,
     column: &str,
-) -> Result<bool, String> {
+) -> Result<bool, CqlError> {
     let found = rows(
         session,
         "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ? AND column_name = ?".into(),
@@ -307,7 +307,7 @@ async fn usable_column(
     keyspace: &str,
     table: &str,
     column: &str,
-) -> Result<(), String> {
+) -> Result<(), CqlError> {
     let started = std::time::Instant::now();
     loop {
         match session
@@ -316,27 +316,20 @@ async fn usable_column(
         {
             Ok(_) => return Ok(()),
             Err(e) if started.elapsed() > std::time::Duration::from_secs(10) => {
-                return Err(format!(
-                    "column {column} of {keyspace}.{table} still unusable after 10 s: {e}"
-                ))
+                return Err(e.into())
             }
             Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
         }
     }
 }
 
-/// Runs a statement that returns rows; errors as text, for the migration error.
+/// Runs a statement that returns rows.
 async fn rows(
     session: &Session,
     cql: String,
     values: impl SerializeRow,
-) -> Result<QueryRowsResult, String> {
-    session
-        .query_unpaged(cql, values)
-        .await
-        .map_err(|e| e.to_string())?
-        .into_rows_result()
-        .map_err(|e| e.to_string())
+) -> Result<QueryRowsResult, CqlError> {
+    Ok(session.query_unpaged(cql, values).await?.into_rows_result()?)
 }
 
 /// What a keyspace's workers pinned when they created it.
@@ -350,16 +343,24 @@ pub struct Pinned {
 /// (herdctl, herd-loadgen) that must use the same bucket width and layout as
 /// the workers. None: no worker has migrated the keyspace yet.
 pub async fn pinned(session: &Session, keyspace: &str) -> Result<Option<Pinned>, SinkError> {
-    let fail =
-        |detail: String| SinkError::Migration { version: 0, name: "reading herd_settings", detail };
+    let fail = |source: CqlError| SinkError::Migration {
+        version: 0,
+        name: "reading herd_settings",
+        source,
+    };
+    let unreadable = |name: &str, value: &str| SinkError::UnreadableSetting {
+        keyspace: keyspace.to_owned(),
+        name: name.to_owned(),
+        value: value.to_owned(),
+    };
     let result = rows(session, format!("SELECT name, value FROM {keyspace}.herd_settings"), ())
         .await
         .map_err(fail)?;
     let mut bucket_ms = None;
     // Keyspaces made before layouts existed hold rows.
     let mut layout = Layout::Rows;
-    for row in result.rows::<(String, Option<String>)>().map_err(|e| fail(e.to_string()))? {
-        let (name, value) = row.map_err(|e| fail(e.to_string()))?;
+    for row in result.rows::<(String, Option<String>)>().map_err(|e| fail(e.into()))? {
+        let (name, value) = row.map_err(|e| fail(e.into()))?;
         let value = value.unwrap_or_default();
         match name.as_str() {
             "bucket_ms" => {
@@ -368,10 +369,10 @@ pub async fn pinned(session: &Session, keyspace: &str) -> Result<Option<Pinned>,
                         .parse::<i64>()
                         .ok()
                         .filter(|&b| b > 0)
-                        .ok_or_else(|| fail(format!("bucket_ms is {value:?}")))?,
+                        .ok_or_else(|| unreadable(&name, &value))?,
                 )
             }
-            "layout" => layout = value.parse().map_err(fail)?,
+            "layout" => layout = value.parse().map_err(|_| unreadable(&name, &value))?,
             _ => {}
         }
     }

@@ -140,8 +140,7 @@ impl SinkArgs {
                 ))
             }
         };
-        let layout: Layout =
-            self.layout.parse().map_err(|e: String| err("layout", &self.layout, e))?;
+        let layout: Layout = self.layout.parse()?;
         if layout == Layout::Blocks && write_timestamp == WriteTimestamp::IngestTime {
             return Err(err(
                 "write-timestamp",
@@ -245,7 +244,7 @@ mod tests {
             (Box::new(|a| a.write_timeout_ms = 0), "write-timeout-ms"),
             (
                 Box::new(|a| a.layout = "columns".into()),
-                "layout: \"columns\" \"columns\" is not a layout; expected rows or blocks",
+                "layout: \"columns\" is not a layout; expected rows or blocks",
             ),
             (
                 Box::new(|a| {

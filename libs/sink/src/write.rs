@@ -1,9 +1,8 @@
 //! What both layouts' writers share: the partition an event belongs to,
-//! how an insert is prepared, and how a failed write is classified.
+//! and how an insert is prepared.
 
 use herd_model::Event;
 use scylla::client::session::Session;
-use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::Consistency;
 
@@ -15,43 +14,6 @@ pub fn partition_key(event: &Event, bucket_ms: i64) -> (&str, i64) {
     (event.series.as_str(), event.ts - event.ts.rem_euclid(bucket_ms))
 }
 
-/// A failed write, classified for the retry loop.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct WriteError {
-    /// Timeouts, unavailable replicas, overload, lost connections: the same
-    /// write can succeed later, so it is retried. Everything else (invalid
-    /// request, refused values) will fail again and counts against the
-    /// retry budget.
-    pub transient: bool,
-    pub message: String,
-}
-
-impl From<ExecutionError> for WriteError {
-    fn from(e: ExecutionError) -> WriteError {
-        let permanent = match &e {
-            ExecutionError::BadQuery(_) => true,
-            ExecutionError::LastAttemptError(attempt) => match attempt {
-                RequestAttemptError::SerializationError(_)
-                | RequestAttemptError::CqlRequestSerialization(_) => true,
-                RequestAttemptError::DbError(db, _) => matches!(
-                    db,
-                    DbError::SyntaxError
-                        | DbError::Invalid
-                        | DbError::AlreadyExists { .. }
-                        | DbError::FunctionFailure { .. }
-                        | DbError::AuthenticationError
-                        | DbError::Unauthorized
-                        | DbError::ConfigError
-                ),
-                _ => false,
-            },
-            _ => false,
-        };
-        WriteError { transient: !permanent, message: e.to_string() }
-    }
-}
-
 /// Prepares an idempotent insert of `settings.keyspace`'s layout, shared
 /// by both writers: a quorum of the local data center (with replication 1
 /// the one replica, with 3 it survives one node down) and the write timeout.
@@ -60,7 +22,7 @@ pub(crate) async fn prepare_insert(
     cql: String,
     settings: &SinkSettings,
 ) -> Result<PreparedStatement, SinkError> {
-    let mut insert = session.prepare(cql).await.map_err(|e| SinkError::Prepare(e.to_string()))?;
+    let mut insert = session.prepare(cql).await.map_err(SinkError::Prepare)?;
     insert.set_consistency(Consistency::LocalQuorum);
     insert.set_request_timeout(Some(settings.write_timeout));
     insert.set_is_idempotent(true);

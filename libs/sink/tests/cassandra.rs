@@ -1,5 +1,6 @@
 //! The sink against the real Cassandra of the local stack.
 
+use herd_config::Shard;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -168,11 +169,11 @@ async fn a_newer_epoch_fences_the_older_owner_at_the_database() {
     migrate(&session, &args(&ks, 3600).validate().unwrap()).await.expect("migrate");
     let f = Fencing::prepare(&session, &ks).await.expect("prepare");
 
-    let a = f.claim(&session, "events", 0, 1, "worker-a").await.expect("first claim");
+    let a = f.claim(&session, &Shard::new("events", 0), 1, "worker-a").await.expect("first claim");
     assert_eq!(a.next_offset, None, "a new shard starts from the beginning");
-    f.commit(&session, "events", 0, 1, 100, Some(80)).await.expect("owner commits");
+    f.commit(&session, &Shard::new("events", 0), 1, 100, Some(80)).await.expect("owner commits");
 
-    let b = f.claim(&session, "events", 0, 2, "worker-b").await.expect("newer grant");
+    let b = f.claim(&session, &Shard::new("events", 0), 2, "worker-b").await.expect("newer grant");
     assert_eq!(
         (b.next_offset, b.window_start),
         (Some(100), Some(80)),
@@ -180,34 +181,36 @@ async fn a_newer_epoch_fences_the_older_owner_at_the_database() {
     );
 
     // The old owner, not knowing it lost the shard, tries to commit.
-    match f.commit(&session, "events", 0, 1, 150, None).await {
+    match f.commit(&session, &Shard::new("events", 0), 1, 150, None).await {
         Err(FenceError::Fenced { current_epoch: 2, current_owner, .. }) => {
             assert_eq!(current_owner, "worker-b")
         }
         other => panic!("a stale owner's commit must be refused, got {other:?}"),
     }
-    let stored = f.read(&session, "events", 0).await.unwrap().unwrap();
+    let stored = f.read(&session, &Shard::new("events", 0)).await.unwrap().unwrap();
     assert_eq!(
         (stored.epoch, stored.next_offset),
         (2, Some(100)),
         "the refused commit changed nothing"
     );
-    f.commit(&session, "events", 0, 2, 200, None).await.expect("the owner commits");
+    f.commit(&session, &Shard::new("events", 0), 2, 200, None).await.expect("the owner commits");
 
     // Old or equal epochs cannot claim back; other shards are independent.
     for epoch in [1, 2] {
         assert!(
             matches!(
-                f.claim(&session, "events", 0, epoch, "worker-a").await,
+                f.claim(&session, &Shard::new("events", 0), epoch, "worker-a").await,
                 Err(FenceError::Fenced { .. })
             ),
             "a claim at epoch {epoch} must be refused"
         );
     }
-    f.claim(&session, "events", 1, 1, "worker-a").await.expect("another shard");
+    f.claim(&session, &Shard::new("events", 1), 1, "worker-a").await.expect("another shard");
     // The holder of a grant may claim it again (a restarted shard) and resumes from its checkpoint.
-    let again =
-        f.claim(&session, "events", 0, 2, "worker-b").await.expect("same grant, same owner");
+    let again = f
+        .claim(&session, &Shard::new("events", 0), 2, "worker-b")
+        .await
+        .expect("same grant, same owner");
     assert_eq!(
         (again.next_offset, again.window_start),
         (Some(200), None),
@@ -217,13 +220,13 @@ async fn a_newer_epoch_fences_the_older_owner_at_the_database() {
     // Concurrent claims: whatever the interleaving, the highest epoch ends up owning.
     let claims = (1..=10).map(|epoch| {
         let (f, session) = (f.clone(), session.clone());
-        tokio::spawn(
-            async move { f.claim(&session, "events", 7, epoch, &format!("w{epoch}")).await },
-        )
+        tokio::spawn(async move {
+            f.claim(&session, &Shard::new("events", 7), epoch, &format!("w{epoch}")).await
+        })
     });
     let results = futures::future::join_all(claims).await;
     assert!(results[9].as_ref().unwrap().is_ok(), "the highest epoch's claim succeeds");
-    let owner = f.read(&session, "events", 7).await.unwrap().unwrap();
+    let owner = f.read(&session, &Shard::new("events", 7)).await.unwrap().unwrap();
     assert_eq!((owner.epoch, owner.owner.as_str()), (10, "w10"));
 
     session.query_unpaged(format!("DROP KEYSPACE {ks}"), &[]).await.unwrap();

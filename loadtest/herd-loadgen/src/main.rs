@@ -403,16 +403,12 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
                 batches.extend(packer.take());
             }
             let started = Instant::now();
-            let written: Vec<Result<usize, String>> = stream::iter(batches.iter())
+            let written: Vec<Result<usize, herd_sink::WriteError>> = stream::iter(batches.iter())
                 .map(|b| {
                     let writer = &writer;
                     async move {
                         let refs: Vec<_> = b.events.iter().collect();
-                        writer
-                            .write_partition(&refs)
-                            .await
-                            .map(|()| refs.len())
-                            .map_err(|e| e.message)
+                        writer.write_partition(&refs).await.map(|()| refs.len())
                     }
                 })
                 .buffer_unordered(concurrency.max(1))

@@ -51,7 +51,7 @@ impl Stored {
 pub enum StoreError {
     #[error("the configuration changed meanwhile: it is at version {current}, this change was made against version {expected}; read it again (herdctl config get) and redo the change")]
     Conflict { expected: u64, current: u64 },
-    #[error("ZooKeeper: {0}; check that a quorum of the ensemble is up")]
+    #[error("a ZooKeeper request failed; check that a quorum of the ensemble is up")]
     ZooKeeper(#[from] zookeeper_client::Error),
 }
 
