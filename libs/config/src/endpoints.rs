@@ -1,3 +1,4 @@
+use crate::InvalidSetting;
 use std::fmt;
 use std::num::NonZeroU16;
 use std::time::Duration;
@@ -52,28 +53,17 @@ pub struct ZkConnect {
     pub chroot: Option<String>,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ConfigError {
-    #[error("{field}: {value:?} is not a valid address: {reason}; expected host:port[,host:port...], e.g. 127.0.0.1:9092")]
-    BadAddress { field: &'static str, value: String, reason: String },
-    #[error("{field}: {value:?} has an invalid chroot: {reason}; expected host:port[,host:port...][/path], e.g. 127.0.0.1:2181/herd")]
-    BadChroot { field: &'static str, value: String, reason: &'static str },
-    #[error("{field}: {value} is out of range; expected {allowed}")]
-    OutOfRange { field: &'static str, value: u64, allowed: &'static str },
-}
-
 /// The longest connect timeout accepted: beyond an hour a typo is likelier than intent.
 const MAX_CONNECT_TIMEOUT_SECS: u64 = 3600;
 
 impl ConnectArgs {
-    pub fn validate(&self) -> Result<Endpoints, ConfigError> {
+    pub fn validate(&self) -> Result<Endpoints, InvalidSetting> {
         if !(1..=MAX_CONNECT_TIMEOUT_SECS).contains(&self.connect_timeout_secs) {
-            return Err(ConfigError::OutOfRange {
-                field: "connect-timeout-secs",
-                value: self.connect_timeout_secs,
-                allowed: "1 to 3600 seconds",
-            });
+            return Err(InvalidSetting::new(
+                "connect-timeout-secs",
+                self.connect_timeout_secs,
+                "is out of range; expected 1 to 3600 seconds",
+            ));
         }
         Ok(Endpoints {
             kafka_brokers: parse_host_ports("kafka-brokers", &self.kafka_brokers)?,
@@ -87,7 +77,7 @@ impl ConnectArgs {
 impl Endpoints {
     /// The endpoints named by the `HERD_*` env vars, falling back to the local
     /// stack's defaults. Meant for tests and tools that take no flags.
-    pub fn from_env() -> Result<Endpoints, ConfigError> {
+    pub fn from_env() -> Result<Endpoints, InvalidSetting> {
         use clap::Parser;
         #[derive(clap::Parser)]
         struct Env {
@@ -107,7 +97,7 @@ impl Endpoints {
 }
 
 impl ZkConnect {
-    fn parse(field: &'static str, value: &str) -> Result<ZkConnect, ConfigError> {
+    fn parse(field: &'static str, value: &str) -> Result<ZkConnect, InvalidSetting> {
         let (hosts, chroot) = match value.find('/') {
             Some(i) => (&value[..i], Some(&value[i..])),
             None => (value, None),
@@ -115,8 +105,13 @@ impl ZkConnect {
         let chroot = match chroot {
             None => None,
             Some(path) => {
-                let bad =
-                    |reason| ConfigError::BadChroot { field, value: value.to_owned(), reason };
+                let bad = |reason: &str| {
+                    InvalidSetting::new(
+                        field,
+                        value,
+                        format!("has an invalid chroot: {reason}; expected host:port[,host:port...][/path], e.g. 127.0.0.1:2181/herd"),
+                    )
+                };
                 if path == "/" {
                     None
                 } else if path.ends_with('/') {
@@ -159,8 +154,14 @@ fn join(list: &[HostPort]) -> String {
     list.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
 }
 
-fn parse_host_ports(field: &'static str, value: &str) -> Result<Vec<HostPort>, ConfigError> {
-    let bad = |reason: String| ConfigError::BadAddress { field, value: value.to_owned(), reason };
+fn parse_host_ports(field: &'static str, value: &str) -> Result<Vec<HostPort>, InvalidSetting> {
+    let bad = |reason: String| {
+        InvalidSetting::new(
+            field,
+            value,
+            format!("is not a valid address: {reason}; expected host:port[,host:port...], e.g. 127.0.0.1:9092"),
+        )
+    };
     if value.trim().is_empty() {
         return Err(bad("it is empty".into()));
     }
@@ -248,7 +249,7 @@ mod tests {
         assert_eq!(ZkConnect::parse("zookeeper", "a:1/").unwrap().chroot, None);
         for bad in ["a:1/herd/", "a:1/x//y", "a:1/h erd"] {
             let err = ZkConnect::parse("zookeeper", bad).unwrap_err();
-            assert!(matches!(err, ConfigError::BadChroot { .. }), "{bad}: {err}");
+            assert!(err.problem.starts_with("has an invalid chroot"), "{bad}: {err}");
         }
     }
 
@@ -283,10 +284,9 @@ mod tests {
     fn timeout_range() {
         let mut a = args("a:1", "b:1", "c:1");
         a.connect_timeout_secs = 0;
-        assert!(matches!(
-            a.validate(),
-            Err(ConfigError::OutOfRange { field: "connect-timeout-secs", .. })
-        ));
+        let err = a.validate().unwrap_err();
+        assert_eq!(err.field, "connect-timeout-secs", "{err}");
+        assert!(err.problem.starts_with("is out of range"), "{err}");
         a.connect_timeout_secs = 3601;
         assert!(a.validate().is_err());
         a.connect_timeout_secs = 3600;

@@ -11,7 +11,7 @@
 mod endpoints;
 mod shard;
 
-pub use endpoints::{ConfigError, ConnectArgs, Endpoints, HostPort, ZkConnect};
+pub use endpoints::{ConnectArgs, Endpoints, HostPort, ZkConnect};
 pub use shard::Shard;
 
 /// A setting refused by validation: which one (a flag, or a key of the live
