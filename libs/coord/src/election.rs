@@ -25,6 +25,12 @@ pub enum ElectionError {
     Deposed(String),
 }
 
+impl From<crate::membership::ZkError> for ElectionError {
+    fn from(e: crate::membership::ZkError) -> Self {
+        ElectionError::ZooKeeper(e.0)
+    }
+}
+
 impl From<CheckWriteError> for ElectionError {
     fn from(e: CheckWriteError) -> Self {
         match e {

@@ -17,8 +17,13 @@ use serde::{Deserialize, Serialize};
 use zookeeper_client::{Acls, Client, CreateMode};
 
 use crate::assign::{Shard, Worker};
-use crate::election::ElectionError;
 use crate::handoff::{AssignmentDoc, Holder};
+
+/// A request on herd's ZooKeeper layout that failed; retrying once a
+/// quorum answers again can succeed.
+#[derive(Debug, thiserror::Error)]
+#[error("a ZooKeeper request failed; check that a quorum of the ensemble is up")]
+pub struct ZkError(#[from] pub zookeeper_client::Error);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerInfo {
@@ -40,7 +45,7 @@ pub fn assignment_path(root: &str) -> String {
 }
 
 /// Creates `path` and its missing ancestors as empty persistent nodes.
-pub async fn ensure_path(client: &Client, path: &str) -> Result<(), ElectionError> {
+pub async fn ensure_path(client: &Client, path: &str) -> Result<(), ZkError> {
     match client.mkdir(path, &CreateMode::Persistent.with_acls(Acls::anyone_all())).await {
         Ok(()) | Err(zookeeper_client::Error::NodeExists) => Ok(()),
         Err(e) => Err(e.into()),
@@ -48,7 +53,7 @@ pub async fn ensure_path(client: &Client, path: &str) -> Result<(), ElectionErro
 }
 
 /// Registers a worker for the life of `client`'s session.
-pub async fn register(client: &Client, root: &str, info: &WorkerInfo) -> Result<(), ElectionError> {
+pub async fn register(client: &Client, root: &str, info: &WorkerInfo) -> Result<(), ZkError> {
     ensure_path(client, &workers_dir(root)).await?;
     let data = serde_json::to_vec(info).expect("serializable");
     client
@@ -66,7 +71,7 @@ pub async fn update_registration(
     client: &Client,
     root: &str,
     info: &WorkerInfo,
-) -> Result<(), ElectionError> {
+) -> Result<(), ZkError> {
     let data = serde_json::to_vec(info).expect("serializable");
     client.set_data(&format!("{}/{}", workers_dir(root), info.id), &data, None).await?;
     Ok(())
@@ -98,7 +103,7 @@ pub async fn children_json<T: serde::de::DeserializeOwned>(
 
 /// Registered workers, sorted by id. A node whose data cannot be read as
 /// [`WorkerInfo`] (written by hand, or gone meanwhile) is skipped.
-pub async fn workers(client: &Client, root: &str) -> Result<Vec<WorkerInfo>, ElectionError> {
+pub async fn workers(client: &Client, root: &str) -> Result<Vec<WorkerInfo>, ZkError> {
     Ok(children_json(client, &workers_dir(root)).await?)
 }
 
@@ -108,7 +113,7 @@ pub async fn workers(client: &Client, root: &str) -> Result<Vec<WorkerInfo>, Ele
 pub async fn read_assignment(
     client: &Client,
     root: &str,
-) -> Result<Option<AssignmentDoc>, ElectionError> {
+) -> Result<Option<AssignmentDoc>, ZkError> {
     match client.get_data(&assignment_path(root)).await {
         Ok((data, stat)) => Ok(parse_assignment(&data, stat.mzxid)),
         Err(zookeeper_client::Error::NoNode) => Ok(None),
@@ -125,7 +130,7 @@ pub fn parse_assignment(data: &[u8], mzxid: i64) -> Option<AssignmentDoc> {
 pub async fn watch_assignment(
     client: &Client,
     root: &str,
-) -> Result<(Option<AssignmentDoc>, zookeeper_client::OneshotWatcher), ElectionError> {
+) -> Result<(Option<AssignmentDoc>, zookeeper_client::OneshotWatcher), ZkError> {
     let (node, watcher) = watch_data(client, &assignment_path(root)).await?;
     Ok((node.and_then(|(data, stat)| parse_assignment(&data, stat.mzxid)), watcher))
 }
@@ -164,7 +169,7 @@ pub fn owned_path(root: &str, shard: &Shard) -> String {
 
 /// Marks `holder`'s shard as held, for the life of `client`'s session.
 /// Ok(false): another worker holds it (it has not released it yet).
-pub async fn hold(client: &Client, root: &str, holder: &Holder) -> Result<bool, ElectionError> {
+pub async fn hold(client: &Client, root: &str, holder: &Holder) -> Result<bool, ZkError> {
     let path = owned_path(root, &holder.shard);
     let data = serde_json::to_vec(holder).expect("serializable");
     let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
@@ -188,7 +193,7 @@ pub async fn hold(client: &Client, root: &str, holder: &Holder) -> Result<bool, 
 }
 
 /// Releases a shard held by this session (no-op if not held).
-pub async fn release(client: &Client, root: &str, shard: &Shard) -> Result<(), ElectionError> {
+pub async fn release(client: &Client, root: &str, shard: &Shard) -> Result<(), ZkError> {
     match client.delete(&owned_path(root, shard), None).await {
         Ok(()) | Err(zookeeper_client::Error::NoNode) => Ok(()),
         Err(e) => Err(e.into()),
@@ -196,10 +201,7 @@ pub async fn release(client: &Client, root: &str, shard: &Shard) -> Result<(), E
 }
 
 /// Who holds which shard. Reads only: creates nothing.
-pub async fn holders(
-    client: &Client,
-    root: &str,
-) -> Result<BTreeMap<Shard, Holder>, ElectionError> {
+pub async fn holders(client: &Client, root: &str) -> Result<BTreeMap<Shard, Holder>, ZkError> {
     let held: Vec<Holder> = children_json(client, &owned_dir(root)).await?;
     Ok(held.into_iter().map(|h| (h.shard.clone(), h)).collect())
 }
@@ -210,7 +212,7 @@ pub async fn holders(
 pub async fn watch_children(
     client: &Client,
     dir: &str,
-) -> Result<zookeeper_client::OneshotWatcher, ElectionError> {
+) -> Result<zookeeper_client::OneshotWatcher, ZkError> {
     ensure_path(client, dir).await?;
     let (_, _, watcher) = client.get_and_watch_children(dir).await?;
     Ok(watcher)

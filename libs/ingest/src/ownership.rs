@@ -30,8 +30,7 @@ use std::time::Duration;
 use herd_config::{Coord, Endpoints};
 use herd_coord::assign::Shard;
 use herd_coord::dynconf;
-use herd_coord::election::ElectionError;
-use herd_coord::membership::{self, WorkerInfo};
+use herd_coord::membership::{self, WorkerInfo, ZkError};
 use herd_coord::Holder;
 use herd_sink::fencing::{FenceError, Fencing};
 use scylla::client::session::Session;
@@ -102,7 +101,7 @@ impl Ownership {
         loop {
             match membership::register(&client, &root, &self.info).await {
                 Ok(()) => break,
-                Err(ElectionError::ZooKeeper(zookeeper_client::Error::NodeExists)) => {
+                Err(ZkError(zookeeper_client::Error::NodeExists)) => {
                     if !warned {
                         tracing::warn!(
                             worker = %self.info.id,
@@ -361,7 +360,7 @@ impl Ownership {
 #[derive(Debug, thiserror::Error)]
 enum TakeError {
     #[error("marking the shard as held in ZooKeeper failed")]
-    Hold(#[source] herd_coord::election::ElectionError),
+    Hold(#[source] ZkError),
     #[error("claiming the shard's checkpoint failed")]
     Claim(#[source] FenceError),
     #[error("the pipeline has stopped")]

@@ -55,6 +55,12 @@ pub enum StoreError {
     ZooKeeper(#[from] zookeeper_client::Error),
 }
 
+impl From<crate::membership::ZkError> for StoreError {
+    fn from(e: crate::membership::ZkError) -> Self {
+        StoreError::ZooKeeper(e.0)
+    }
+}
+
 /// The document's version from the znode's: the first write is version 1.
 fn version_of(stat: &zookeeper_client::Stat) -> u64 {
     stat.version as u64 + 1
