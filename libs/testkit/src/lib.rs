@@ -9,7 +9,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use herd_config::Endpoints;
 
 pub mod cassandra;
+pub mod herd;
 pub mod kafka;
+pub mod metrics;
 pub mod process;
 
 /// Deletes `root` and everything under it (a test's znode tree), ignoring

@@ -6,27 +6,13 @@ use std::time::{Duration, Instant};
 use herd_coord::assign::Assignment;
 use herd_coord::election::{current_leader, LeaderInfo};
 use herd_coord::membership::{self, WorkerInfo};
+use herd_testkit::herd::SESSION_TIMEOUT_MS;
 use herd_testkit::process::Process;
 use herd_testkit::{endpoints, unique_name};
 use zookeeper_client::Client;
 
-const SESSION_MS: u64 = 4000;
-
 fn start(name: &str, root: &str) -> Process {
-    let args: Vec<String> = [
-        "--root",
-        root,
-        "--id",
-        name,
-        "--session-timeout-ms",
-        &SESSION_MS.to_string(),
-        "--metrics-addr",
-        "127.0.0.1:0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    Process::start(env!("CARGO_BIN_EXE_herd-coordinator"), name, &args, &[("HERD_LOG", "info")])
+    herd_testkit::herd::coordinator(name, root, &[], &[])
 }
 
 async fn observer() -> Client {
@@ -66,7 +52,10 @@ async fn a_standby_leads_after_the_leader_is_killed() {
 
     a.kill9();
     let (second, took) = wait_leader(&zk, &root, "coord-b", Duration::from_secs(60)).await;
-    eprintln!("failover after kill -9: {} ms (session timeout {SESSION_MS} ms)", took.as_millis());
+    eprintln!(
+        "failover after kill -9: {} ms (session timeout {SESSION_TIMEOUT_MS} ms)",
+        took.as_millis()
+    );
     assert!(
         second.epoch > first.epoch,
         "a new leader has a higher epoch: {} then {}",
@@ -95,7 +84,7 @@ async fn a_paused_leader_is_deposed_and_stands_again_as_a_standby_when_resumed()
     c.signal(libc::SIGSTOP);
     let (second, took) = wait_leader(&zk, &root, "coord-d", Duration::from_secs(60)).await;
     eprintln!(
-        "takeover from a paused leader: {} ms (session timeout {SESSION_MS} ms)",
+        "takeover from a paused leader: {} ms (session timeout {SESSION_TIMEOUT_MS} ms)",
         took.as_millis()
     );
     assert!(second.epoch > first.epoch);

@@ -1,6 +1,6 @@
 //! Shared by the worker's integration tests: the real herd-worker binary,
 //! started and killed as a process, against the real local stack.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -13,97 +13,27 @@ use scylla::client::session::Session;
 /// if the test is failing, its log is printed.
 pub type Worker = herd_testkit::process::Process;
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-const LOG: (&str, &str) = ("HERD_LOG", "info,scylla=warn,zookeeper_client=warn");
-
-/// The ZooKeeper session timeout of the tests' workers and coordinators.
-pub const SESSION_TIMEOUT_MS: u64 = 4000;
+pub use herd_testkit::herd::{free_port, herdctl, SESSION_TIMEOUT_MS};
+pub use herd_testkit::metrics::metric;
 
 /// Starts a worker named `name` (its id in ZooKeeper and the checkpoints).
 pub fn start_worker(name: &str, args: &[String]) -> Worker {
-    start_worker_with_metrics(name, args).0
+    herd_testkit::herd::worker(name, args).0
 }
 
 /// Starts a worker; also returns the port of its /metrics.
 pub fn start_worker_with_metrics(name: &str, args: &[String]) -> (Worker, u16) {
-    let port = free_port();
-    let mut args = args.to_vec();
-    args.extend([
-        "--metrics-addr".to_owned(),
-        format!("127.0.0.1:{port}"),
-        "--worker-id".to_owned(),
-        name.to_owned(),
-    ]);
-    (Worker::start(env!("CARGO_BIN_EXE_herd-worker"), name, &args, &[LOG]), port)
-}
-
-/// The value of a metric (summed over its labels) in a worker's /metrics;
-/// 0 if it is not there yet.
-pub fn metric(port: u16, name: &str) -> f64 {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return 0.0 };
-    let _ = write!(stream, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-    let mut body = String::new();
-    let _ = stream.read_to_string(&mut body);
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            let metric = key.split('{').next()?;
-            (metric == name).then(|| value.parse::<f64>().ok()).flatten()
-        })
-        .sum()
-}
-
-/// Runs herdctl with `args`; returns (exit code, stdout, stderr).
-pub fn herdctl(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(sibling_binary("herdctl"))
-        .args(args)
-        .output()
-        .expect("run herdctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    herd_testkit::herd::worker(name, args)
 }
 
 /// Starts a coordinator for the test's topic and root.
 pub fn start_coordinator(names: &Names, name: &str) -> herd_testkit::process::Process {
-    let args: Vec<String> = [
-        "--root",
-        &names.root,
-        "--topics",
-        &names.topic,
-        "--id",
-        name,
-        "--session-timeout-ms",
-        &SESSION_TIMEOUT_MS.to_string(),
-        "--refresh-secs",
-        "2",
-        "--metrics-addr",
-        "127.0.0.1:0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    herd_testkit::process::Process::start(&sibling_binary("herd-coordinator"), name, &args, &[LOG])
+    herd_testkit::herd::coordinator(name, &names.root, &[&names.topic], &["--refresh-secs", "2"])
 }
 
-/// Another binary of the workspace, built next to herd-worker (cargo only
-/// names a package's own binaries to its tests).
+/// Another binary of the workspace.
 pub fn sibling_binary(name: &str) -> String {
-    let worker = std::path::Path::new(env!("CARGO_BIN_EXE_herd-worker"));
-    let path = worker.with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} is not built; run the tests with `cargo test --workspace` (deploy/local/test does)",
-        path.display()
-    );
-    path.to_string_lossy().into_owned()
+    herd_testkit::herd::binary(name)
 }
 
 /// Names of one test's resources on the shared stack.
