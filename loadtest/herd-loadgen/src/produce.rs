@@ -130,6 +130,10 @@ pub struct ProduceArgs {
     /// Compression of the producer's batches (librdkafka's compression.type).
     #[arg(long, value_enum, default_value = "none")]
     compression: Compression,
+    /// Progress and the summary as JSON lines on stdout (one object each:
+    /// {"progress": …}, then {"produced": …}), for scripts; text otherwise.
+    #[arg(long)]
+    json: bool,
     /// Percent of messages sent twice (the same bytes): a replay that must
     /// not duplicate anything in Cassandra. Chosen deterministically.
     #[arg(long, default_value_t = 0.0)]
@@ -470,18 +474,26 @@ async fn drain(producers: &[Producer], acks: &Acks, sent: u64) -> Result<(), Exi
     Ok(())
 }
 
-/// Prints acknowledged events, rate, errors and elapsed time every `every`.
-async fn progress_line(acks: Arc<Acks>, total: u64, every: Duration, started: Instant) {
+/// Prints acknowledged events, rate, errors and elapsed time every `every`:
+/// a line on stderr, or a JSON object on stdout.
+async fn progress_line(acks: Arc<Acks>, total: u64, every: Duration, started: Instant, json: bool) {
     let (mut last, mut last_at) = (0, Instant::now());
     loop {
         tokio::time::sleep(every).await;
         let (now, at) = (acks.events.load(Relaxed), Instant::now());
-        eprintln!(
-            "[{:>5.1} s] {now} of {total} events acknowledged, {:.0} events/s, {} errors",
-            started.elapsed().as_secs_f64(),
-            (now - last) as f64 / (at - last_at).as_secs_f64(),
-            acks.errors.load(Relaxed)
-        );
+        let (elapsed, errors) = (started.elapsed().as_secs_f64(), acks.errors.load(Relaxed));
+        let rate = (now - last) as f64 / (at - last_at).as_secs_f64();
+        if json {
+            let progress = serde_json::json!({"progress": {
+                "elapsed_s": elapsed, "acknowledged": now, "total": total,
+                "events_per_s": rate, "errors": errors,
+            }});
+            println!("{progress}");
+        } else {
+            eprintln!(
+                "[{elapsed:>5.1} s] {now} of {total} events acknowledged, {rate:.0} events/s, {errors} errors"
+            );
+        }
         (last, last_at) = (now, at);
     }
 }
@@ -652,6 +664,7 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
         total,
         Duration::from_secs_f64(a.progress_secs),
         started,
+        a.json,
     ));
     let t0 = tokio::time::Instant::now();
     if a.base_ts.is_none() {
@@ -731,58 +744,92 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
         )
         .into());
     }
-    println!(
-        "produced {total} events in {messages} messages ({:.1} MB, compression {compression}) to {} in {secs:.2} s: {:.0} events/s",
-        bytes as f64 / 1e6,
-        a.topic,
-        total as f64 / secs
-    );
-    println!("  target: {target}");
-    if let Some(b) = &behind {
-        println!(
-            "  sends behind schedule: p50 {} ms, p99 {} ms, max {} ms",
-            ms(b, 0.5),
-            ms(b, 0.99),
-            ms(b, 1.0)
+    let prober = match &prober {
+        Some(p) => Some(p.finish().await),
+        None => None,
+    };
+    if a.json {
+        let quantiles = |h: &Histogram<u64>, qs: &[(&str, f64)]| {
+            let mut m = serde_json::Map::new();
+            for (name, q) in qs {
+                m.insert((*name).into(), (h.value_at_quantile(*q) as f64 / 1000.0).into());
+            }
+            serde_json::Value::Object(m)
+        };
+        let behind_ms =
+            behind.as_ref().map(|b| quantiles(b, &[("p50", 0.5), ("p99", 0.99), ("max", 1.0)]));
+        let ack_ms = quantiles(
+            &acks.latency.lock().expect("not poisoned"),
+            &[("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)],
         );
-    }
-    {
-        let h = acks.latency.lock().expect("not poisoned");
+        let visible = prober.as_ref().map(|p| {
+            serde_json::json!({
+                "sampled": p.visible.len(),
+                "ms": (!p.visible.is_empty()).then(|| quantiles(&p.visible, &[("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)])),
+                "unseen": p.unseen, "skipped": p.skipped,
+            })
+        });
+        let produced = serde_json::json!({"produced": {
+            "events": total, "messages": messages, "bytes": bytes, "compression": compression,
+            "topic": a.topic, "secs": secs, "events_per_s": total as f64 / secs,
+            "target": target.to_string(), "behind_schedule_ms": behind_ms,
+            "send_to_ack_ms": ack_ms, "visible_in_cassandra": visible,
+            "duplicates": duplicates, "malformed": malformed, "expect": expect,
+        }});
+        println!("{produced}");
+    } else {
         println!(
-            "  send to acknowledgement: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
-            ms(&h, 0.5),
-            ms(&h, 0.9),
-            ms(&h, 0.99),
-            ms(&h, 1.0)
+            "produced {total} events in {messages} messages ({:.1} MB, compression {compression}) to {} in {secs:.2} s: {:.0} events/s",
+            bytes as f64 / 1e6,
+            a.topic,
+            total as f64 / secs
         );
-    }
-    if let Some(prober) = &prober {
-        let p = prober.finish().await;
-        let h = &p.visible;
-        if !h.is_empty() {
+        println!("  target: {target}");
+        if let Some(b) = &behind {
             println!(
-                "  visible in Cassandra ({} sampled events, looked up by key): p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
-                h.len(),
-                ms(h, 0.5),
-                ms(h, 0.9),
-                ms(h, 0.99),
-                ms(h, 1.0)
+                "  sends behind schedule: p50 {} ms, p99 {} ms, max {} ms",
+                ms(b, 0.5),
+                ms(b, 0.99),
+                ms(b, 1.0)
             );
         }
-        if p.unseen + p.skipped > 0 {
+        {
+            let h = acks.latency.lock().expect("not poisoned");
             println!(
-                "  not probed or not seen: {} sampled events not visible within {} s, {} not probed ({} probes were already waiting)",
-                p.unseen,
-                a.probe_timeout_secs,
-                p.skipped,
-                probe::MAX_PROBES
+                "  send to acknowledgement: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
+                ms(&h, 0.5),
+                ms(&h, 0.9),
+                ms(&h, 0.99),
+                ms(&h, 1.0)
             );
         }
+        if let Some(p) = &prober {
+            let h = &p.visible;
+            if !h.is_empty() {
+                println!(
+                    "  visible in Cassandra ({} sampled events, looked up by key): p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
+                    h.len(),
+                    ms(h, 0.5),
+                    ms(h, 0.9),
+                    ms(h, 0.99),
+                    ms(h, 1.0)
+                );
+            }
+            if p.unseen + p.skipped > 0 {
+                println!(
+                    "  not probed or not seen: {} sampled events not visible within {} s, {} not probed ({} probes were already waiting)",
+                    p.unseen,
+                    a.probe_timeout_secs,
+                    p.skipped,
+                    probe::MAX_PROBES
+                );
+            }
+        }
+        if duplicates + malformed > 0 {
+            println!("  also sent: {duplicates} messages a second time (must not duplicate), {malformed} malformed messages (must be dead-lettered)");
+        }
+        println!("  check with: herd-loadgen verify --keyspace KEYSPACE {}", expect.join(" "));
     }
-    if duplicates + malformed > 0 {
-        println!("  also sent: {duplicates} messages a second time (must not duplicate), {malformed} malformed messages (must be dead-lettered)");
-    }
-    println!("  check with: herd-loadgen verify --keyspace KEYSPACE {}", expect.join(" "));
 
     if let Some((groups, before)) = raw {
         let after = send_raw(&groups, &producers, &acks, &raw_topic, header).await?;
