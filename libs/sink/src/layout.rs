@@ -17,7 +17,7 @@ use crate::blocks::{Block, BlockWriter};
 use crate::rows::{RowBatch, RowWriter};
 use crate::WriteError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Layout {
     /// One row per event. The default: every CQL tool can read it as it is,
     /// and it needs no offset windows (see the README for when to choose blocks).

@@ -26,8 +26,8 @@ pub struct SinkArgs {
     /// Write timestamp of each row: `event-time` (the event's own time:
     /// deterministic, so replays are exact overwrites) or `ingest-time`
     /// (when the worker writes it: a later replay wins over an earlier write).
-    #[arg(long, env = "HERD_WRITE_TIMESTAMP", default_value = "event-time")]
-    pub write_timestamp: String,
+    #[arg(long, env = "HERD_WRITE_TIMESTAMP", value_enum, default_value_t = WriteTimestamp::EventTime)]
+    pub write_timestamp: WriteTimestamp,
 
     /// Timeout of one write request to Cassandra, in milliseconds.
     #[arg(long, env = "HERD_WRITE_TIMEOUT_MS", default_value_t = 5_000)]
@@ -37,8 +37,8 @@ pub struct SinkArgs {
     /// `blocks` (compressed per-series blocks in `blocks`: far fewer bytes
     /// and writes per event). Chosen when the keyspace is first migrated and
     /// fixed from then on.
-    #[arg(long, env = "HERD_LAYOUT", default_value = "rows")]
-    pub layout: String,
+    #[arg(long, env = "HERD_LAYOUT", value_enum, default_value_t = Layout::Rows)]
+    pub layout: Layout,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,10 +62,19 @@ impl Replication {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum WriteTimestamp {
     EventTime,
     IngestTime,
+}
+
+impl std::fmt::Display for WriteTimestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WriteTimestamp::EventTime => "event-time",
+            WriteTimestamp::IngestTime => "ingest-time",
+        })
+    }
 }
 
 /// Validated sink settings.
@@ -129,22 +138,11 @@ impl SinkArgs {
                 format!("is out of range; expected 0 (no TTL) to {MAX_TTL_SECS}"),
             ));
         }
-        let write_timestamp = match self.write_timestamp.as_str() {
-            "event-time" => WriteTimestamp::EventTime,
-            "ingest-time" => WriteTimestamp::IngestTime,
-            other => {
-                return Err(err(
-                    "write-timestamp",
-                    other,
-                    "is not a policy; expected event-time or ingest-time",
-                ))
-            }
-        };
-        let layout: Layout = self.layout.parse()?;
+        let (write_timestamp, layout) = (self.write_timestamp, self.layout);
         if layout == Layout::Blocks && write_timestamp == WriteTimestamp::IngestTime {
             return Err(err(
                 "write-timestamp",
-                &self.write_timestamp,
+                self.write_timestamp,
                 "cannot be used with --layout blocks: a block rewritten late (by a paused former owner) would win over the newer owner's larger block; blocks take their timestamp from their content, so use event-time",
             ));
         }
@@ -202,9 +200,9 @@ mod tests {
             replication: "simple:1".into(),
             bucket_secs: 3600,
             ttl_secs: 0,
-            write_timestamp: "event-time".into(),
+            write_timestamp: WriteTimestamp::EventTime,
             write_timeout_ms: 5000,
-            layout: "rows".into(),
+            layout: Layout::Rows,
         }
     }
 
@@ -226,6 +224,31 @@ mod tests {
     }
 
     #[test]
+    fn policies_are_enums_whose_flags_refuse_other_values() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            sink: SinkArgs,
+        }
+        let parsed = Cli::try_parse_from(["t", "--layout", "blocks"]).unwrap().sink;
+        assert_eq!(
+            (parsed.layout, parsed.write_timestamp),
+            (Layout::Blocks, WriteTimestamp::EventTime)
+        );
+        for (flag, value, accepted) in [
+            ("--write-timestamp", "now", "event-time, ingest-time"),
+            ("--layout", "columns", "rows, blocks"),
+        ] {
+            let e = Cli::try_parse_from(["t", flag, value]).err().expect("refused").to_string();
+            assert!(
+                e.contains(&format!("'{value}'")) && e.contains(flag) && e.contains(accepted),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn errors_name_field_and_value() {
         /// A change that makes the arguments invalid, and the field it names.
         type Case = (Box<dyn Fn(&mut SinkArgs)>, &'static str);
@@ -237,19 +260,11 @@ mod tests {
             (Box::new(|a| a.replication = "d'c:1".into()), "data center name"),
             (Box::new(|a| a.bucket_secs = 0), "bucket-secs: \"0\" is out of range"),
             (Box::new(|a| a.ttl_secs = MAX_TTL_SECS + 1), "ttl-secs"),
-            (
-                Box::new(|a| a.write_timestamp = "now".into()),
-                "write-timestamp: \"now\" is not a policy",
-            ),
             (Box::new(|a| a.write_timeout_ms = 0), "write-timeout-ms"),
             (
-                Box::new(|a| a.layout = "columns".into()),
-                "layout: \"columns\" is not a layout; expected rows or blocks",
-            ),
-            (
                 Box::new(|a| {
-                    a.layout = "blocks".into();
-                    a.write_timestamp = "ingest-time".into();
+                    a.layout = Layout::Blocks;
+                    a.write_timestamp = WriteTimestamp::IngestTime;
                 }),
                 "cannot be used with --layout blocks",
             ),

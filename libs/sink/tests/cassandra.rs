@@ -25,9 +25,9 @@ fn layout_args(keyspace: &str, bucket_secs: u64, layout: &str) -> SinkArgs {
         replication: "simple:1".into(),
         bucket_secs,
         ttl_secs: 0,
-        write_timestamp: "event-time".into(),
+        write_timestamp: herd_sink::WriteTimestamp::EventTime,
         write_timeout_ms: 10_000,
-        layout: layout.into(),
+        layout: layout.parse().expect("rows or blocks"),
     }
 }
 

@@ -16,26 +16,37 @@ pub struct LogArgs {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TelemetryError {
-    #[error("--metrics-addr {addr}: cannot serve metrics there ({reason}); choose a free address, e.g. 127.0.0.1:0 for any port")]
-    Metrics { addr: std::net::SocketAddr, reason: String },
-    #[error("--log: {value:?} is not a valid log filter ({reason}); expected a level (error, warn, info, debug, trace) or directives such as info,herd_clients=debug")]
-    BadFilter { value: String, reason: String },
+    #[error("--metrics-addr {addr}: cannot serve metrics there; choose a free address, e.g. 127.0.0.1:0 for any port")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("--log: {value:?} is not a valid log filter; expected a level (error, warn, info, debug, trace) or directives such as info,herd_clients=debug")]
+    BadFilter {
+        value: String,
+        #[source]
+        source: tracing_subscriber::filter::ParseError,
+    },
+    #[error("the log filter could not be changed")]
+    Reload(#[source] tracing_subscriber::reload::Error),
 }
 
 pub fn filter(args: &LogArgs, default: &str) -> Result<EnvFilter, TelemetryError> {
     let value = args.filter.as_deref().unwrap_or(default);
     EnvFilter::try_new(value)
-        .map_err(|e| TelemetryError::BadFilter { value: value.to_owned(), reason: e.to_string() })
+        .map_err(|source| TelemetryError::BadFilter { value: value.to_owned(), source })
 }
 
 /// Changes the log filter of the running process (live configuration).
-pub struct LogHandle(Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>);
+pub struct LogHandle(
+    Box<dyn Fn(EnvFilter) -> Result<(), tracing_subscriber::reload::Error> + Send + Sync>,
+);
 
 impl LogHandle {
     pub fn set(&self, value: &str) -> Result<(), TelemetryError> {
         let filter = filter(&LogArgs { filter: Some(value.to_owned()) }, value)?;
-        (self.0)(filter)
-            .map_err(|reason| TelemetryError::BadFilter { value: value.to_owned(), reason })
+        (self.0)(filter).map_err(TelemetryError::Reload)
     }
 }
 
@@ -52,7 +63,7 @@ pub fn init_logging(args: &LogArgs, default: &str) -> Result<LogHandle, Telemetr
         .with_filter_reloading();
     let handle = builder.reload_handle();
     builder.init();
-    Ok(LogHandle(Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()))))
+    Ok(LogHandle(Box::new(move |f| handle.reload(f))))
 }
 
 /// Histogram buckets for latencies in seconds: 1 ms to 60 s.
@@ -71,11 +82,11 @@ pub fn install_metrics(addr: std::net::SocketAddr) -> Result<(), TelemetryError>
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
     let err = |e: metrics_exporter_prometheus::BuildError| TelemetryError::Metrics {
         addr,
-        reason: e.to_string(),
+        source: Box::new(e),
     };
     // Bind first: the exporter would only report a taken port from its task.
     let listener = std::net::TcpListener::bind(addr)
-        .map_err(|e| TelemetryError::Metrics { addr, reason: e.to_string() })?;
+        .map_err(|e| TelemetryError::Metrics { addr, source: Box::new(e) })?;
     let addr = listener.local_addr().unwrap_or(addr);
     drop(listener);
     PrometheusBuilder::new()

@@ -68,8 +68,16 @@ pub fn worker(name: &str, args: &[String]) -> (Process, u16) {
 
 /// Runs herdctl with `args`; returns (exit code, stdout, stderr).
 pub fn herdctl(args: &[&str]) -> (i32, String, String) {
-    let out =
-        std::process::Command::new(binary("herdctl")).args(args).output().expect("run herdctl");
+    run("herdctl", args)
+}
+
+/// Runs the workspace binary `name` with `args` to its end; returns (exit
+/// code, stdout, stderr).
+pub fn run(name: &str, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(binary(name))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {name}: {e}"));
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

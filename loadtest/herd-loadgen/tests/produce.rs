@@ -12,15 +12,7 @@ use herd_testkit::{endpoints, kafka, unique_name};
 use rdkafka::message::{Headers, Message};
 
 fn loadgen(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_herd-loadgen"))
-        .args(args)
-        .output()
-        .expect("run herd-loadgen");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    herd_testkit::herd::run("herd-loadgen", args)
 }
 
 /// Every message of `topic`, decoded as herd-worker decodes it: (events, rejects).

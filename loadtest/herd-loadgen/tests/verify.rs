@@ -1,20 +1,10 @@
 //! `herd-loadgen verify` against the real Cassandra: it passes on an exact
 //! set, and fails when a row is deleted or a duplicate is injected.
 
-use std::process::Command;
-
 use herd_testkit::{endpoints, unique_name};
 
 fn loadgen(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_herd-loadgen"))
-        .args(args)
-        .output()
-        .expect("run herd-loadgen");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    herd_testkit::herd::run("herd-loadgen", args)
 }
 
 #[tokio::test(flavor = "multi_thread")]

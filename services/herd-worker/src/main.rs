@@ -228,7 +228,10 @@ async fn follow_log_level(
                     applied = wanted;
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot apply the configured log filter; keeping {applied}")
+                    tracing::error!(
+                        error = &e as &dyn std::error::Error,
+                        "cannot apply the configured log filter; keeping {applied}"
+                    )
                 }
             }
         }
