@@ -1,9 +1,13 @@
 """herdkit: what herd's Python tools share (loadtest/scenario, loadtest/bench/e2e,
-deploy/check-compose): free ports, a process's /metrics read with the
-Prometheus client's own text-format parser, and herd-loadgen's JSON output.
+deploy/check-compose): free ports, processes started and stopped by pid, a
+process's /metrics read with the Prometheus client's own text-format
+parser, and herd-loadgen's JSON output.
 The Rust tests' counterpart is the herd-testkit crate (libs/testkit)."""
 import json
+import os
+import signal
 import socket
+import subprocess
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -53,6 +57,38 @@ def loadgen_records(path):
     return out
 
 
+
+
+class Procs:
+    """Processes a tool started, each logging to its own file under `logs`;
+    all stopped by pid at the end (SIGCONT first, for a paused one; then
+    SIGTERM; SIGKILL after `grace` seconds). `env`: the environment of every
+    process (default: this one without per-process HERD_* settings)."""
+
+    def __init__(self, logs, env=None, grace=40):
+        self.logs, self.all, self.grace = logs, {}, grace
+        self.env = env if env is not None else {
+            k: v for k, v in os.environ.items() if k not in ("HERD_METRICS_ADDR", "HERD_WORKER_ID", "HERD_COORDINATOR_ID")}
+
+    def start(self, name, args):
+        log = open(os.path.join(self.logs, f"{name}.log"), "w")
+        self.all[name] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        return self.all[name]
+
+    def stop_all(self):
+        for p in self.all.values():
+            if p.poll() is None:
+                try:
+                    os.kill(p.pid, signal.SIGCONT)
+                    p.send_signal(signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for p in self.all.values():
+            try:
+                p.wait(timeout=self.grace)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 if __name__ == "__main__":
     # For shell scripts: `herdkit.py metric PORT NAME` prints NAME's value
