@@ -835,10 +835,18 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
         let after = send_raw(&groups, &producers, &acks, &raw_topic, header).await?;
         let rate = total as f64 / secs;
         let raw_rate = 2.0 * total as f64 / (before + after);
-        println!(
-            "raw librdkafka, the same {messages} records (key, header, payload) pre-encoded, sent to {raw_topic} through the same clients before and after: {before:.2} s and {after:.2} s, {raw_rate:.0} events/s; herd-loadgen reached {:.2} of it",
-            rate / raw_rate
-        );
+        if a.json {
+            let raw = serde_json::json!({"raw": {
+                "topic": raw_topic, "messages": messages, "before_s": before, "after_s": after,
+                "events_per_s": raw_rate, "ratio": rate / raw_rate,
+            }});
+            println!("{raw}");
+        } else {
+            println!(
+                "raw librdkafka, the same {messages} records (key, header, payload) pre-encoded, sent to {raw_topic} through the same clients before and after: {before:.2} s and {after:.2} s, {raw_rate:.0} events/s; herd-loadgen reached {:.2} of it",
+                rate / raw_rate
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
