@@ -2,7 +2,10 @@
 //! reads every partition of a topic from its beginning to the end offsets
 //! it found at start, decoding nothing and writing nothing: the most any
 //! Kafka reader could take from this broker on this machine, to set herd's
-//! end-to-end rate against in the same run.
+//! end-to-end rate against in the same run. With `--decode`, it also decodes
+//! every message into events as herd-worker does (herd_model::decode), on
+//! one thread, and counts the events: the ceiling of a reader that looks at
+//! what it reads, still writing nothing.
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +31,10 @@ pub struct ConsumeArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Decode every message into events, as herd-worker does, and count
+    /// them (events/s is then measured, not taken from --events).
+    #[arg(long)]
+    decode: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -40,6 +47,9 @@ pub struct ConsumeSummary {
     pub messages_per_sec: f64,
     pub mb_per_sec: f64,
     pub events_per_sec: Option<f64>,
+    /// With --decode: the events and rejects decoded.
+    pub decoded_events: Option<u64>,
+    pub decoded_rejects: Option<u64>,
 }
 
 pub async fn run(endpoints: &Endpoints, a: ConsumeArgs) -> Result<std::process::ExitCode, Exit> {
@@ -97,7 +107,7 @@ fn consume(endpoints: &Endpoints, a: &ConsumeArgs) -> Result<ConsumeSummary, Exi
         }
     }
     consumer.assign(&tpl).context("while assigning the partitions")?;
-    let (mut messages, mut bytes) = (0u64, 0u64);
+    let (mut messages, mut bytes, mut events, mut rejects) = (0u64, 0u64, 0u64, 0u64);
     let started = Instant::now();
     let mut first: Option<Instant> = None;
     let mut last = started;
@@ -116,6 +126,17 @@ fn consume(endpoints: &Endpoints, a: &ConsumeArgs) -> Result<ConsumeSummary, Exi
         last = now;
         messages += 1;
         bytes += m.payload_len() as u64;
+        if a.decode {
+            use rdkafka::message::Headers;
+            let content_type = m.headers().and_then(|h| {
+                h.iter()
+                    .find(|h| h.key.eq_ignore_ascii_case(herd_model::CONTENT_TYPE_HEADER))
+                    .and_then(|h| h.value)
+            });
+            let d = herd_model::decode(m.payload(), content_type);
+            events += d.events.len() as u64;
+            rejects += d.rejects.len() as u64;
+        }
         if ends.get(&m.partition()).is_some_and(|&end| m.offset() + 1 >= end) {
             ends.remove(&m.partition());
         }
@@ -128,6 +149,12 @@ fn consume(endpoints: &Endpoints, a: &ConsumeArgs) -> Result<ConsumeSummary, Exi
         secs,
         messages_per_sec: messages as f64 / secs,
         mb_per_sec: bytes as f64 / 1e6 / secs,
-        events_per_sec: a.events.map(|e| e as f64 / secs),
+        events_per_sec: if a.decode {
+            Some(events as f64 / secs)
+        } else {
+            a.events.map(|e| e as f64 / secs)
+        },
+        decoded_events: a.decode.then_some(events),
+        decoded_rejects: a.decode.then_some(rejects),
     })
 }
