@@ -51,6 +51,39 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// Checks a log filter: comma-separated `level` or `target=level`
+/// directives. Stricter than tracing's own parser, which takes a bare word
+/// such as `loud` for a target and silently logs nothing new. The one check
+/// of a log filter, for `--log` (herd-telemetry) and the live `log_level`
+/// (herd-coord).
+pub fn check_log_filter(
+    field: impl Into<std::borrow::Cow<'static, str>>,
+    filter: &str,
+) -> Result<(), InvalidSetting> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let ok = !filter.trim().is_empty()
+        && filter.split(',').all(|d| {
+            let level = d.rsplit_once('=').map_or(d, |(target, level)| {
+                if target.is_empty()
+                    || !target.chars().all(|c| c.is_ascii_alphanumeric() || "_:-".contains(c))
+                {
+                    return "";
+                }
+                level
+            });
+            LEVELS.contains(&level.trim().to_ascii_lowercase().as_str())
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidSetting::new(
+            field,
+            filter,
+            "is not a log filter; allowed trace, debug, info, warn, error, off, or target=level,...",
+        ))
+    }
+}
+
 /// The default name of a process in logs, ZooKeeper and Kafka: `host-pid`,
 /// unique on a machine and readable.
 pub fn default_instance_id() -> String {

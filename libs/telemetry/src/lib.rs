@@ -25,8 +25,9 @@ pub enum TelemetryError {
     #[error("--log: {value:?} is not a valid log filter; expected a level (error, warn, info, debug, trace) or directives such as info,herd_clients=debug")]
     BadFilter {
         value: String,
+        /// tracing's parse error, when herd's own check passed.
         #[source]
-        source: tracing_subscriber::filter::ParseError,
+        source: Option<tracing_subscriber::filter::ParseError>,
     },
     #[error("the log filter could not be changed")]
     Reload(#[source] tracing_subscriber::reload::Error),
@@ -34,8 +35,9 @@ pub enum TelemetryError {
 
 pub fn filter(args: &LogArgs, default: &str) -> Result<EnvFilter, TelemetryError> {
     let value = args.filter.as_deref().unwrap_or(default);
-    EnvFilter::try_new(value)
-        .map_err(|source| TelemetryError::BadFilter { value: value.to_owned(), source })
+    let bad = |source| TelemetryError::BadFilter { value: value.to_owned(), source };
+    herd_config::check_log_filter("--log", value).map_err(|_| bad(None))?;
+    EnvFilter::try_new(value).map_err(|e| bad(Some(e)))
 }
 
 /// Changes the log filter of the running process (live configuration).
@@ -148,5 +150,7 @@ mod tests {
         assert!(filter(&LogArgs { filter: None }, "warn").is_ok());
         let err = filter(&LogArgs { filter: Some("herd=[".into()) }, "info").unwrap_err();
         assert!(err.to_string().starts_with("--log: \"herd=[\""), "{err}");
+        // A bare word is a target to tracing; herd wants a level.
+        assert!(filter(&LogArgs { filter: Some("loud".into()) }, "info").is_err());
     }
 }

@@ -189,7 +189,7 @@ impl ConfigDoc {
             count(key.name.to_owned(), &key, v)?;
         }
         if let Some(l) = &g.log_level {
-            keys::check_log_filter(keys::LOG_LEVEL.name, l)?;
+            herd_config::check_log_filter(keys::LOG_LEVEL.name, l)?;
         }
         shard_params("", &ShardParams { paused: g.paused, rate_limit_eps: g.rate_limit_eps })?;
         for (topic, p) in &self.topics {

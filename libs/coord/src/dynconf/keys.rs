@@ -316,36 +316,6 @@ pub fn markdown_table() -> String {
     out
 }
 
-/// Checks a log filter as tracing accepts it: comma-separated `level` or
-/// `target=level` directives.
-pub fn check_log_filter(
-    field: impl Into<std::borrow::Cow<'static, str>>,
-    filter: &str,
-) -> Result<(), InvalidSetting> {
-    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
-    let ok = !filter.trim().is_empty()
-        && filter.split(',').all(|d| {
-            let level = d.rsplit_once('=').map_or(d, |(target, level)| {
-                if target.is_empty()
-                    || !target.chars().all(|c| c.is_ascii_alphanumeric() || "_:-".contains(c))
-                {
-                    return "";
-                }
-                level
-            });
-            LEVELS.contains(&level.trim().to_ascii_lowercase().as_str())
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(InvalidSetting::new(
-            field,
-            filter,
-            "is not a log filter; allowed trace, debug, info, warn, error, off, or target=level,...",
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
