@@ -133,28 +133,11 @@ async fn pausing_a_topic_stops_only_its_shards_and_resuming_catches_up() {
         herd_clients::kafka::ensure_topic(&endpoints(), t, 2, 1).await.expect("topic");
     }
     let zk = zk().await;
-    let coordinator_args: Vec<String> = [
-        "--root",
-        &names.root,
-        "--topics",
-        &format!("{},{other}", names.topic),
-        "--id",
-        "coord",
-        "--session-timeout-ms",
-        "4000",
-        "--refresh-secs",
-        "2",
-        "--metrics-addr",
-        "127.0.0.1:0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let _coordinator = herd_testkit::process::Process::start(
-        &common::sibling_binary("herd-coordinator"),
+    let _coordinator = herd_testkit::herd::coordinator(
         &format!("{}-coord", names.keyspace),
-        &coordinator_args,
-        &[],
+        &names.root,
+        &[&names.topic, &other],
+        &["--refresh-secs", "2"],
     );
     let (mut worker, _) = start_worker_with_metrics("live-pause", &names.worker_args(&[]));
     let a = events("a", 40_000, 100);

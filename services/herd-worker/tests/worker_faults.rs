@@ -390,13 +390,17 @@ async fn after_the_leader_is_killed_the_standby_grants_shards_to_a_new_worker() 
     assert!(checkpoints(&names).await.values().all(|c| c.owner == "lead-w"));
 
     // herdctl status shows the same: the standby leads, every shard is lead-w's, nothing lags.
-    let out = std::process::Command::new(common::sibling_binary("herdctl"))
-        .args(["status", "--json", "--root", &names.root, "--keyspace", &names.keyspace])
-        .output()
-        .expect("run herdctl");
-    assert!(out.status.success(), "herdctl status: {}", String::from_utf8_lossy(&out.stderr));
+    let (code, stdout, stderr) = common::herdctl(&[
+        "status",
+        "--json",
+        "--root",
+        &names.root,
+        "--keyspace",
+        &names.keyspace,
+    ]);
+    assert!(code == 0, "herdctl status: {stderr}");
     let status: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("herdctl status --json is JSON");
+        serde_json::from_str(&stdout).expect("herdctl status --json is JSON");
     assert_eq!(status["leader"]["id"], "lead-b", "{status}");
     let shards = status["shards"].as_array().expect("shards");
     assert_eq!(shards.len(), 4, "{status}");

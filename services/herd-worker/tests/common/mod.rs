@@ -31,11 +31,6 @@ pub fn start_coordinator(names: &Names, name: &str) -> herd_testkit::process::Pr
     herd_testkit::herd::coordinator(name, &names.root, &[&names.topic], &["--refresh-secs", "2"])
 }
 
-/// Another binary of the workspace.
-pub fn sibling_binary(name: &str) -> String {
-    herd_testkit::herd::binary(name)
-}
-
 /// Names of one test's resources on the shared stack.
 pub struct Names {
     pub topic: String,
@@ -216,17 +211,10 @@ pub fn verify(names: &Names, expect: &[(&str, u64)]) -> serde_json::Value {
     for (producer, count) in expect {
         args.extend(["--expect".to_owned(), format!("{producer}={count}")]);
     }
-    let out = std::process::Command::new(sibling_binary("herd-loadgen"))
-        .args(&args)
-        .output()
-        .expect("run herd-loadgen verify");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "verify printed no JSON ({e}): {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (_, stdout, stderr) = herd_testkit::herd::run("herd-loadgen", &args);
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("verify printed no JSON ({e}): {stdout}{stderr}"))
 }
 
 /// verify finds every event of `expect` exactly once (as a reader sees them).
