@@ -10,7 +10,11 @@ import socket
 import subprocess
 import urllib.request
 
-from prometheus_client.parser import text_string_to_metric_families
+try:
+    from prometheus_client.parser import text_string_to_metric_families
+except ImportError:
+    raise SystemExit("herdkit: the Python package prometheus-client is missing; run deploy/local/bootstrap "
+                     "(or pip install prometheus-client)")
 
 
 def free_port():
