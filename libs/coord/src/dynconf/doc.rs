@@ -158,7 +158,10 @@ fn invalid(
 
 /// Checks a count of `key`, given at `path` in the document.
 fn count(path: String, key: &LiveKey, v: Option<u64>) -> Result<(), InvalidSetting> {
-    v.map_or(Ok(0), |v| key.check_count(path, v, "allowed")).map(drop)
+    if let Some(v) = v {
+        key.check_count(path, v, "allowed")?;
+    }
+    Ok(())
 }
 
 fn shard_params(prefix: &str, p: &ShardParams) -> Result<(), InvalidSetting> {
