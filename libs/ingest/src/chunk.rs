@@ -26,6 +26,9 @@ pub struct CommitOffset {
     /// Blocks layout: where the window still open at `next` starts (None:
     /// `next` starts a window). Stored with the checkpoint.
     pub window_start: Option<i64>,
+    /// Blocks layout: the shard's de-duplication memory as it was where the
+    /// next reader starts (`window_start`, else `next`), encoded.
+    pub dedup: Option<std::sync::Arc<[u8]>>,
 }
 
 /// The writer stage's input: what to store, then what may be checkpointed.
@@ -161,7 +164,7 @@ impl ChunkBuilder {
             dead_letters: std::mem::take(&mut self.dead_letters),
             offsets: std::mem::take(&mut self.offsets)
                 .into_iter()
-                .map(|(shard, next)| CommitOffset { shard, next, window_start: None })
+                .map(|(shard, next)| CommitOffset { shard, next, window_start: None, dedup: None })
                 .collect(),
             messages: self.messages,
             rows: self.rows,
@@ -229,7 +232,12 @@ mod tests {
         assert_eq!(chunk.rows, 6);
         assert_eq!(
             chunk.offsets,
-            vec![CommitOffset { shard: Shard::new("t", 0), next: 8, window_start: None }]
+            vec![CommitOffset {
+                shard: Shard::new("t", 0),
+                next: 8,
+                window_start: None,
+                dedup: None
+            }]
         );
     }
 

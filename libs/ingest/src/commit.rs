@@ -25,20 +25,20 @@ impl CommitSequencer {
         );
         self.done.insert(id, offsets);
         // Per partition, the highest offset, with the window open there.
-        let mut ready: BTreeMap<crate::shards::Shard, (i64, Option<i64>)> = BTreeMap::new();
+        let mut ready: BTreeMap<crate::shards::Shard, CommitOffset> = BTreeMap::new();
         while let Some(offsets) = self.done.remove(&self.next) {
             for o in offsets {
-                let at = ready.entry(o.shard).or_insert((o.next, o.window_start));
-                if o.next > at.0 {
-                    *at = (o.next, o.window_start);
+                match ready.get_mut(&o.shard) {
+                    Some(at) if o.next > at.next => *at = o,
+                    Some(_) => {}
+                    None => {
+                        ready.insert(o.shard.clone(), o);
+                    }
                 }
             }
             self.next += 1;
         }
-        ready
-            .into_iter()
-            .map(|(shard, (next, window_start))| CommitOffset { shard, next, window_start })
-            .collect()
+        ready.into_values().collect()
     }
 
     /// Chunks done but waiting for an earlier one.
@@ -53,7 +53,7 @@ mod tests {
     use crate::shards::Shard;
 
     fn off(partition: i32, next: i64) -> CommitOffset {
-        CommitOffset { shard: Shard::new("t", partition), next, window_start: None }
+        CommitOffset { shard: Shard::new("t", partition), next, window_start: None, dedup: None }
     }
 
     #[test]

@@ -116,13 +116,20 @@ impl Committer<'_> {
         if pending.is_empty() {
             return true;
         }
-        let results =
-            futures::future::join_all(pending.iter().map(|(shard, epoch, next, window)| {
-                self.fencing.commit(self.session, shard, *epoch, *next, *window)
-            }))
-            .await;
+        let results = futures::future::join_all(pending.iter().map(|(shard, epoch, at)| {
+            self.fencing.commit(
+                self.session,
+                shard,
+                *epoch,
+                at.next,
+                at.window_start,
+                at.dedup.as_deref(),
+            )
+        }))
+        .await;
         let mut all = true;
-        for ((key, epoch, next, _), result) in pending.into_iter().zip(results) {
+        for ((key, epoch, at), result) in pending.into_iter().zip(results) {
+            let next = at.next;
             match result {
                 Ok(()) => {
                     metrics::counter!(m::CHECKPOINTS).increment(1);

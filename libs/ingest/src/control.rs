@@ -8,12 +8,14 @@ use tokio::sync::oneshot;
 
 use crate::shards::{Shard, Stopped};
 use crate::source::StartAt;
+use herd_sink::dedup::Dedup;
 
 /// What the pipeline is told about shards.
 #[derive(Debug)]
 pub enum Control {
-    /// Read the shard from `at`, checkpointing under `epoch` (already claimed).
-    Start { shard: Shard, epoch: i64, at: StartAt },
+    /// Read the shard from `at`, checkpointing under `epoch` (already
+    /// claimed), with the de-duplication memory checkpointed there.
+    Start { shard: Shard, epoch: i64, at: StartAt, memory: Dedup },
     /// Stop reading the shard; `done` answers once what was read is checkpointed.
     Stop { shard: Shard, done: oneshot::Sender<Stopped> },
 }

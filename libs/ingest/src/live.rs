@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use herd_coord::dynconf::keys::{self, DEFAULT_RESOLUTIONS};
 use herd_coord::dynconf::ConfigDoc;
 
 use crate::settings::{IngestSettings, OnWriteFailure};
@@ -30,6 +31,9 @@ pub struct Globals {
     pub on_write_failure: OnWriteFailure,
     /// None: the command line's --log.
     pub log_level: Option<String>,
+    /// Rollup resolutions in seconds (empty: none).
+    pub rollup_resolutions: std::sync::Arc<[u32]>,
+    pub dedup_horizon: u64,
 }
 
 /// The document's globals over the command line's settings. The document is
@@ -43,6 +47,14 @@ pub fn globals(settings: &IngestSettings, doc: &ConfigDoc) -> Globals {
         max_in_flight: g.max_in_flight.map_or(settings.max_in_flight.get(), |v| v as usize),
         on_write_failure: g.on_write_failure.unwrap_or(settings.on_write_failure),
         log_level: g.log_level.clone(),
+        // The document is validated: its resolutions parse.
+        rollup_resolutions: keys::parse_resolutions(
+            keys::ROLLUP_RESOLUTIONS.name,
+            g.rollup_resolutions.as_deref().unwrap_or(DEFAULT_RESOLUTIONS),
+        )
+        .unwrap_or_default()
+        .into(),
+        dedup_horizon: g.dedup_horizon.unwrap_or(keys::DEDUP_HORIZON.default_count()),
     }
 }
 

@@ -27,6 +27,10 @@ pub const CONFIG_VERSION: &str = "herd_config_version";
 pub const CONFIG_REJECTED: &str = "herd_config_rejected_total";
 /// Shards this worker runs.
 pub const SHARDS_RUNNING: &str = "herd_shards_running";
+/// Events a producer sent again (same producer and seq), kept out of rollups.
+pub const ROLLUP_REPEATS: &str = "herd_rollup_repeats_total";
+/// Events below their producer's de-duplication horizon: counted unchecked.
+pub const ROLLUP_BEYOND_HORIZON: &str = "herd_rollup_beyond_horizon_total";
 
 /// Registers descriptions, so that /metrics says what each metric means.
 pub fn describe() {
@@ -83,7 +87,23 @@ pub fn describe() {
     for kind in ["transient", "permanent"] {
         metrics::counter!(WRITE_RETRIES, "kind" => kind).increment(0);
     }
-    for name in [CHECKPOINTS_FENCED, CONFIG_REJECTED, MESSAGES_SKIPPED] {
+    describe_counter!(
+        ROLLUP_REPEATS,
+        Unit::Count,
+        "Events repeating a (producer, seq) already seen, not counted in rollups (re-reads after a restart count again)"
+    );
+    describe_counter!(
+        ROLLUP_BEYOND_HORIZON,
+        Unit::Count,
+        "Events older than their producer's de-duplication horizon, counted in rollups unchecked"
+    );
+    for name in [
+        CHECKPOINTS_FENCED,
+        CONFIG_REJECTED,
+        MESSAGES_SKIPPED,
+        ROLLUP_REPEATS,
+        ROLLUP_BEYOND_HORIZON,
+    ] {
         metrics::counter!(name).increment(0);
     }
 }

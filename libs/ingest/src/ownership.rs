@@ -43,6 +43,7 @@ use crate::live::Live;
 use crate::metrics as m;
 use crate::shards::Stopped;
 use crate::source::StartAt;
+use herd_sink::dedup::Dedup;
 
 pub struct Ownership {
     pub endpoints: Endpoints,
@@ -317,7 +318,16 @@ impl Ownership {
             }
         };
         let at = StartAt::from_checkpoint(checkpoint.next_offset, checkpoint.window_start);
-        let start = Control::Start { shard: shard.clone(), epoch, at };
+        // A memory this herd cannot read (a newer format) is a reason not to
+        // run the shard: its rollups would count repeats.
+        let memory = match checkpoint.dedup.as_deref().map(Dedup::decode).transpose() {
+            Ok(m) => m.unwrap_or_default(),
+            Err(e) => {
+                let _ = membership::release(client, &self.coord.root, shard).await;
+                return Err(TakeError::Memory { shard: shard.clone(), source: e });
+            }
+        };
+        let start = Control::Start { shard: shard.clone(), epoch, at, memory };
         if self.control.send(start).await.is_err() {
             return Err(TakeError::PipelineStopped);
         }
@@ -365,4 +375,10 @@ enum TakeError {
     Claim(#[source] FenceError),
     #[error("the pipeline has stopped")]
     PipelineStopped,
+    #[error("the checkpoint of {shard} holds a de-duplication memory this worker cannot read")]
+    Memory {
+        shard: Shard,
+        #[source]
+        source: herd_sink::dedup::DedupError,
+    },
 }

@@ -38,9 +38,9 @@ pub enum Cutter {
 }
 
 impl Cutter {
-    fn start(&mut self, shard: &Shard) {
+    fn start(&mut self, shard: &Shard, memory: herd_sink::dedup::Dedup) {
         if let Cutter::Blocks(w) = self {
-            w.start(shard.clone());
+            w.start(shard.clone(), memory);
         }
     }
 
@@ -101,7 +101,10 @@ impl Cutter {
     fn configure(&mut self, g: &live::Globals, settings: &IngestSettings) {
         match self {
             Cutter::Rows(b) => b.set_cut(g.batch_max_rows, g.batch_max_bytes, g.linger),
-            Cutter::Blocks(w) => w.set_flush_every(settings.block_flush),
+            Cutter::Blocks(w) => {
+                w.set_flush_every(settings.block_flush);
+                w.set_rollups(g.rollup_resolutions.clone(), g.dedup_horizon);
+            }
         }
     }
 }
@@ -236,7 +239,7 @@ impl Reader<'_> {
                 }
                 command = control.recv(), if control_open => match command {
                     None => control_open = false,
-                    Some(Control::Start { shard: key, epoch, at }) => {
+                    Some(Control::Start { shard: key, epoch, at, memory }) => {
                         let (topic, partition) = (&key.topic, key.partition);
                         if running.contains_key(&key) {
                             tracing::warn!(%topic, partition, "shard already running; start ignored");
@@ -252,7 +255,7 @@ impl Reader<'_> {
                         shard.configure(&current.doc, &key, Instant::now());
                         shard.sync_kafka(source, &key);
                         tracing::info!(%topic, partition, epoch, from = ?from, checkpoint = ?checkpoint, paused = shard.paused, "shard started");
-                        cutter.start(&key);
+                        cutter.start(&key, memory);
                         running.insert(key.clone(), shard);
                         let _ = committer.send(ToCommitter::Start(key, epoch, checkpoint));
                     }

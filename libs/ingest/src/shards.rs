@@ -26,13 +26,15 @@ pub enum Stopped {
     NotRunning,
 }
 
+type Pending = (i64, Option<i64>, Option<std::sync::Arc<[u8]>>);
+
 struct State {
     epoch: i64,
     /// The last checkpoint accepted by Cassandra (or claimed from it).
     committed: Option<i64>,
     /// The highest offset ready to checkpoint, above `committed`, with the
-    /// start of the window open there.
-    pending: Option<(i64, Option<i64>)>,
+    /// start of the window open there and the de-duplication memory.
+    pending: Option<Pending>,
     /// Set once the shard is being stopped: checkpointing `until` completes the stop.
     release: Option<Option<i64>>,
 }
@@ -61,23 +63,31 @@ impl<T> Book<T> {
         for o in offsets {
             if let Some(s) = self.shards.get_mut(&o.shard) {
                 if s.committed.is_none_or(|c| o.next > c)
-                    && s.pending.is_none_or(|(p, _)| o.next > p)
+                    && s.pending.as_ref().is_none_or(|(p, _, _)| o.next > *p)
                 {
-                    s.pending = Some((o.next, o.window_start));
+                    s.pending = Some((o.next, o.window_start, o.dedup.clone()));
                 }
             }
         }
     }
 
-    /// The checkpoints to write now: (shard, epoch, next offset, start of
-    /// the window open there).
-    pub fn to_commit(&self) -> Vec<(Shard, i64, i64, Option<i64>)> {
+    /// The checkpoints to write now: the shard, its epoch, and the offset
+    /// to commit (with the window open there and the memory).
+    pub fn to_commit(&self) -> Vec<(Shard, i64, CommitOffset)> {
         let mut out: Vec<_> = self
             .shards
             .iter()
-            .filter_map(|(k, s)| s.pending.map(|(p, w)| (k.clone(), s.epoch, p, w)))
+            .filter_map(|(k, s)| {
+                s.pending.clone().map(|(next, window_start, dedup)| {
+                    (
+                        k.clone(),
+                        s.epoch,
+                        CommitOffset { shard: k.clone(), next, window_start, dedup },
+                    )
+                })
+            })
             .collect();
-        out.sort();
+        out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
         out
     }
 
@@ -90,7 +100,7 @@ impl<T> Book<T> {
         if s.committed.is_none_or(|c| next > c) {
             s.committed = Some(next);
         }
-        if s.pending.is_some_and(|(p, _)| p <= next) {
+        if s.pending.as_ref().is_some_and(|(p, _, _)| *p <= next) {
             s.pending = None;
         }
         self.settle(shard);
@@ -166,7 +176,7 @@ mod tests {
     }
 
     fn off(p: i32, next: i64) -> CommitOffset {
-        CommitOffset { shard: Shard::new("t", p), next, window_start: None }
+        CommitOffset { shard: Shard::new("t", p), next, window_start: None, dedup: None }
     }
 
     #[test]
@@ -178,13 +188,13 @@ mod tests {
         b.ready(&[off(0, 120), off(0, 150), off(1, 5)]);
         assert_eq!(
             b.to_commit(),
-            vec![(key(0), 7, 150, None)],
+            vec![(key(0), 7, off(0, 150))],
             "the highest, only for running shards"
         );
         b.committed(&key(0), 7, 120);
         assert_eq!(
             b.to_commit(),
-            vec![(key(0), 7, 150, None)],
+            vec![(key(0), 7, off(0, 150))],
             "an older answer does not clear a newer pending one"
         );
         b.committed(&key(0), 7, 150);
@@ -234,6 +244,6 @@ mod tests {
         b.start(key(0), 9, Some(10));
         b.committed(&key(0), 7, 50);
         b.ready(&[off(0, 20)]);
-        assert_eq!(b.to_commit(), vec![(key(0), 9, 20, None)]);
+        assert_eq!(b.to_commit(), vec![(key(0), 9, off(0, 20))]);
     }
 }

@@ -35,6 +35,7 @@
 //! blocks its successor writes, under the same keys.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herd_model::Decoded;
@@ -43,8 +44,10 @@ use herd_sink::Write;
 
 use crate::chunk::{rejects_to_letters, Chunk, CommitOffset};
 use crate::dead_letter::DeadLetter;
+use crate::metrics as m;
 use crate::shards::Shard;
 use crate::source::SourcePosition;
+use herd_sink::dedup::{Dedup, Verdict};
 
 /// When a window closes. Changing these changes where windows end: a
 /// replay across the change stores some events in two blocks (readers
@@ -111,6 +114,14 @@ struct Window {
     held_until: Option<Instant>,
     /// Messages before this offset are covered by a checkpoint.
     checkpointed_to: i64,
+    /// The shard's de-duplication memory, now and (encoded) at the window's
+    /// start: a checkpoint inside the window stores the latter.
+    dedup: Dedup,
+    start_memory: Arc<[u8]>,
+    /// The rollup resolutions (seconds) and de-duplication horizon, as
+    /// configured when the window started.
+    resolutions: Arc<[u32]>,
+    horizon: u64,
 }
 
 pub struct WindowBuilder {
@@ -119,6 +130,10 @@ pub struct WindowBuilder {
     flush_every: Duration,
     next_id: u64,
     open: HashMap<Shard, Window>,
+    /// Per started shard without an open window: the memory its next window starts with.
+    memories: HashMap<Shard, Dedup>,
+    resolutions: Arc<[u32]>,
+    horizon: u64,
 }
 
 impl WindowBuilder {
@@ -127,7 +142,24 @@ impl WindowBuilder {
             limits.max_messages <= MAX_WINDOW_MESSAGES,
             "the blocks' write timestamps order at most {MAX_WINDOW_MESSAGES} messages"
         );
-        WindowBuilder { limits, bucket_ms, flush_every, next_id: 0, open: HashMap::new() }
+        WindowBuilder {
+            limits,
+            bucket_ms,
+            flush_every,
+            next_id: 0,
+            open: HashMap::new(),
+            memories: HashMap::new(),
+            resolutions: Arc::new([]),
+            horizon: 0,
+        }
+    }
+
+    /// Sets the rollup resolutions (seconds; empty: no rollups) and the
+    /// de-duplication horizon (seqs per producer) of windows started from
+    /// now on (live configuration).
+    pub fn set_rollups(&mut self, resolutions: Arc<[u32]>, horizon: u64) {
+        self.resolutions = resolutions;
+        self.horizon = horizon;
     }
 
     /// Changes how often open windows are flushed (live configuration).
@@ -137,9 +169,11 @@ impl WindowBuilder {
 
     /// The shard starts reading (at a window boundary: a checkpoint, the
     /// start of the window open at one, or Kafka's beginning). Its first
-    /// message read starts a window.
-    pub fn start(&mut self, shard: Shard) {
+    /// message read starts a window, with `memory`: the de-duplication
+    /// memory checkpointed at that offset.
+    pub fn start(&mut self, shard: Shard, memory: Dedup) {
         self.open.remove(&shard);
+        self.memories.insert(shard, memory);
     }
 
     /// Adds one decoded message of a started shard. Returns the chunk of the
@@ -156,24 +190,34 @@ impl WindowBuilder {
         let shard = at.shard.clone();
         let bucket_ms = self.bucket_ms;
         let start = at.offset;
-        let w = self.open.entry(shard.clone()).or_insert_with(|| Window {
-            start,
-            next: at.offset,
-            messages: 0,
-            events: 0,
-            bytes: 0,
-            first_ts: None,
-            packer: BlockPacker::new(bucket_ms),
-            sources: Vec::new(),
-            dead_letters: Vec::new(),
-            new_messages: 0,
-            new_events: 0,
-            new_bytes: 0,
-            dirty_since: None,
-            last_added: now,
-            flushes: 0,
-            held_until: None,
-            checkpointed_to: start,
+        let (memories, resolutions, horizon) =
+            (&mut self.memories, &self.resolutions, self.horizon);
+        let w = self.open.entry(shard.clone()).or_insert_with(|| {
+            let dedup = memories.remove(&shard).unwrap_or_default();
+            let start_memory = dedup.encode().into();
+            Window {
+                start,
+                next: at.offset,
+                messages: 0,
+                events: 0,
+                bytes: 0,
+                first_ts: None,
+                packer: BlockPacker::new(bucket_ms),
+                sources: Vec::new(),
+                dead_letters: Vec::new(),
+                new_messages: 0,
+                new_events: 0,
+                new_bytes: 0,
+                dirty_since: None,
+                last_added: now,
+                flushes: 0,
+                held_until: None,
+                checkpointed_to: start,
+                dedup,
+                start_memory,
+                resolutions: resolutions.clone(),
+                horizon,
+            }
         });
         let size = payload.map_or(0, <[u8]>::len);
         w.dead_letters.extend(rejects_to_letters(&at, key, payload, content_type, &mut decoded));
@@ -185,8 +229,32 @@ impl WindowBuilder {
             w.first_ts = decoded.events.first().map(|e| e.ts);
         }
         let span = newest.zip(w.first_ts).map_or(0, |(n, f)| n.saturating_sub(f));
-        for event in decoded.events {
-            w.packer.add(event, source);
+        if w.resolutions.is_empty() {
+            for event in decoded.events {
+                w.packer.add(event, source);
+            }
+        } else {
+            let (mut repeats, mut unchecked) = (0u64, 0u64);
+            for event in decoded.events {
+                let counted = match w.dedup.check(&event.producer, event.seq, w.horizon) {
+                    Verdict::New => true,
+                    Verdict::Repeat => {
+                        repeats += 1;
+                        false
+                    }
+                    Verdict::BeyondHorizon => {
+                        unchecked += 1;
+                        true
+                    }
+                };
+                w.packer.add_counted(event, source, counted);
+            }
+            if repeats > 0 {
+                metrics::counter!(m::ROLLUP_REPEATS).increment(repeats);
+            }
+            if unchecked > 0 {
+                metrics::counter!(m::ROLLUP_BEYOND_HORIZON).increment(unchecked);
+            }
         }
         w.messages += 1;
         w.new_messages += 1;
@@ -264,6 +332,7 @@ impl WindowBuilder {
     pub fn stop(&mut self, shard: &Shard) -> Option<Chunk> {
         let chunk = self.cut(shard, End::Checkpoint);
         self.open.remove(shard);
+        self.memories.remove(shard);
         chunk
     }
 
@@ -276,7 +345,9 @@ impl WindowBuilder {
     /// Closes the shard's window: the next one starts after it.
     fn close(&mut self, shard: &Shard) -> Option<Chunk> {
         let chunk = self.cut(shard, End::Close);
-        self.open.remove(shard);
+        if let Some(w) = self.open.remove(shard) {
+            self.memories.insert(shard.clone(), w.dedup);
+        }
         chunk
     }
 
@@ -284,21 +355,27 @@ impl WindowBuilder {
     /// letters; with `end`, what may be checkpointed. None: nothing to do.
     fn cut(&mut self, shard: &Shard, end: End) -> Option<Chunk> {
         let w = self.open.get_mut(shard)?;
-        let offset =
-            |window_start| vec![CommitOffset { shard: shard.clone(), next: w.next, window_start }];
+        let offset = |window_start, dedup| {
+            vec![CommitOffset {
+                shard: shard.clone(),
+                next: w.next,
+                window_start,
+                dedup: Some(dedup),
+            }]
+        };
         let offsets = match end {
             End::Open if w.new_messages == 0 => return None,
             End::Open => Vec::new(),
             End::Checkpoint if w.new_messages == 0 && w.next <= w.checkpointed_to => return None,
-            End::Checkpoint => offset(Some(w.start)),
-            End::Close => offset(None),
+            End::Checkpoint => offset(Some(w.start), w.start_memory.clone()),
+            End::Close => offset(None, w.dedup.encode().into()),
         };
         if !offsets.is_empty() {
             w.checkpointed_to = w.next;
         }
         let writes: Vec<Write> = w
             .packer
-            .blocks(&shard.topic, shard.partition, w.start, w.messages)
+            .blocks(&shard.topic, shard.partition, w.start, w.messages, &w.resolutions)
             .into_iter()
             .map(|b| Write::Block(Box::new(b)))
             .collect();
@@ -385,6 +462,11 @@ mod tests {
         k
     }
 
+    /// The checkpoints of a chunk: (next offset, open window's start).
+    fn positions(c: &Chunk) -> Vec<(i64, Option<i64>)> {
+        c.offsets.iter().map(|o| (o.next, o.window_start)).collect()
+    }
+
     /// Feeds offsets `from..to` (one message of two events each) and returns
     /// the chunks of the windows that closed.
     fn feed(b: &mut WindowBuilder, from: i64, to: i64) -> Vec<Chunk> {
@@ -398,20 +480,17 @@ mod tests {
     #[test]
     fn windows_chain_from_the_checkpoint_and_close_by_messages() {
         let mut b = WindowBuilder::new(LIMITS, 1000, Duration::from_secs(1));
-        b.start(shard());
+        b.start(shard(), Dedup::default());
         let closed = feed(&mut b, 10, 17);
         assert_eq!(closed.len(), 2, "10-12 and 13-15; 16 is open");
         assert_eq!(keys(&closed[0]), vec![("s0".into(), 10, 3, 3), ("s1".into(), 10, 3, 3)]);
-        assert_eq!(
-            closed[0].offsets,
-            vec![CommitOffset { shard: shard(), next: 13, window_start: None }]
-        );
+        assert_eq!(positions(&closed[0]), vec![(13, None)]);
         assert_eq!(keys(&closed[1])[0].1, 13);
         assert_eq!((closed[1].id, closed[1].messages, closed[1].rows), (1, 3, 6));
 
         // A replay from the same checkpoint cuts the same windows, with the same blocks.
         let mut again = WindowBuilder::new(LIMITS, 1000, Duration::from_secs(1));
-        again.start(shard());
+        again.start(shard(), Dedup::default());
         let replayed = feed(&mut again, 10, 17);
         let sorted = |chunks: &[Chunk]| -> Vec<Vec<Write>> {
             chunks
@@ -433,7 +512,7 @@ mod tests {
         // since (retention). Such a re-read cannot overwrite the block of
         // the window that started at 10 with less.
         let mut fresh = WindowBuilder::new(LIMITS, 1000, Duration::from_secs(1));
-        fresh.start(shard());
+        fresh.start(shard(), Dedup::default());
         assert_eq!(keys(&feed(&mut fresh, 12, 15)[0])[0].1, 12);
     }
 
@@ -444,7 +523,7 @@ mod tests {
             1000,
             Duration::from_secs(1),
         );
-        b.start(shard());
+        b.start(shard(), Dedup::default());
         let closed = feed(&mut b, 0, 4);
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].offsets[0].next, 3, "6 events after 3 messages");
@@ -453,7 +532,7 @@ mod tests {
             1000,
             Duration::from_secs(1),
         );
-        b.start(shard());
+        b.start(shard(), Dedup::default());
         assert_eq!(feed(&mut b, 0, 3)[0].offsets[0].next, 2, "4 bytes after 2 messages");
         // Event time: messages 2 ms apart in ts (2 events each), a span of 5 ms closes.
         let mut b = WindowBuilder::new(
@@ -461,7 +540,7 @@ mod tests {
             1000,
             Duration::from_secs(1),
         );
-        b.start(shard());
+        b.start(shard(), Dedup::default());
         assert_eq!(feed(&mut b, 0, 5)[0].offsets[0].next, 3, "ts 0 to 5 after 3 messages");
     }
 
@@ -473,7 +552,7 @@ mod tests {
             1000,
             Duration::from_millis(100),
         );
-        b.start(shard());
+        b.start(shard(), Dedup::default());
         assert_eq!(b.deadline(), None);
         let ms = |n| t0 + Duration::from_millis(n);
         b.add(at(0), None, Some(b"x"), None, msg(0, 2), t0);
@@ -525,8 +604,8 @@ mod tests {
         let idle = b.flush_due(ms(550), no_backlog);
         assert_eq!(idle[0].writes.len(), 0, "nothing new to write");
         assert_eq!(
-            idle[0].offsets,
-            vec![CommitOffset { shard: shard(), next: 3, window_start: Some(0) }],
+            positions(&idle[0]),
+            vec![(3, Some(0))],
             "quiet for 400 ms: checkpointed up to its last message, inside the window that starts at 0"
         );
         assert_eq!(b.deadline(), None, "nothing due until the next message");
@@ -540,10 +619,7 @@ mod tests {
             closed = b.add(at(o), None, Some(b"x"), None, msg(10 + o as u64, 1), ms(6000));
         }
         let closed = closed.expect("10 messages");
-        assert_eq!(
-            closed.offsets,
-            vec![CommitOffset { shard: shard(), next: 10, window_start: None }]
-        );
+        assert_eq!(positions(&closed), vec![(10, None)]);
         assert!(keys(&closed).iter().all(|k| k.1 == 0 && k.2 == 10), "{:?}", keys(&closed));
     }
 
@@ -556,7 +632,7 @@ mod tests {
             1000,
             Duration::from_millis(100),
         );
-        b.start(shard());
+        b.start(shard(), Dedup::default());
         b.add(at(0), None, Some(b"x"), None, msg(0, 2), t0);
         let asked = std::cell::Cell::new(None);
         let backlog = |k: &Shard, next: i64| {
@@ -581,7 +657,7 @@ mod tests {
     #[test]
     fn a_stop_checkpoints_inside_the_open_window_and_the_next_reader_cuts_the_same_windows() {
         let mut b = WindowBuilder::new(LIMITS, 1000, Duration::from_secs(1));
-        b.start(shard());
+        b.start(shard(), Dedup::default());
         let first = feed(&mut b, 0, 5);
         let stopped = b.stop(&shard()).expect("offsets 3-4 were open");
         assert_eq!((stopped.offsets[0].next, stopped.offsets[0].window_start), (5, Some(3)));
@@ -589,10 +665,10 @@ mod tests {
         assert!(b.stop(&shard()).is_none(), "nothing left");
         // The next owner reads from the window's start (StartAt::InWindow)
         // and cuts the windows an uninterrupted reader cuts.
-        b.start(shard());
+        b.start(shard(), Dedup::default());
         let after = feed(&mut b, 3, 9);
         let mut whole = WindowBuilder::new(LIMITS, 1000, Duration::from_secs(1));
-        whole.start(shard());
+        whole.start(shard(), Dedup::default());
         let uninterrupted = feed(&mut whole, 0, 9);
         let windows = |chunks: &[Chunk]| {
             chunks.iter().map(|c| (keys(c)[0].1, c.offsets[0].next)).collect::<Vec<_>>()
@@ -604,7 +680,7 @@ mod tests {
     #[test]
     fn dead_letters_go_out_once() {
         let mut b = WindowBuilder::new(LIMITS, 1000, Duration::from_millis(1));
-        b.start(shard());
+        b.start(shard(), Dedup::default());
         let bad = Decoded {
             events: vec![],
             rejects: vec![Reject {
@@ -623,5 +699,63 @@ mod tests {
             b.add(at(2), None, None, None, msg(1, 1), t0 + Duration::from_millis(1)).unwrap();
         assert!(closed.dead_letters.is_empty(), "sent with the flush already");
         assert_eq!(closed.offsets[0].next, 3);
+    }
+
+    /// (series, counted flags) of every block of a chunk, sorted.
+    fn counted(c: &Chunk) -> Vec<(String, Vec<bool>)> {
+        let mut out: Vec<_> = c
+            .writes
+            .iter()
+            .map(|w| match w {
+                Write::Block(b) => {
+                    let flags = if b.counted.is_empty() {
+                        vec![true; b.points.len()]
+                    } else {
+                        b.counted.clone()
+                    };
+                    (b.key.series.clone(), flags)
+                }
+                Write::Rows(_) => panic!("rows from the window builder"),
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn repeats_are_not_counted_and_the_checkpointed_memory_replays_the_same() {
+        let rollups = |b: &mut WindowBuilder| b.set_rollups(Arc::new([60]), 1000);
+        let mut b = WindowBuilder::new(LIMITS, 1000, Duration::from_secs(1));
+        rollups(&mut b);
+        b.start(shard(), Dedup::default());
+        // Offsets 10-12 (seqs 20-25) close a window; 13 repeats seqs 20-21.
+        let closed = feed(&mut b, 10, 13);
+        assert!(counted(&closed[0]).iter().all(|(_, f)| f.iter().all(|c| *c)));
+        let repeat = b.add(at(13), None, Some(b"xy"), None, msg(20, 2), Instant::now());
+        assert!(repeat.is_none());
+        let stopped = b.stop(&shard()).expect("the open window is checkpointed");
+        assert_eq!(positions(&stopped), vec![(14, Some(13))]);
+        assert_eq!(counted(&stopped), vec![("s0".into(), vec![false]), ("s1".into(), vec![false])]);
+        // The checkpoint holds the memory at the open window's start: a new
+        // reader from offset 13 marks the repeat exactly so.
+        let memory = stopped.offsets[0].dedup.clone().expect("a memory");
+        let mut next = WindowBuilder::new(LIMITS, 1000, Duration::from_secs(1));
+        rollups(&mut next);
+        next.start(shard(), Dedup::decode(&memory).unwrap());
+        next.add(at(13), None, Some(b"xy"), None, msg(20, 2), Instant::now());
+        let again = next.stop(&shard()).unwrap();
+        assert_eq!(counted(&again), counted(&stopped));
+        // The closed window's checkpoint holds the memory at its end.
+        let end = Dedup::decode(closed[0].offsets[0].dedup.as_deref().unwrap()).unwrap();
+        let mut fresh_reader = end.clone();
+        assert_eq!(fresh_reader.check("p", 21, 1000), Verdict::Repeat);
+        assert_eq!(fresh_reader.check("p", 26, 1000), Verdict::New);
+        // Rollups off: nothing is marked.
+        let mut off = WindowBuilder::new(LIMITS, 1000, Duration::from_secs(1));
+        off.start(shard(), end);
+        off.add(at(13), None, Some(b"xy"), None, msg(20, 2), Instant::now());
+        let c = off.stop(&shard()).unwrap();
+        assert!(counted(&c).iter().all(|(_, f)| f.iter().all(|c| *c)));
+        assert!(c.writes.iter().all(|w| matches!(w, Write::Block(b) if b.resolutions.is_empty())));
     }
 }

@@ -19,6 +19,7 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlTimestamp;
 
 use crate::block::{self, Points};
+use crate::rollup;
 use crate::write::{partition_key, prepare_insert};
 use crate::WriteError;
 use crate::{SinkError, SinkSettings};
@@ -54,6 +55,12 @@ pub struct Block {
     pub messages: u32,
     /// Events new since this block was last written (the rest are rewritten).
     pub fresh: u32,
+    /// Per point: whether it counts in the rollups (false: a producer's
+    /// repeat). Empty: every point counts.
+    pub counted: Vec<bool>,
+    /// The rollup resolutions (seconds) whose partials the block carries;
+    /// empty: none (rollups off).
+    pub resolutions: Arc<[u32]>,
 }
 
 impl Block {
@@ -87,6 +94,7 @@ pub struct BlockPacker {
 struct Group {
     points: Points,
     tags: Vec<u32>,
+    counted: Vec<bool>,
     /// Events already handed out in a block.
     written: usize,
 }
@@ -97,6 +105,11 @@ impl BlockPacker {
     }
 
     pub fn add(&mut self, event: Event, tag: u32) {
+        self.add_counted(event, tag, true)
+    }
+
+    /// Adds an event that counts in the rollups or not (a repeat).
+    pub fn add_counted(&mut self, event: Event, tag: u32, counted: bool) {
         let (series, bucket) = partition_key(&event, self.bucket_ms);
         let groups = match self.groups.get_mut(series) {
             Some(g) => g,
@@ -112,6 +125,7 @@ impl BlockPacker {
         let group = &mut groups[i].2;
         group.points.push(event);
         group.tags.push(tag);
+        group.counted.push(counted);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -128,6 +142,7 @@ impl BlockPacker {
         partition: i32,
         window_start: i64,
         messages: u32,
+        resolutions: &Arc<[u32]>,
     ) -> Vec<Block> {
         let mut out = Vec::new();
         for (series, groups) in self.groups.iter_mut() {
@@ -149,6 +164,12 @@ impl BlockPacker {
                     tags: g.tags.clone(),
                     messages,
                     fresh,
+                    counted: if g.counted.iter().all(|c| *c) {
+                        Vec::new()
+                    } else {
+                        g.counted.clone()
+                    },
+                    resolutions: resolutions.clone(),
                 });
             }
         }
@@ -172,8 +193,8 @@ impl BlockWriter {
         let insert = prepare_insert(
             &session,
             format!(
-                "INSERT INTO {}.blocks (series, bucket, metric, topic, partition, window_start, points, min_ts, max_ts, messages, data) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ? AND TTL ?",
+                "INSERT INTO {}.blocks (series, bucket, metric, topic, partition, window_start, points, min_ts, max_ts, messages, data, rollups) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ? AND TTL ?",
                 settings.keyspace
             ),
             &settings,
@@ -186,9 +207,13 @@ impl BlockWriter {
         &self.settings
     }
 
-    /// Encodes and writes one block (a single-row insert, so it is atomic).
+    /// Encodes and writes one block with its rollup partials (a single-row
+    /// insert, so both are stored or neither).
     pub async fn write(&self, b: &Block) -> Result<(), WriteError> {
         let (data, points) = block::encode(&b.points);
+        let rollups = (!b.resolutions.is_empty()).then(|| {
+            rollup::encode(&b.resolutions, &rollup::partials(&b.points, &b.counted, &b.resolutions))
+        });
         let min_ts = b.points.min_ts().unwrap_or(0);
         let max_ts = b.points.max_ts().unwrap_or(0);
         let k = &b.key;
@@ -207,6 +232,7 @@ impl BlockWriter {
                     CqlTimestamp(max_ts),
                     b.messages as i32,
                     data,
+                    rollups,
                     b.write_timestamp(),
                     self.settings.ttl_secs,
                 ),
@@ -248,7 +274,8 @@ mod tests {
             p.add(e, i as u32);
         }
         let topic: Arc<str> = "t".into();
-        let mut blocks = p.blocks(&topic, 3, 700, 5);
+        let none: Arc<[u32]> = Arc::new([]);
+        let mut blocks = p.blocks(&topic, 3, 700, 5, &none);
         blocks.sort_by(|a, b| a.key.cmp(&b.key));
         let keys: Vec<(&str, i64, &str, usize)> = blocks
             .iter()
@@ -266,13 +293,13 @@ mod tests {
         // The packer keeps its events: the next call is a superset under the
         // same keys, of the blocks that gained events only.
         p.add(event("a", "cpu", 5, 5), 5);
-        let again = p.blocks(&topic, 3, 700, 6);
+        let again = p.blocks(&topic, 3, 700, 6, &none);
         assert_eq!(again.len(), 1);
         assert_eq!(
             (&again[0].key, again[0].points.len(), again[0].fresh, again[0].messages),
             (&blocks[0].key, 3, 1, 6)
         );
-        assert!(p.blocks(&topic, 3, 700, 7).is_empty(), "nothing new");
+        assert!(p.blocks(&topic, 3, 700, 7, &none).is_empty(), "nothing new");
     }
 
     #[test]
@@ -290,6 +317,8 @@ mod tests {
             fresh: events.len() as u32,
             points: Points::from_events(&events),
             messages,
+            counted: Vec::new(),
+            resolutions: Arc::new([]),
         };
         let small = block(vec![event("s", "m", 100, 0)], 1);
         // More messages, no newer point (a late event): still larger.

@@ -28,6 +28,9 @@ pub struct Checkpoint {
     /// `next_offset` (None: `next_offset` starts a window). The next reader
     /// reads from here, so that it cuts the windows its predecessor cut.
     pub window_start: Option<i64>,
+    /// Blocks layout: the shard's de-duplication memory as it was at the
+    /// offset the next reader starts from ([`crate::dedup`] encoding).
+    pub dedup: Option<Vec<u8>>,
 }
 
 pub use crate::error::FenceError;
@@ -72,10 +75,10 @@ impl Fencing {
             ))
             .await?,
             commit: prepare(format!(
-                "UPDATE {t} SET next_offset = ?, window_start = ?, updated_at = ? WHERE topic = ? AND partition = ? IF epoch = ?"
+                "UPDATE {t} SET next_offset = ?, window_start = ?, dedup = ?, updated_at = ? WHERE topic = ? AND partition = ? IF epoch = ?"
             ))
             .await?,
-            read: prepare(format!("SELECT epoch, owner, next_offset, window_start FROM {t} WHERE topic = ? AND partition = ?")).await?,
+            read: prepare(format!("SELECT epoch, owner, next_offset, window_start, dedup FROM {t} WHERE topic = ? AND partition = ?")).await?,
         })
     }
 
@@ -102,6 +105,7 @@ impl Fencing {
                 owner: owner.to_owned(),
                 next_offset: None,
                 window_start: None,
+                dedup: None,
             });
         }
         let updated =
@@ -111,15 +115,22 @@ impl Fencing {
         if applied(&updated) {
             // The offset is the previous owner's last commit, untouched by the claim.
             let stored = self.read(session, shard).await?;
-            let (next_offset, window_start) =
-                stored.map_or((None, None), |c| (c.next_offset, c.window_start));
-            return Ok(Checkpoint { epoch, owner: owner.to_owned(), next_offset, window_start });
+            let (next_offset, window_start, dedup) =
+                stored.map_or((None, None, None), |c| (c.next_offset, c.window_start, c.dedup));
+            return Ok(Checkpoint {
+                epoch,
+                owner: owner.to_owned(),
+                next_offset,
+                window_start,
+                dedup,
+            });
         }
         let current = self.read(session, shard).await?.unwrap_or(Checkpoint {
             epoch: i64::MAX,
             owner: String::new(),
             next_offset: None,
             window_start: None,
+            dedup: None,
         });
         // Claimed before under this very grant (the owner restarted the
         // shard, or a retried claim whose answer was lost): an epoch is
@@ -136,7 +147,8 @@ impl Fencing {
     }
 
     /// Records `next_offset` (and the start of the window open there, if
-    /// any) for the shard, if `epoch` still owns it.
+    /// any, and the de-duplication memory there) for the shard, if `epoch`
+    /// still owns it.
     pub async fn commit(
         &self,
         session: &Session,
@@ -144,8 +156,10 @@ impl Fencing {
         epoch: i64,
         next_offset: i64,
         window_start: Option<i64>,
+        dedup: Option<&[u8]>,
     ) -> Result<(), FenceError> {
-        let values = (next_offset, window_start, now(), &*shard.topic, shard.partition, epoch);
+        let values =
+            (next_offset, window_start, dedup, now(), &*shard.topic, shard.partition, epoch);
         let result = lwt(session, &self.commit, values).await.map_err(|source| {
             FenceError::Unavailable { shard: shard.clone(), source: Box::new(source) }
         })?;
@@ -171,17 +185,20 @@ impl Fencing {
                 .execute_unpaged(&read, (&*shard.topic, shard.partition))
                 .await?
                 .into_rows_result()?;
-            Ok::<_, CqlError>(rows.maybe_first_row::<(i64, String, Option<i64>, Option<i64>)>()?)
+            Ok::<_, CqlError>(
+                rows.maybe_first_row::<(i64, String, Option<i64>, Option<i64>, Option<Vec<u8>>)>()?,
+            )
         };
         let row = row.await.map_err(|source| FenceError::Unavailable {
             shard: shard.clone(),
             source: Box::new(source),
         })?;
-        Ok(row.map(|(epoch, owner, next_offset, window_start)| Checkpoint {
+        Ok(row.map(|(epoch, owner, next_offset, window_start, dedup)| Checkpoint {
             epoch,
             owner,
             next_offset,
             window_start,
+            dedup,
         }))
     }
 }
@@ -193,15 +210,15 @@ pub async fn all_checkpoints(
     keyspace: &str,
 ) -> Result<Vec<(Shard, Checkpoint)>, CqlError> {
     let mut statement = scylla::statement::Statement::new(format!(
-        "SELECT topic, partition, epoch, owner, next_offset, window_start FROM {keyspace}.shard_checkpoints"
+        "SELECT topic, partition, epoch, owner, next_offset, window_start, dedup FROM {keyspace}.shard_checkpoints"
     ));
     statement.set_consistency(Consistency::Quorum);
     let rows = session.query_unpaged(statement, &[]).await?.into_rows_result()?;
     let mut out = rows
-        .rows::<(String, i32, i64, String, Option<i64>, Option<i64>)>()?
+        .rows::<(String, i32, i64, String, Option<i64>, Option<i64>, Option<Vec<u8>>)>()?
         .map(|r| {
-            r.map(|(t, p, epoch, owner, next_offset, window_start)| {
-                (Shard::new(t, p), Checkpoint { epoch, owner, next_offset, window_start })
+            r.map(|(t, p, epoch, owner, next_offset, window_start, dedup)| {
+                (Shard::new(t, p), Checkpoint { epoch, owner, next_offset, window_start, dedup })
             })
         })
         .collect::<Result<Vec<_>, _>>()?;

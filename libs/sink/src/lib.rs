@@ -20,10 +20,12 @@
 
 pub mod block;
 pub mod blocks;
+pub mod dedup;
 mod error;
 pub mod fencing;
 pub mod layout;
 pub mod read;
+pub mod rollup;
 pub mod rows;
 pub mod schema;
 pub mod settings;

@@ -16,7 +16,7 @@ use scylla::statement::Consistency;
 use scylla::value::CqlTimestamp;
 
 use crate::schema::Pinned;
-use crate::{block, Layout};
+use crate::{block, rollup, Layout};
 
 /// A failed read.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +40,18 @@ pub enum ReadError {
     },
     #[error("the time range is empty: from {from} is not before to {to}")]
     EmptyRange { from: i64, to: i64 },
+    #[error("this keyspace stores the {layout} layout; rollups are kept in the blocks layout only (a keyspace made with --layout blocks)")]
+    NoRollups { layout: Layout },
+    #[error("the rollups of a block of series {series:?}, metric {metric:?} (window {topic}/{partition}@{window_start}) cannot be decoded")]
+    Rollups {
+        series: String,
+        metric: String,
+        topic: String,
+        partition: i32,
+        window_start: i64,
+        #[source]
+        source: rollup::RollupError,
+    },
 }
 
 fn query_error(
@@ -220,5 +232,110 @@ fn table(layout: Layout) -> &'static str {
     match layout {
         Layout::Rows => "points",
         Layout::Blocks => "blocks",
+    }
+}
+
+/// Reads rollups back (blocks layout): the partials stored with the blocks
+/// of a series and metric, merged per bucket of one resolution.
+#[derive(Clone)]
+pub struct RollupReader {
+    bucket_ms: i64,
+    select: PreparedStatement,
+}
+
+/// The rollups of a range: one merged partial per bucket with data, oldest
+/// first, and how many blocks in the range carry no partials of the
+/// resolution (written before rollups, or with that resolution off): their
+/// points are not in the rollups.
+#[derive(Debug)]
+pub struct Rollups {
+    pub buckets: Vec<rollup::Partial>,
+    pub blocks_without: u64,
+}
+
+impl RollupReader {
+    pub async fn prepare(
+        session: &Session,
+        keyspace: &str,
+        pinned: Pinned,
+    ) -> Result<RollupReader, ReadError> {
+        if pinned.layout != Layout::Blocks {
+            return Err(ReadError::NoRollups { layout: pinned.layout });
+        }
+        let mut select = session
+            .prepare(format!(
+                "SELECT topic, partition, window_start, min_ts, max_ts, rollups FROM {keyspace}.blocks WHERE series = ? AND bucket = ? AND metric = ?"
+            ))
+            .await
+            .map_err(|e| query_error("blocks")(Box::new(e)))?;
+        select.set_consistency(Consistency::LocalQuorum);
+        select.set_page_size(5000);
+        Ok(RollupReader { bucket_ms: pinned.bucket_ms, select })
+    }
+
+    /// The rollup buckets of `resolution_s` that start in
+    /// [`from` rounded down to the resolution, `to`).
+    pub async fn range(
+        &self,
+        session: &Session,
+        series: &str,
+        metric: &str,
+        resolution_s: u32,
+        from: i64,
+        to: i64,
+    ) -> Result<Rollups, ReadError> {
+        if from >= to {
+            return Err(ReadError::EmptyRange { from, to });
+        }
+        let from = rollup::bucket_of(from, resolution_s);
+        let err = query_error("blocks");
+        let mut partials = Vec::new();
+        let mut blocks_without = 0;
+        let mut bucket = from - from.rem_euclid(self.bucket_ms);
+        // The last bucket asked for may reach into later block buckets.
+        let end = to.saturating_add(i64::from(resolution_s) * 1000);
+        while bucket < end {
+            let mut rows = session
+                .execute_iter(self.select.clone(), (series, CqlTimestamp(bucket), metric))
+                .await
+                .map_err(|e| err(Box::new(e)))?
+                .rows_stream::<(String, i32, i64, CqlTimestamp, CqlTimestamp, Option<Vec<u8>>)>()
+                .map_err(|e| err(Box::new(e)))?;
+            use futures::StreamExt;
+            while let Some(row) = rows.next().await {
+                let (
+                    topic,
+                    partition,
+                    window_start,
+                    CqlTimestamp(min_ts),
+                    CqlTimestamp(max_ts),
+                    data,
+                ) = row.map_err(|e| err(Box::new(e)))?;
+                // A block whose points all lie outside the buckets asked for.
+                if max_ts < from || min_ts >= end {
+                    continue;
+                }
+                let (resolutions, decoded) = match data {
+                    Some(d) => rollup::decode(&d).map_err(|source| ReadError::Rollups {
+                        series: series.to_owned(),
+                        metric: metric.to_owned(),
+                        topic,
+                        partition,
+                        window_start,
+                        source,
+                    })?,
+                    None => (Vec::new(), Vec::new()),
+                };
+                if !resolutions.contains(&resolution_s) {
+                    blocks_without += 1;
+                    continue;
+                }
+                partials.extend(decoded.into_iter().filter(|p| {
+                    p.resolution_s == resolution_s && p.bucket >= from && p.bucket < to
+                }));
+            }
+            bucket += self.bucket_ms;
+        }
+        Ok(Rollups { buckets: rollup::merge(partials), blocks_without })
     }
 }

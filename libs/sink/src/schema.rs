@@ -128,6 +128,19 @@ pub const MIGRATIONS: &[Migration] = &[
             }]
         },
     },
+    Migration {
+        version: 5,
+        name: "rollups",
+        // Each block carries the rollup partials of its points (rollup.rs),
+        // and each checkpoint the shard's de-duplication memory as it was at
+        // the offset the next reader starts from (herd-ingest's dedup).
+        statements: |_| {
+            vec![
+                Step::AddColumn { table: "blocks", column: "rollups", cql_type: "blob" },
+                Step::AddColumn { table: "shard_checkpoints", column: "dedup", cql_type: "blob" },
+            ]
+        },
+    },
 ];
 
 /// Creates the keyspace if missing, applies the migrations it lacks, and

@@ -65,7 +65,7 @@ async fn migrations_writes_replays_and_documented_queries() {
     let ks = unique_name("sink");
     let settings = args(&ks, 3600).validate().unwrap();
 
-    assert_eq!(migrate(&session, &settings).await.expect("first migrate"), vec![1, 2, 3, 4]);
+    assert_eq!(migrate(&session, &settings).await.expect("first migrate"), vec![1, 2, 3, 4, 5]);
     assert_eq!(
         migrate(&session, &settings).await.expect("second migrate"),
         Vec::<i32>::new(),
@@ -171,17 +171,19 @@ async fn a_newer_epoch_fences_the_older_owner_at_the_database() {
 
     let a = f.claim(&session, &Shard::new("events", 0), 1, "worker-a").await.expect("first claim");
     assert_eq!(a.next_offset, None, "a new shard starts from the beginning");
-    f.commit(&session, &Shard::new("events", 0), 1, 100, Some(80)).await.expect("owner commits");
+    f.commit(&session, &Shard::new("events", 0), 1, 100, Some(80), Some(&[1, 2, 3]))
+        .await
+        .expect("owner commits");
 
     let b = f.claim(&session, &Shard::new("events", 0), 2, "worker-b").await.expect("newer grant");
     assert_eq!(
-        (b.next_offset, b.window_start),
-        (Some(100), Some(80)),
-        "the new owner resumes from the last checkpoint, with the window open there"
+        (b.next_offset, b.window_start, b.dedup.as_deref()),
+        (Some(100), Some(80), Some(&[1u8, 2, 3][..])),
+        "the new owner resumes from the last checkpoint, with the window open there and its memory"
     );
 
     // The old owner, not knowing it lost the shard, tries to commit.
-    match f.commit(&session, &Shard::new("events", 0), 1, 150, None).await {
+    match f.commit(&session, &Shard::new("events", 0), 1, 150, None, None).await {
         Err(FenceError::Fenced { current_epoch: 2, current_owner, .. }) => {
             assert_eq!(current_owner, "worker-b")
         }
@@ -193,7 +195,9 @@ async fn a_newer_epoch_fences_the_older_owner_at_the_database() {
         (2, Some(100)),
         "the refused commit changed nothing"
     );
-    f.commit(&session, &Shard::new("events", 0), 2, 200, None).await.expect("the owner commits");
+    f.commit(&session, &Shard::new("events", 0), 2, 200, None, None)
+        .await
+        .expect("the owner commits");
 
     // Old or equal epochs cannot claim back; other shards are independent.
     for epoch in [1, 2] {
@@ -265,6 +269,8 @@ async fn blocks_are_pinned_rewritten_in_place_and_read_back_once() {
         tags: vec![0; seqs.len()],
         messages,
         fresh: seqs.len() as u32,
+        counted: Vec::new(),
+        resolutions: std::sync::Arc::new([60]),
     };
     let partial = block(100, &[1, 2], 1);
     let whole = block(100, &[1, 2, 3, 4], 3);
@@ -283,9 +289,27 @@ async fn blocks_are_pinned_rewritten_in_place_and_read_back_once() {
         vec![1, 2, 3, 4],
         "the larger block won"
     );
+    // Its rollups rode with it: the larger block's partials won too.
+    let rollups = herd_sink::read::RollupReader::prepare(&session, &ks, pinned).await.unwrap();
+    let minute = rollups.range(&session, "a", "cpu", 60, 0, hour).await.unwrap();
+    assert_eq!(minute.blocks_without, 0);
+    assert_eq!(
+        minute.buckets.iter().map(|p| (p.bucket, p.count)).collect::<Vec<_>>(),
+        vec![(0, 4)],
+        "the whole window's partial, once"
+    );
 
-    // Event 4 sent twice by its producer, the copy in the next window; a point in the next bucket.
-    writer.write(&block(103, &[4, 5], 2)).await.unwrap();
+    // Event 4 sent twice by its producer, the copy in the next window (not
+    // counted there); a point in the next bucket.
+    let mut copy = block(103, &[4, 5], 2);
+    copy.counted = vec![false, true];
+    writer.write(&copy).await.unwrap();
+    let minute = rollups.range(&session, "a", "cpu", 60, 0, hour).await.unwrap();
+    assert_eq!(
+        minute.buckets.iter().map(|p| (p.count, p.sum)).collect::<Vec<_>>(),
+        vec![(5, 15.0)],
+        "merged over both windows, the copy left out"
+    );
     let mut next_bucket = block(105, &[], 1);
     next_bucket.key.bucket = hour;
     next_bucket.points = herd_sink::block::Points::from_events(&[event("a", "cpu", hour + 1, 6)]);

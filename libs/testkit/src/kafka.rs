@@ -11,6 +11,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
 /// One message to produce.
+#[derive(Debug, Clone)]
 pub struct Outgoing {
     pub key: Vec<u8>,
     pub payload: Vec<u8>,

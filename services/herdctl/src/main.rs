@@ -73,6 +73,11 @@ struct ShardStatus {
     checkpoint: Option<i64>,
     end_offset: Option<i64>,
     lag: Option<i64>,
+    /// Rollups (blocks layout), as of the checkpoint: events that repeated
+    /// a (producer, seq), kept out; events below their producer's
+    /// de-duplication horizon, counted unchecked.
+    repeats: Option<u64>,
+    beyond_horizon: Option<u64>,
 }
 
 /// End offsets from Kafka and checkpoints from Cassandra, each best effort:
@@ -146,6 +151,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
                 .iter()
                 .map(|g| {
                     let checkpoint = checkpoints.get(&g.shard).and_then(|c| c.next_offset);
+                    let memory = checkpoints
+                        .get(&g.shard)
+                        .and_then(|c| c.dedup.as_deref())
+                        .and_then(|d| herd_sink::dedup::Dedup::decode(d).ok());
                     let end = ends.get(&g.shard).copied();
                     ShardStatus {
                         topic: g.shard.topic.to_string(),
@@ -159,6 +168,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
                         end_offset: end,
                         // No checkpoint yet: everything from the start is lag.
                         lag: end.map(|e| e - checkpoint.unwrap_or(0)),
+                        repeats: memory.as_ref().map(|m| m.repeats),
+                        beyond_horizon: memory.as_ref().map(|m| m.beyond_horizon),
                     }
                 })
                 .collect();
@@ -218,6 +229,11 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
                         );
                     }
                 }
+            }
+            let repeats: u64 = rows.iter().filter_map(|r| r.repeats).sum();
+            let unchecked: u64 = rows.iter().filter_map(|r| r.beyond_horizon).sum();
+            if rows.iter().any(|r| r.repeats.is_some()) {
+                println!("rollups: {repeats} repeated events (same producer and seq) kept out, {unchecked} older than the de-duplication horizon counted unchecked (as of the checkpoints)");
             }
             for p in &problems {
                 eprintln!("herdctl: {p}");

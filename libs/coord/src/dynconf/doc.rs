@@ -42,6 +42,12 @@ pub struct GlobalParams {
     /// A tracing filter, e.g. `info` or `info,herd_ingest=debug`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
+    /// Rollup resolutions, e.g. `1m,1h`; `none`: no rollups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollup_resolutions: Option<String>,
+    /// Seqs per producer within which a repeat is kept out of rollups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_horizon: Option<u64>,
     /// Default of every shard's `paused`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<bool>,
@@ -83,7 +89,7 @@ fn parse(path: String, key: &LiveKey, value: &str) -> Result<Value, InvalidSetti
                 invalid(path, value, "is not a policy; allowed dead-letter or stop")
             })?)
         }
-        Kind::LogFilter => Value::Text(value.to_owned()),
+        Kind::LogFilter | Kind::Resolutions => Value::Text(value.to_owned()),
     })
 }
 
@@ -124,6 +130,13 @@ impl GlobalParams {
                     _ => None,
                 }
             }
+            "rollup_resolutions" => {
+                self.rollup_resolutions = match value {
+                    Some(Value::Text(t)) => Some(t),
+                    _ => None,
+                }
+            }
+            "dedup_horizon" => self.dedup_horizon = count(&value),
             _ => {
                 let mut shard =
                     ShardParams { paused: self.paused, rate_limit_eps: self.rate_limit_eps };
@@ -188,11 +201,15 @@ impl ConfigDoc {
             (keys::BATCH_MAX_BYTES, g.batch_max_bytes),
             (keys::LINGER_MS, g.linger_ms),
             (keys::MAX_IN_FLIGHT, g.max_in_flight),
+            (keys::DEDUP_HORIZON, g.dedup_horizon),
         ] {
             count(key.name.to_owned(), &key, v)?;
         }
         if let Some(l) = &g.log_level {
             herd_config::check_log_filter(keys::LOG_LEVEL.name, l)?;
+        }
+        if let Some(r) = &g.rollup_resolutions {
+            keys::parse_resolutions(keys::ROLLUP_RESOLUTIONS.name, r)?;
         }
         shard_params("", &ShardParams { paused: g.paused, rate_limit_eps: g.rate_limit_eps })?;
         for (topic, p) in &self.topics {

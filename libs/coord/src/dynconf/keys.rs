@@ -71,6 +71,8 @@ pub enum Kind {
     WriteFailurePolicy,
     /// A tracing filter: a level, or `target=level` directives.
     LogFilter,
+    /// Rollup resolutions: durations such as `1m,1h`, or `none`.
+    Resolutions,
 }
 
 /// A key's value where the document does not set it.
@@ -163,6 +165,31 @@ pub const LOG_LEVEL: LiveKey = LiveKey {
     meaning: "what the worker logs",
 };
 
+/// Rollups per minute and per hour unless the configuration says otherwise.
+pub const DEFAULT_RESOLUTIONS: &str = "1m,1h";
+
+pub const ROLLUP_RESOLUTIONS: LiveKey = LiveKey {
+    name: "rollup_resolutions",
+    scope: Scope::Global,
+    kind: Kind::Resolutions,
+    unit: "-",
+    flag: None,
+    default: Default::Text(DEFAULT_RESOLUTIONS),
+    applies: "from each shard's next offset window",
+    meaning: "rollups (count, sum, min, max, first, last, quantiles) kept per series and metric at these resolutions (blocks layout); `none`: no rollups",
+};
+
+pub const DEDUP_HORIZON: LiveKey = LiveKey {
+    name: "dedup_horizon",
+    scope: Scope::Global,
+    kind: Kind::Count { min: 1, max: 10_000_000, zero: None },
+    unit: "seqs per producer",
+    flag: None,
+    default: Default::Count(100_000),
+    applies: "from each shard's next offset window",
+    meaning: "a repeat of a (producer, seq) is kept out of rollups when seq is within this many of the producer's highest; older ones are counted unchecked and reported",
+};
+
 pub const PAUSED: LiveKey = LiveKey {
     name: "paused",
     scope: Scope::Shard,
@@ -193,9 +220,57 @@ pub const LIVE_KEYS: &[LiveKey] = &[
     MAX_IN_FLIGHT,
     ON_WRITE_FAILURE,
     LOG_LEVEL,
+    ROLLUP_RESOLUTIONS,
+    DEDUP_HORIZON,
     PAUSED,
     RATE_LIMIT_EPS,
 ];
+
+/// The most resolutions a configuration may name.
+pub const MAX_RESOLUTIONS: usize = 8;
+
+/// Parses rollup resolutions: comma-separated durations with a unit (`s`,
+/// `m`, `h`, `d`), each from 1 s to 1 day and dividing a day, at most
+/// [`MAX_RESOLUTIONS`]; `none` for none. Seconds, ascending, no repeats.
+pub fn parse_resolutions(field: &str, text: &str) -> Result<Vec<u32>, InvalidSetting> {
+    if text.trim() == "none" {
+        return Ok(Vec::new());
+    }
+    let bad = |problem: String| InvalidSetting::new(field.to_owned(), format!("{text:?}"), problem);
+    let mut out = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (number, unit) =
+            part.split_at(part.find(|c: char| !c.is_ascii_digit()).unwrap_or(part.len()));
+        let scale = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => {
+                return Err(bad(format!(
+                "{part:?} is not a duration; expected a number and a unit s, m, h or d, e.g. 1m,1h"
+            )))
+            }
+        };
+        let seconds = number
+            .parse::<u32>()
+            .ok()
+            .and_then(|n| n.checked_mul(scale))
+            .filter(|s| (1..=86_400).contains(s) && 86_400 % s == 0)
+            .ok_or_else(|| {
+                bad(format!(
+                    "{part:?} must be from 1s to 1d and divide a day (1m, 5m, 15m, 1h, 1d, ...)"
+                ))
+            })?;
+        out.push(seconds);
+    }
+    out.sort_unstable();
+    out.dedup();
+    if out.len() > MAX_RESOLUTIONS {
+        return Err(bad(format!("names {} resolutions; at most {MAX_RESOLUTIONS}", out.len())));
+    }
+    Ok(out)
+}
 
 /// The key named `name`.
 pub fn live_key(name: &str) -> Option<&'static LiveKey> {
@@ -254,6 +329,7 @@ impl LiveKey {
                 OnWriteFailure::ALL.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
             }
             Kind::LogFilter => "a log filter (`info`, `info,herd_ingest=debug`)".into(),
+            Kind::Resolutions => "durations (`1m,1h`; 1s to 1d, dividing a day), or `none`".into(),
         }
     }
 
@@ -331,6 +407,9 @@ mod tests {
                 (Kind::Flag, Default::Flag(_))
                 | (Kind::WriteFailurePolicy, Default::Policy(_))
                 | (Kind::LogFilter, Default::Text(_)) => {}
+                (Kind::Resolutions, Default::Text(t)) => {
+                    parse_resolutions(k.name, t).expect("the default resolutions parse");
+                }
                 _ => panic!("{}: the default is not of the key's kind", k.name),
             }
         }
