@@ -45,6 +45,9 @@ pub struct Chunk {
     pub messages: usize,
     pub rows: usize,
     pub bytes: usize,
+    /// When Kafka appended the oldest message this chunk writes for the
+    /// first time (ms), for the append-to-write histogram.
+    pub appended_ms: Option<i64>,
 }
 
 pub struct Limits {
@@ -157,8 +160,10 @@ impl ChunkBuilder {
         if self.is_empty() {
             return None;
         }
+        let appended_ms = self.sources.iter().filter_map(|s| s.appended_ms).min();
         let chunk = Chunk {
             id: self.next_id,
+            appended_ms,
             writes: self.packer.take().into_iter().map(Write::Rows).collect(),
             sources: std::mem::take(&mut self.sources),
             dead_letters: std::mem::take(&mut self.dead_letters),
@@ -207,7 +212,7 @@ mod tests {
     }
 
     fn at(partition: i32, offset: i64) -> SourcePosition {
-        SourcePosition { shard: Shard::new("t", partition), offset }
+        SourcePosition { shard: Shard::new("t", partition), offset, appended_ms: None }
     }
 
     fn decoded(events: Vec<Event>) -> Decoded {

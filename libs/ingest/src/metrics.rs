@@ -27,6 +27,8 @@ pub const CONFIG_VERSION: &str = "herd_config_version";
 pub const CONFIG_REJECTED: &str = "herd_config_rejected_total";
 /// Shards this worker runs.
 pub const SHARDS_RUNNING: &str = "herd_shards_running";
+/// Kafka append time of a chunk's oldest new message to its write acknowledged.
+pub const APPEND_TO_WRITE: &str = "herd_append_to_write_seconds";
 /// Events a producer sent again (same producer and seq), kept out of rollups.
 pub const ROLLUP_REPEATS: &str = "herd_rollup_repeats_total";
 /// Events below their producer's de-duplication horizon: counted unchecked.
@@ -87,6 +89,11 @@ pub fn describe() {
     for kind in ["transient", "permanent"] {
         metrics::counter!(WRITE_RETRIES, "kind" => kind).increment(0);
     }
+    describe_histogram!(
+        APPEND_TO_WRITE,
+        Unit::Seconds,
+        "Kafka append time of the oldest message a chunk writes first to its write acknowledged: how fresh stored points and (blocks layout) their rollups are"
+    );
     describe_counter!(
         ROLLUP_REPEATS,
         Unit::Count,

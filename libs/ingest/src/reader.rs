@@ -314,7 +314,11 @@ impl Reader<'_> {
                             }
                         }
                         messages.fetch_add(1, Ordering::Relaxed);
-                        let at = SourcePosition { shard: at_shard, offset: msg.offset() };
+                        let at = SourcePosition {
+                            shard: at_shard,
+                            offset: msg.offset(),
+                            appended_ms: msg.timestamp().to_millis(),
+                        };
                         send_all!(cutter.add(at, msg.key(), msg.payload(), content_type, decoded).into_iter());
                     }
                     Err(e) => {

@@ -12,11 +12,14 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::metrics as m;
 
-/// Where a message came from.
+/// Where a message came from, and when Kafka appended it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourcePosition {
     pub shard: Shard,
     pub offset: i64,
+    /// The message's Kafka timestamp (ms; the append time where the topic
+    /// keeps LogAppendTime, else the producer's create time), if any.
+    pub appended_ms: Option<i64>,
 }
 
 pub struct SourceContext;

@@ -379,8 +379,12 @@ impl WindowBuilder {
             .into_iter()
             .map(|b| Write::Block(Box::new(b)))
             .collect();
+        // The messages new in this cut are the last ones read.
+        let new_since = w.sources.len() - w.new_messages;
+        let appended_ms = w.sources[new_since..].iter().filter_map(|s| s.appended_ms).min();
         let chunk = Chunk {
             id: self.next_id,
+            appended_ms,
             writes,
             sources: w.sources.clone(),
             dead_letters: std::mem::take(&mut w.dead_letters),
@@ -429,7 +433,7 @@ mod tests {
     }
 
     fn at(offset: i64) -> SourcePosition {
-        SourcePosition { shard: shard(), offset }
+        SourcePosition { shard: shard(), offset, appended_ms: None }
     }
 
     fn msg(seq: u64, n: u64) -> Decoded {

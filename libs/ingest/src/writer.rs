@@ -162,9 +162,13 @@ impl Writer {
         self.dead_lettered.fetch_add(letters, Ordering::Relaxed);
         metrics::histogram!(m::CHUNK_ROWS).record(chunk.rows as f64);
         metrics::histogram!(m::CHUNK_BYTES).record(chunk.bytes as f64);
+        let now = now_ms();
         if let Some(oldest) = chunk.writes.iter().filter_map(Write::min_ts).min() {
             metrics::histogram!(m::END_TO_END_LATENCY)
-                .record((now_ms() - oldest).max(0) as f64 / 1000.0);
+                .record((now - oldest).max(0) as f64 / 1000.0);
+        }
+        if let Some(appended) = chunk.appended_ms.filter(|_| chunk.messages > 0) {
+            metrics::histogram!(m::APPEND_TO_WRITE).record((now - appended).max(0) as f64 / 1000.0);
         }
         Ok(chunk.offsets)
     }
