@@ -34,6 +34,8 @@ pub struct Globals {
     /// Rollup resolutions in seconds (empty: none).
     pub rollup_resolutions: std::sync::Arc<[u32]>,
     pub dedup_horizon: u64,
+    /// Blocks layout: the longest an event waits in an open window.
+    pub block_flush_max: Duration,
 }
 
 /// The document's globals over the command line's settings. The document is
@@ -55,6 +57,9 @@ pub fn globals(settings: &IngestSettings, doc: &ConfigDoc) -> Globals {
         .unwrap_or_default()
         .into(),
         dedup_horizon: g.dedup_horizon.unwrap_or(keys::DEDUP_HORIZON.default_count()),
+        block_flush_max: Duration::from_millis(
+            g.block_flush_max_ms.unwrap_or(keys::BLOCK_FLUSH_MAX_MS.default_count()),
+        ),
     }
 }
 

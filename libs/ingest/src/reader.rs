@@ -104,6 +104,7 @@ impl Cutter {
             Cutter::Blocks(w) => {
                 w.set_flush_every(settings.block_flush);
                 w.set_rollups(g.rollup_resolutions.clone(), g.dedup_horizon);
+                w.set_max_wait(g.block_flush_max);
             }
         }
     }

@@ -128,6 +128,9 @@ pub struct WindowBuilder {
     limits: WindowLimits,
     bucket_ms: i64,
     flush_every: Duration,
+    /// The longest a message waits unwritten while its shard has no
+    /// backlog (live configuration): caps the doubling of the interval.
+    max_wait: Duration,
     next_id: u64,
     open: HashMap<Shard, Window>,
     /// Per started shard without an open window: the memory its next window starts with.
@@ -146,6 +149,9 @@ impl WindowBuilder {
             limits,
             bucket_ms,
             flush_every,
+            max_wait: Duration::from_millis(
+                herd_coord::dynconf::keys::BLOCK_FLUSH_MAX_MS.default_count(),
+            ),
             next_id: 0,
             open: HashMap::new(),
             memories: HashMap::new(),
@@ -165,6 +171,12 @@ impl WindowBuilder {
     /// Changes how often open windows are flushed (live configuration).
     pub fn set_flush_every(&mut self, every: Duration) {
         self.flush_every = every;
+    }
+
+    /// Bounds how long a message waits unwritten in an open window while
+    /// its shard has no backlog (live configuration).
+    pub fn set_max_wait(&mut self, max_wait: Duration) {
+        self.max_wait = max_wait;
     }
 
     /// The shard starts reading (at a window boundary: a checkpoint, the
@@ -277,16 +289,18 @@ impl WindowBuilder {
     }
 
     /// Each flush rewrites the window's blocks whole, so the interval
-    /// doubles with every flush of the same window (up to 8 intervals): a
-    /// window that takes long to fill is rewritten a few times, not once per
-    /// interval. A shard that fills its windows in under a second (or is
-    /// quiet) sees its events within one interval. A window written and
-    /// checkpointed up to its last message has nothing due.
+    /// doubles with every flush of the same window (up to 8 intervals), but
+    /// never beyond `max_wait`: a window that takes long to fill is
+    /// rewritten a few times, not once per interval, and its oldest
+    /// unwritten message waits at most `max_wait` (unless a backlog holds
+    /// the flush back). A shard that fills its windows in under a second
+    /// (or is quiet) sees its events within one interval. A window written
+    /// and checkpointed up to its last message has nothing due.
     fn due_at(&self, w: &Window) -> Option<Instant> {
+        let wait =
+            (self.flush_every * (1 << w.flushes.min(3))).min(self.max_wait.max(self.flush_every));
         match w.dirty_since {
-            Some(t) => Some(
-                (t + self.flush_every * (1 << w.flushes.min(3))).max(w.held_until.unwrap_or(t)),
-            ),
+            Some(t) => Some((t + wait).max(w.held_until.unwrap_or(t))),
             None if w.next > w.checkpointed_to => Some(w.last_added + self.idle()),
             None => None,
         }
@@ -625,6 +639,27 @@ mod tests {
         let closed = closed.expect("10 messages");
         assert_eq!(positions(&closed), vec![(10, None)]);
         assert!(keys(&closed).iter().all(|k| k.1 == 0 && k.2 == 10), "{:?}", keys(&closed));
+    }
+
+    #[test]
+    fn the_doubling_interval_stops_at_the_longest_wait() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut b = WindowBuilder::new(
+            WindowLimits { max_messages: 100, ..LIMITS },
+            1000,
+            Duration::from_millis(100),
+        );
+        b.set_max_wait(Duration::from_millis(250));
+        b.start(shard(), Dedup::default());
+        // A message right after each flush: waits of 100, 200, then 250 (not 400, 800).
+        let mut now = 0;
+        for (i, wait) in [100, 200, 250, 250].into_iter().enumerate() {
+            b.add(at(i as i64), None, Some(b"x"), None, msg(i as u64 * 2, 2), ms(now));
+            assert_eq!(b.deadline(), Some(ms(now + wait)), "flush {i}");
+            now += wait;
+            assert_eq!(b.flush_due(ms(now), no_backlog).len(), 1);
+        }
     }
 
     #[test]

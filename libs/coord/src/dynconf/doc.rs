@@ -42,6 +42,9 @@ pub struct GlobalParams {
     /// A tracing filter, e.g. `info` or `info,herd_ingest=debug`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
+    /// Blocks layout: the longest an event waits in an open window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_flush_max_ms: Option<u64>,
     /// Rollup resolutions, e.g. `1m,1h`; `none`: no rollups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollup_resolutions: Option<String>,
@@ -137,6 +140,7 @@ impl GlobalParams {
                 }
             }
             "dedup_horizon" => self.dedup_horizon = count(&value),
+            "block_flush_max_ms" => self.block_flush_max_ms = count(&value),
             _ => {
                 let mut shard =
                     ShardParams { paused: self.paused, rate_limit_eps: self.rate_limit_eps };
@@ -202,6 +206,7 @@ impl ConfigDoc {
             (keys::LINGER_MS, g.linger_ms),
             (keys::MAX_IN_FLIGHT, g.max_in_flight),
             (keys::DEDUP_HORIZON, g.dedup_horizon),
+            (keys::BLOCK_FLUSH_MAX_MS, g.block_flush_max_ms),
         ] {
             count(key.name.to_owned(), &key, v)?;
         }

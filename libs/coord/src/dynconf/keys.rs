@@ -168,6 +168,17 @@ pub const LOG_LEVEL: LiveKey = LiveKey {
 /// Rollups per minute and per hour unless the configuration says otherwise.
 pub const DEFAULT_RESOLUTIONS: &str = "1m,1h";
 
+pub const BLOCK_FLUSH_MAX_MS: LiveKey = LiveKey {
+    name: "block_flush_max_ms",
+    scope: Scope::Global,
+    kind: Kind::Count { min: 100, max: 60_000, zero: None },
+    unit: "ms",
+    flag: None,
+    default: Default::Count(1_000),
+    applies: "from the next flush",
+    meaning: "blocks layout: the longest an event waits in an open window before the window's blocks (and rollups) are written, while its shard has no backlog",
+};
+
 pub const ROLLUP_RESOLUTIONS: LiveKey = LiveKey {
     name: "rollup_resolutions",
     scope: Scope::Global,
@@ -220,6 +231,7 @@ pub const LIVE_KEYS: &[LiveKey] = &[
     MAX_IN_FLIGHT,
     ON_WRITE_FAILURE,
     LOG_LEVEL,
+    BLOCK_FLUSH_MAX_MS,
     ROLLUP_RESOLUTIONS,
     DEDUP_HORIZON,
     PAUSED,
@@ -236,7 +248,10 @@ pub fn parse_resolutions(field: &str, text: &str) -> Result<Vec<u32>, InvalidSet
     if text.trim() == "none" {
         return Ok(Vec::new());
     }
-    let bad = |problem: String| InvalidSetting::new(field.to_owned(), format!("{text:?}"), problem);
+    let bad = |problem: String| InvalidSetting::new(field.to_owned(), text, problem);
+    // Which part is wrong, when there are several.
+    let which =
+        |part: &str| if part == text.trim() { String::new() } else { format!("{part:?}: ") };
     let mut out = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (number, unit) =
@@ -248,8 +263,9 @@ pub fn parse_resolutions(field: &str, text: &str) -> Result<Vec<u32>, InvalidSet
             "d" => 86_400,
             _ => {
                 return Err(bad(format!(
-                "{part:?} is not a duration; expected a number and a unit s, m, h or d, e.g. 1m,1h"
-            )))
+                    "{}is not a duration; expected a number and a unit s, m, h or d, e.g. 1m,1h",
+                    which(part)
+                )))
             }
         };
         let seconds = number
@@ -259,7 +275,8 @@ pub fn parse_resolutions(field: &str, text: &str) -> Result<Vec<u32>, InvalidSet
             .filter(|s| (1..=86_400).contains(s) && 86_400 % s == 0)
             .ok_or_else(|| {
                 bad(format!(
-                    "{part:?} must be from 1s to 1d and divide a day (1m, 5m, 15m, 1h, 1d, ...)"
+                    "{}must be from 1s to 1d and divide a day (1m, 5m, 15m, 1h, 1d, ...)",
+                    which(part)
                 ))
             })?;
         out.push(seconds);
@@ -413,6 +430,24 @@ mod tests {
                 _ => panic!("{}: the default is not of the key's kind", k.name),
             }
         }
+    }
+
+    #[test]
+    fn resolutions_parse_or_say_what_is_wrong() {
+        let parse = |t| parse_resolutions("rollup_resolutions", t);
+        assert_eq!(parse("1m,1h").unwrap(), vec![60, 3600]);
+        assert_eq!(parse(" 1h, 30s ,1h").unwrap(), vec![30, 3600], "sorted, once each");
+        assert_eq!(parse("none").unwrap(), Vec::<u32>::new());
+        assert_eq!(parse("1d").unwrap(), vec![86_400]);
+        let err = |t| parse(t).unwrap_err().to_string();
+        assert_eq!(
+            err("7m"),
+            "rollup_resolutions: \"7m\" must be from 1s to 1d and divide a day (1m, 5m, 15m, 1h, 1d, ...)"
+        );
+        assert!(err("1m,5x").contains("\"5x\": is not a duration"), "{}", err("1m,5x"));
+        assert!(err("2d").contains("from 1s to 1d"));
+        assert!(err("0s").contains("from 1s to 1d"));
+        assert!(err("1s,2s,3s,4s,5s,6s,8s,10s,12s").contains("at most 8"));
     }
 
     #[test]
