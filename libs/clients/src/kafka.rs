@@ -94,11 +94,26 @@ pub async fn ensure_topic(
     partitions: i32,
     replication: i32,
 ) -> Result<(), ClientError> {
+    ensure_topic_with(endpoints, topic, partitions, replication, &[]).await
+}
+
+/// [`ensure_topic`] with topic configuration (`name`, `value`) for a new
+/// topic; an existing topic is left as it is.
+pub async fn ensure_topic_with(
+    endpoints: &Endpoints,
+    topic: &str,
+    partitions: i32,
+    replication: i32,
+    config: &[(&str, &str)],
+) -> Result<(), ClientError> {
     let admin = admin(endpoints, "herd-admin")?;
     let options = AdminOptions::new()
         .request_timeout(Some(endpoints.connect_timeout))
         .operation_timeout(Some(endpoints.connect_timeout));
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
+    let new = config.iter().fold(
+        NewTopic::new(topic, partitions, TopicReplication::Fixed(replication)),
+        |t, (name, value)| t.set(name, value),
+    );
     let results = admin
         .create_topics([&new], &options)
         .await

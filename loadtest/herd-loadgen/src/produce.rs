@@ -170,6 +170,12 @@ pub struct ProduceArgs {
     /// (without it, the broker's auto-creation decides).
     #[arg(long)]
     partitions: Option<i32>,
+    /// With --partitions: create the topic with Kafka's append time as its
+    /// messages' timestamps (message.timestamp.type=LogAppendTime), so that
+    /// the workers' herd_append_to_write_seconds counts from the arrival in
+    /// Kafka rather than from when this producer created the message.
+    #[arg(long, requires = "partitions")]
+    log_append_time: bool,
     /// Validate flags and environment, print what would be produced, and
     /// exit without connecting to anything.
     #[arg(long)]
@@ -617,7 +623,9 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
         if !(1..=10_000).contains(&p) {
             return Err(Exit::BadInput(anyhow::anyhow!("--partitions {p}: expected 1 to 10000")));
         }
-        herd_clients::kafka::ensure_topic(endpoints, &a.topic, p, 1)
+        let config: &[(&str, &str)] =
+            if a.log_append_time { &[("message.timestamp.type", "LogAppendTime")] } else { &[] };
+        herd_clients::kafka::ensure_topic_with(endpoints, &a.topic, p, 1, config)
             .await
             .context("while creating the topic")?;
     }
