@@ -72,8 +72,8 @@ pub fn init_logging(args: &LogArgs, default: &str) -> Result<LogHandle, Telemetr
 /// between 0.2 s and 10 s, where freshness goals lie (a p99 read from
 /// buckets is only as exact as the buckets around it).
 const LATENCY_BUCKETS: &[f64] = &[
-    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5,
-    3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0,
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0,
+    4.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0,
 ];
 /// Histogram buckets for sizes (rows, bytes): powers of 4 from 1 to 16 Mi.
 const SIZE_BUCKETS: &[f64] = &[
