@@ -58,8 +58,9 @@ pub struct Block {
     /// Per point: whether it counts in the rollups (false: a producer's
     /// repeat). Empty: every point counts.
     pub counted: Vec<bool>,
-    /// The rollup resolutions (seconds) whose partials the block carries;
-    /// empty: none (rollups off).
+    /// The rollup resolutions (seconds) the block is rolled up at; it
+    /// stores the partials of [`rollup::stored`] of them (a coarser one is
+    /// merged from a finer one on read). Empty: none (rollups off).
     pub resolutions: Arc<[u32]>,
 }
 
@@ -212,7 +213,8 @@ impl BlockWriter {
     pub async fn write(&self, b: &Block) -> Result<(), WriteError> {
         let (data, points) = block::encode(&b.points);
         let rollups = (!b.resolutions.is_empty()).then(|| {
-            rollup::encode(&b.resolutions, &rollup::partials(&b.points, &b.counted, &b.resolutions))
+            let stored = rollup::stored(&b.resolutions);
+            rollup::encode(&b.resolutions, &rollup::partials(&b.points, &b.counted, &stored))
         });
         let min_ts = b.points.min_ts().unwrap_or(0);
         let max_ts = b.points.max_ts().unwrap_or(0);

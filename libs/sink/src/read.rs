@@ -326,13 +326,11 @@ impl RollupReader {
                     })?,
                     None => (Vec::new(), Vec::new()),
                 };
-                if !resolutions.contains(&resolution_s) {
-                    blocks_without += 1;
-                    continue;
+                match rollup::at(&resolutions, decoded, resolution_s) {
+                    Some(at) => partials
+                        .extend(at.into_iter().filter(|p| p.bucket >= from && p.bucket < to)),
+                    None => blocks_without += 1,
                 }
-                partials.extend(decoded.into_iter().filter(|p| {
-                    p.resolution_s == resolution_s && p.bucket >= from && p.bucket < to
-                }));
             }
             bucket += self.bucket_ms;
         }

@@ -180,6 +180,33 @@ pub fn partials(points: &Points, counted: &[bool], resolutions: &[u32]) -> Vec<P
     out
 }
 
+/// The resolutions whose partials are stored: a resolution that a finer
+/// configured one divides is not (1h when 1m is there): its buckets are the
+/// merge of the finer ones, exactly, since every aggregate here merges.
+/// Halves what a block carries with the default `1m,1h`.
+pub fn stored(resolutions: &[u32]) -> Vec<u32> {
+    resolutions
+        .iter()
+        .copied()
+        .filter(|&r| !resolutions.iter().any(|&f| f < r && r % f == 0))
+        .collect()
+}
+
+/// The partials of `resolution_s` from a block's: those of the finest
+/// stored resolution that divides it, merged into its buckets. None: the
+/// block was not rolled up at that resolution.
+pub fn at(resolutions: &[u32], partials: Vec<Partial>, resolution_s: u32) -> Option<Vec<Partial>> {
+    if !resolutions.contains(&resolution_s) {
+        return None;
+    }
+    let source = stored(resolutions).into_iter().filter(|f| resolution_s % f == 0).max()?;
+    Some(merge(partials.into_iter().filter(|p| p.resolution_s == source).map(|mut p| {
+        p.resolution_s = resolution_s;
+        p.bucket = bucket_of(p.bucket, resolution_s);
+        p
+    })))
+}
+
 /// Merges partials into one per (resolution, bucket), ordered.
 pub fn merge(partials: impl IntoIterator<Item = Partial>) -> Vec<Partial> {
     let mut merged: std::collections::BTreeMap<(u32, i64), Partial> = Default::default();
@@ -301,6 +328,11 @@ mod tests {
         let events = [ev(1, 1.5, "a", 0), ev(2, 2.5, "a", 1)];
         let p = partials(&Points::from_events(&events), &[], &[60, 3600]);
         let bytes = encode(&[60, 3600], &p);
+        assert_eq!(stored(&[60, 3600]), vec![60]);
+        assert_eq!(stored(&[45 * 60, 3600]), vec![45 * 60, 3600], "45m does not divide 1h");
+        let hour = at(&[60, 3600], p.clone(), 3600).unwrap();
+        assert_eq!((hour.len(), hour[0].count, hour[0].resolution_s), (1, 2, 3600));
+        assert!(at(&[60], p.clone(), 3600).is_none(), "not rolled up at 1h");
         let (resolutions, back) = decode(&bytes).unwrap();
         assert_eq!(resolutions, vec![60, 3600]);
         assert_eq!(back.len(), 2);
