@@ -192,7 +192,7 @@ pub fn stored(resolutions: &[u32]) -> Vec<u32> {
         .collect()
 }
 
-/// The partials of `resolution_s` from a block's: those of the finest
+/// The partials of `resolution_s` from a block's: those of the coarsest
 /// stored resolution that divides it, merged into its buckets. None: the
 /// block was not rolled up at that resolution.
 pub fn at(resolutions: &[u32], partials: Vec<Partial>, resolution_s: u32) -> Option<Vec<Partial>> {
