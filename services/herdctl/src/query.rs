@@ -221,35 +221,8 @@ pub async fn run(endpoints: &herd_config::Endpoints, args: QueryArgs) -> Result<
         return aggregates(endpoints, &args, resolution).await;
     }
     let now = now_ms();
-    let range = match (&args.from, &args.to) {
-        (Some(from), Some(to)) => {
-            let from =
-                parse_time(from, now).map_err(|e| Exit::BadInput(anyhow::anyhow!("--from {e}")))?;
-            let to =
-                parse_time(to, now).map_err(|e| Exit::BadInput(anyhow::anyhow!("--to {e}")))?;
-            if from >= to {
-                return Err(Exit::BadInput(anyhow::anyhow!(
-                    "--from ({from}) must be before --to ({to})"
-                )));
-            }
-            Some((from, to))
-        }
-        _ => None,
-    };
-    let session = herd_clients::cassandra::session(endpoints)
-        .await
-        .context("while connecting to Cassandra")?;
-    let pinned = herd_sink::schema::pinned(&session, &args.keyspace)
-        .await
-        .with_context(|| {
-            format!("while reading {}.herd_settings (is --keyspace right?)", args.keyspace)
-        })?
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "keyspace {} has no herd settings: no worker has written to it yet",
-                args.keyspace
-            )
-        })?;
+    let range = time_range(&args, now)?;
+    let (session, pinned) = open_keyspace(endpoints, &args.keyspace).await?;
     let reader = PointReader::prepare(&session, &args.keyspace, pinned)
         .await
         .context("while preparing the query")?;
@@ -294,30 +267,8 @@ async fn aggregates(
     };
     let aggs = parse_aggs(&args.agg).map_err(|e| bad(format!("--agg {e}")))?;
     let now = now_ms();
-    let (from, to) = match (&args.from, &args.to) {
-        (Some(from), Some(to)) => (
-            parse_time(from, now).map_err(|e| bad(format!("--from {e}")))?,
-            parse_time(to, now).map_err(|e| bad(format!("--to {e}")))?,
-        ),
-        _ => (now - 3_600_000, now),
-    };
-    if from >= to {
-        return Err(bad(format!("--from ({from}) must be before --to ({to})")));
-    }
-    let session = herd_clients::cassandra::session(endpoints)
-        .await
-        .context("while connecting to Cassandra")?;
-    let pinned = herd_sink::schema::pinned(&session, &args.keyspace)
-        .await
-        .with_context(|| {
-            format!("while reading {}.herd_settings (is --keyspace right?)", args.keyspace)
-        })?
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "keyspace {} has no herd settings: no worker has written to it yet",
-                args.keyspace
-            )
-        })?;
+    let (from, to) = time_range(args, now)?.unwrap_or((now - 3_600_000, now));
+    let (session, pinned) = open_keyspace(endpoints, &args.keyspace).await?;
     let (rows, note) = if args.raw {
         let from = herd_sink::rollup::bucket_of(from, resolution_s);
         let reader = PointReader::prepare(&session, &args.keyspace, pinned)
@@ -418,6 +369,37 @@ pub fn print_rows(
         }
     }
     Ok(())
+}
+
+/// `--from` and `--to`, checked: None when neither is given.
+fn time_range(args: &QueryArgs, now: i64) -> Result<Option<(i64, i64)>, Exit> {
+    let (Some(from), Some(to)) = (&args.from, &args.to) else { return Ok(None) };
+    let bad = |e: String| Exit::BadInput(anyhow::anyhow!(e));
+    let from = parse_time(from, now).map_err(|e| bad(format!("--from {e}")))?;
+    let to = parse_time(to, now).map_err(|e| bad(format!("--to {e}")))?;
+    if from >= to {
+        return Err(bad(format!("--from ({from}) must be before --to ({to})")));
+    }
+    Ok(Some((from, to)))
+}
+
+/// A session and the keyspace's pinned settings (its layout and bucket).
+async fn open_keyspace(
+    endpoints: &herd_config::Endpoints,
+    keyspace: &str,
+) -> Result<(scylla::client::session::Session, herd_sink::schema::Pinned), Exit> {
+    let session = herd_clients::cassandra::session(endpoints)
+        .await
+        .context("while connecting to Cassandra")?;
+    let pinned = herd_sink::schema::pinned(&session, keyspace)
+        .await
+        .with_context(|| format!("while reading {keyspace}.herd_settings (is --keyspace right?)"))?
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "keyspace {keyspace} has no herd settings: no worker has written to it yet"
+            )
+        })?;
+    Ok((session, pinned))
 }
 
 fn rfc3339(ms: i64) -> String {
