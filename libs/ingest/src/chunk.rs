@@ -29,6 +29,9 @@ pub struct CommitOffset {
     /// Blocks layout: the shard's de-duplication memory as it was where the
     /// next reader starts (`window_start`, else `next`), encoded.
     pub dedup: Option<std::sync::Arc<[u8]>>,
+    /// The oldest Kafka append time (ms) of the messages this offset covers
+    /// that no checkpoint covers yet (None: unknown); set by the writer.
+    pub appended_ms: Option<i64>,
 }
 
 /// The writer stage's input: what to store, then what may be checkpointed.
@@ -161,16 +164,26 @@ impl ChunkBuilder {
             return None;
         }
         let appended_ms = self.sources.iter().filter_map(|s| s.appended_ms).min();
+        let shard_appended = |shard: &Shard| {
+            self.sources.iter().filter(|s| &s.shard == shard).filter_map(|s| s.appended_ms).min()
+        };
+        let offsets = std::mem::take(&mut self.offsets)
+            .into_iter()
+            .map(|(shard, next)| CommitOffset {
+                appended_ms: shard_appended(&shard),
+                shard,
+                next,
+                window_start: None,
+                dedup: None,
+            })
+            .collect();
         let chunk = Chunk {
             id: self.next_id,
             appended_ms,
             writes: self.packer.take().into_iter().map(Write::Rows).collect(),
             sources: std::mem::take(&mut self.sources),
             dead_letters: std::mem::take(&mut self.dead_letters),
-            offsets: std::mem::take(&mut self.offsets)
-                .into_iter()
-                .map(|(shard, next)| CommitOffset { shard, next, window_start: None, dedup: None })
-                .collect(),
+            offsets,
             messages: self.messages,
             rows: self.rows,
             bytes: self.bytes,
@@ -241,7 +254,8 @@ mod tests {
                 shard: Shard::new("t", 0),
                 next: 8,
                 window_start: None,
-                dedup: None
+                dedup: None,
+                appended_ms: None,
             }]
         );
     }

@@ -8,6 +8,14 @@ use std::collections::BTreeMap;
 
 use crate::chunk::CommitOffset;
 
+/// The older of two append times, either possibly unknown.
+pub fn oldest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 #[derive(Default)]
 pub struct CommitSequencer {
     /// The oldest chunk not yet done.
@@ -29,8 +37,11 @@ impl CommitSequencer {
         while let Some(offsets) = self.done.remove(&self.next) {
             for o in offsets {
                 match ready.get_mut(&o.shard) {
-                    Some(at) if o.next > at.next => *at = o,
-                    Some(_) => {}
+                    Some(at) if o.next > at.next => {
+                        let oldest = oldest(at.appended_ms, o.appended_ms);
+                        *at = CommitOffset { appended_ms: oldest, ..o };
+                    }
+                    Some(at) => at.appended_ms = oldest(at.appended_ms, o.appended_ms),
                     None => {
                         ready.insert(o.shard.clone(), o);
                     }
@@ -53,7 +64,13 @@ mod tests {
     use crate::shards::Shard;
 
     fn off(partition: i32, next: i64) -> CommitOffset {
-        CommitOffset { shard: Shard::new("t", partition), next, window_start: None, dedup: None }
+        CommitOffset {
+            shard: Shard::new("t", partition),
+            next,
+            window_start: None,
+            dedup: None,
+            appended_ms: None,
+        }
     }
 
     #[test]
@@ -63,6 +80,15 @@ mod tests {
         let ready = s.complete(0, vec![open(10, 4), off(0, 12), open(11, 12)]);
         assert_eq!(ready, vec![off(0, 12)], "12 starts a window");
         assert_eq!(s.complete(1, vec![open(15, 12)]), vec![open(15, 12)]);
+    }
+
+    #[test]
+    fn a_coalesced_offset_keeps_the_oldest_append_time_it_covers() {
+        let mut s = CommitSequencer::default();
+        let at = |next, ms| CommitOffset { appended_ms: Some(ms), ..off(0, next) };
+        assert!(s.complete(1, vec![at(20, 500)]).is_empty());
+        assert_eq!(s.complete(0, vec![at(10, 300), off(1, 4)]), vec![at(20, 300), off(1, 4)]);
+        assert_eq!(oldest(None, Some(7)), Some(7));
     }
 
     #[test]

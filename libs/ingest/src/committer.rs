@@ -128,11 +128,16 @@ impl Committer<'_> {
         }))
         .await;
         let mut all = true;
+        let now = crate::writer::now_ms();
         for ((key, epoch, at), result) in pending.into_iter().zip(results) {
             let next = at.next;
             match result {
                 Ok(()) => {
                     metrics::counter!(m::CHECKPOINTS).increment(1);
+                    if let Some(appended) = at.appended_ms {
+                        metrics::histogram!(m::APPEND_TO_CHECKPOINT)
+                            .record((now - appended).max(0) as f64 / 1000.0);
+                    }
                     book.committed(&key, epoch, next);
                 }
                 Err(e @ FenceError::Fenced { .. }) => {

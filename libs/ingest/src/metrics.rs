@@ -29,6 +29,9 @@ pub const CONFIG_REJECTED: &str = "herd_config_rejected_total";
 pub const SHARDS_RUNNING: &str = "herd_shards_running";
 /// Kafka append time of a chunk's oldest new message to its write acknowledged.
 pub const APPEND_TO_WRITE: &str = "herd_append_to_write_seconds";
+/// Kafka append time of the oldest message a checkpoint covers first to the
+/// checkpoint accepted.
+pub const APPEND_TO_CHECKPOINT: &str = "herd_append_to_checkpoint_seconds";
 /// Events a producer sent again (same producer and seq), kept out of rollups.
 pub const ROLLUP_REPEATS: &str = "herd_rollup_repeats_total";
 /// Events below their producer's de-duplication horizon: counted unchecked.
@@ -93,6 +96,11 @@ pub fn describe() {
         APPEND_TO_WRITE,
         Unit::Seconds,
         "Kafka append time of the oldest message a chunk writes first to its write acknowledged: how fresh stored points and (blocks layout) their rollups are"
+    );
+    describe_histogram!(
+        APPEND_TO_CHECKPOINT,
+        Unit::Seconds,
+        "Kafka append time of the oldest message a checkpoint covers first to the checkpoint accepted: how far behind a restart would start over"
     );
     describe_counter!(
         ROLLUP_REPEATS,

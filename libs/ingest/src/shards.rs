@@ -26,15 +26,13 @@ pub enum Stopped {
     NotRunning,
 }
 
-type Pending = (i64, Option<i64>, Option<std::sync::Arc<[u8]>>);
-
 struct State {
     epoch: i64,
     /// The last checkpoint accepted by Cassandra (or claimed from it).
     committed: Option<i64>,
     /// The highest offset ready to checkpoint, above `committed`, with the
     /// start of the window open there and the de-duplication memory.
-    pending: Option<Pending>,
+    pending: Option<CommitOffset>,
     /// Set once the shard is being stopped: checkpointing `until` completes the stop.
     release: Option<Option<i64>>,
 }
@@ -63,9 +61,13 @@ impl<T> Book<T> {
         for o in offsets {
             if let Some(s) = self.shards.get_mut(&o.shard) {
                 if s.committed.is_none_or(|c| o.next > c)
-                    && s.pending.as_ref().is_none_or(|(p, _, _)| o.next > *p)
+                    && s.pending.as_ref().is_none_or(|p| o.next > p.next)
                 {
-                    s.pending = Some((o.next, o.window_start, o.dedup.clone()));
+                    let appended_ms = crate::commit::oldest(
+                        s.pending.as_ref().and_then(|p| p.appended_ms),
+                        o.appended_ms,
+                    );
+                    s.pending = Some(CommitOffset { appended_ms, ..o.clone() });
                 }
             }
         }
@@ -77,15 +79,7 @@ impl<T> Book<T> {
         let mut out: Vec<_> = self
             .shards
             .iter()
-            .filter_map(|(k, s)| {
-                s.pending.clone().map(|(next, window_start, dedup)| {
-                    (
-                        k.clone(),
-                        s.epoch,
-                        CommitOffset { shard: k.clone(), next, window_start, dedup },
-                    )
-                })
-            })
+            .filter_map(|(k, s)| s.pending.clone().map(|p| (k.clone(), s.epoch, p)))
             .collect();
         out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
         out
@@ -100,7 +94,7 @@ impl<T> Book<T> {
         if s.committed.is_none_or(|c| next > c) {
             s.committed = Some(next);
         }
-        if s.pending.as_ref().is_some_and(|(p, _, _)| *p <= next) {
+        if s.pending.as_ref().is_some_and(|p| p.next <= next) {
             s.pending = None;
         }
         self.settle(shard);
@@ -176,7 +170,26 @@ mod tests {
     }
 
     fn off(p: i32, next: i64) -> CommitOffset {
-        CommitOffset { shard: Shard::new("t", p), next, window_start: None, dedup: None }
+        CommitOffset {
+            shard: Shard::new("t", p),
+            next,
+            window_start: None,
+            dedup: None,
+            appended_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_pending_checkpoint_keeps_the_oldest_append_time_until_written() {
+        let mut b = Book::<()>::default();
+        b.start(key(0), 7, None);
+        let at = |next, ms| CommitOffset { appended_ms: Some(ms), ..off(0, next) };
+        b.ready(&[at(10, 300)]);
+        b.ready(&[at(20, 500)]);
+        assert_eq!(b.to_commit(), vec![(key(0), 7, at(20, 300))]);
+        b.committed(&key(0), 7, 20);
+        b.ready(&[at(30, 900)]);
+        assert_eq!(b.to_commit(), vec![(key(0), 7, at(30, 900))], "written: starts over");
     }
 
     #[test]

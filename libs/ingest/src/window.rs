@@ -369,12 +369,20 @@ impl WindowBuilder {
     /// letters; with `end`, what may be checkpointed. None: nothing to do.
     fn cut(&mut self, shard: &Shard, end: End) -> Option<Chunk> {
         let w = self.open.get_mut(shard)?;
+        // The oldest message a checkpoint now would cover for the first time.
+        let appended_ms = w
+            .sources
+            .iter()
+            .filter(|s| s.offset >= w.checkpointed_to)
+            .filter_map(|s| s.appended_ms)
+            .min();
         let offset = |window_start, dedup| {
             vec![CommitOffset {
                 shard: shard.clone(),
                 next: w.next,
                 window_start,
                 dedup: Some(dedup),
+                appended_ms,
             }]
         };
         let offsets = match end {
