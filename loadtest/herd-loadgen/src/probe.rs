@@ -1,7 +1,10 @@
 //! `produce --probe-keyspace`: end-to-end latency as a reader sees it. For a
-//! sample of the events, a probe looks the row up by its full primary key
-//! from the moment the message is sent until the row is there, and records
-//! wall-clock time minus event time (the message's due time).
+//! sample of the events, a probe reads the event's series and metric at its
+//! exact time through herd's own read path ([`herd_sink::read::PointReader`],
+//! either layout: a row of the points table, or the blocks of its bucket
+//! whose span holds that time) from the moment the message is sent until
+//! the event is there, and records wall-clock time minus event time (the
+//! message's due time).
 //!
 //! Probes poll every 5 ms at first, then at a tenth of the time already
 //! waited (at most 250 ms): a reading is off by at most 10 % or 5 ms, and a
@@ -15,10 +18,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use herd_config::Endpoints;
+use herd_sink::read::PointReader;
 use herd_telemetry::Exit;
 use scylla::client::session::Session;
-use scylla::statement::prepared::PreparedStatement;
-use scylla::value::CqlTimestamp;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -35,13 +37,14 @@ pub struct Key {
 
 pub struct Prober {
     session: Session,
-    lookup: PreparedStatement,
-    bucket_ms: i64,
+    reader: PointReader,
     /// How long a probe waits before counting its event as not visible.
     give_up: Duration,
     permits: Arc<Semaphore>,
     /// Event time to visible, µs.
     visible: Mutex<Histogram<u64>>,
+    /// The same since the last [`Prober::recent`]: freshness over time.
+    recent: Mutex<Histogram<u64>>,
     unseen: AtomicU64,
     skipped: AtomicU64,
     tasks: Mutex<JoinSet<()>>,
@@ -63,8 +66,8 @@ fn next_poll(waited: Duration) -> Duration {
 }
 
 impl Prober {
-    /// Connects to Cassandra and reads the keyspace's bucket width, which
-    /// the workers fix when they create the schema.
+    /// Connects to Cassandra and reads the keyspace's layout and bucket
+    /// width, which the workers fix when they create the schema.
     pub async fn connect(
         endpoints: &Endpoints,
         keyspace: &str,
@@ -73,38 +76,35 @@ impl Prober {
         let session = herd_clients::cassandra::session(endpoints)
             .await
             .context("while connecting to Cassandra for --probe-keyspace")?;
-        let bucket: Option<(Option<String>,)> = session
-            .query_unpaged(format!("SELECT value FROM {keyspace}.herd_settings WHERE name = 'bucket_ms'"), &[])
+        let pinned = herd_sink::schema::pinned(&session, keyspace)
             .await
             .with_context(|| format!("while reading {keyspace}.herd_settings: is --probe-keyspace the workers' --keyspace, and have they started?"))?
-            .into_rows_result()
-            .context("while reading the bucket width")?
-            .maybe_first_row::<(Option<String>,)>()
-            .context("while reading the bucket width")?;
-        let bucket_ms = bucket
-            .and_then(|(v,)| v)
-            .and_then(|v| v.parse::<i64>().ok())
-            .filter(|&b| b > 0)
-            .ok_or_else(|| anyhow::anyhow!("{keyspace}.herd_settings has no bucket_ms: start the workers (they create the schema) before probing"))?;
-        let lookup = session
-            .prepare(format!(
-                "SELECT seq FROM {keyspace}.points WHERE series = ? AND bucket = ? AND metric = ? AND ts = ? AND producer = ? AND seq = ?"
-            ))
+            .ok_or_else(|| anyhow::anyhow!("{keyspace}.herd_settings has no layout and bucket width yet: start the workers (they create the schema) before probing"))?;
+        let reader = PointReader::prepare(&session, keyspace, pinned)
             .await
-            .context("while preparing the probe lookup")?;
+            .context("while preparing the probe's reads")?;
+        let histogram =
+            || Histogram::new_with_bounds(1, 24 * 3_600_000_000, 3).expect("valid bounds");
         Ok(Prober {
             session,
-            lookup,
-            bucket_ms,
+            reader,
             give_up,
             permits: Arc::new(Semaphore::new(MAX_PROBES)),
-            visible: Mutex::new(
-                Histogram::new_with_bounds(1, 24 * 3_600_000_000, 3).expect("valid bounds"),
-            ),
+            visible: Mutex::new(histogram()),
+            recent: Mutex::new(histogram()),
             unseen: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             tasks: Mutex::new(JoinSet::new()),
         })
+    }
+
+    /// Event time to visible (µs) of the probes that saw their event since
+    /// the last call.
+    pub fn recent(&self) -> Histogram<u64> {
+        let mut recent = self.recent.lock().expect("not poisoned");
+        let out = recent.clone();
+        recent.reset();
+        out
     }
 
     /// Starts waiting for `key`'s row (just sent).
@@ -119,25 +119,21 @@ impl Prober {
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
             let _permit = permit;
-            let bucket = key.ts - key.ts.rem_euclid(me.bucket_ms);
-            let values = (
-                key.series,
-                CqlTimestamp(bucket),
-                key.metric,
-                CqlTimestamp(key.ts),
-                key.producer,
-                key.seq as i64,
-            );
             let started = Instant::now();
             loop {
-                let found = match me.session.execute_unpaged(&me.lookup, &values).await {
-                    Ok(r) => r.into_rows_result().map(|rows| rows.rows_num() > 0).unwrap_or(false),
+                let read =
+                    me.reader.range(&me.session, &key.series, key.metric, key.ts, key.ts + 1).await;
+                let found = match read {
+                    Ok(points) => {
+                        points.iter().any(|e| e.seq == key.seq && e.producer == key.producer)
+                    }
                     // Cassandra down or slow: the event is not visible yet.
                     Err(_) => false,
                 };
                 if found {
                     let latency = (now_us() - key.ts * 1000).max(0) as u64;
                     me.visible.lock().expect("not poisoned").saturating_record(latency);
+                    me.recent.lock().expect("not poisoned").saturating_record(latency);
                     return;
                 }
                 if started.elapsed() > me.give_up {

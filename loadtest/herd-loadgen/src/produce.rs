@@ -149,8 +149,10 @@ pub struct ProduceArgs {
     #[arg(long)]
     compare_raw: bool,
     /// Measure end-to-end latency as a reader sees it: for every
-    /// --probe-every-th event, look its row up in this keyspace (the
-    /// workers' --keyspace) from when it is sent until it is there. Needs --rate.
+    /// --probe-every-th event, read it through herd's read path (either
+    /// layout) in this keyspace (the workers' --keyspace) from when it is
+    /// sent until it is there. With --json, each progress line also carries
+    /// the probes seen since the last one ("visible_ms"). Needs --rate.
     #[arg(long, value_name = "KEYSPACE")]
     probe_keyspace: Option<String>,
     /// Probe one event in this many (per producer, by seq).
@@ -482,7 +484,14 @@ async fn drain(producers: &[Producer], acks: &Acks, sent: u64) -> Result<(), Exi
 
 /// Prints acknowledged events, rate, errors and elapsed time every `every`:
 /// a line on stderr, or a JSON object on stdout.
-async fn progress_line(acks: Arc<Acks>, total: u64, every: Duration, started: Instant, json: bool) {
+async fn progress_line(
+    acks: Arc<Acks>,
+    prober: Option<Arc<Prober>>,
+    total: u64,
+    every: Duration,
+    started: Instant,
+    json: bool,
+) {
     let (mut last, mut last_at) = (0, Instant::now());
     loop {
         tokio::time::sleep(every).await;
@@ -490,9 +499,14 @@ async fn progress_line(acks: Arc<Acks>, total: u64, every: Duration, started: In
         let (elapsed, errors) = (started.elapsed().as_secs_f64(), acks.errors.load(Relaxed));
         let rate = (now - last) as f64 / (at - last_at).as_secs_f64();
         if json {
+            // Freshness over time: the probes that saw their event since the last line.
+            let visible = prober.as_ref().map(|p| p.recent()).filter(|h| !h.is_empty()).map(|h| {
+                let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+                serde_json::json!({"n": h.len(), "p50": ms(0.5), "p99": ms(0.99), "max": ms(1.0)})
+            });
             let progress = serde_json::json!({"progress": {
                 "elapsed_s": elapsed, "acknowledged": now, "total": total,
-                "events_per_s": rate, "errors": errors,
+                "events_per_s": rate, "errors": errors, "visible_ms": visible,
             }});
             println!("{progress}");
         } else {
@@ -669,6 +683,7 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
     let started = Instant::now();
     let progress = tokio::spawn(progress_line(
         acks.clone(),
+        prober.clone(),
         total,
         Duration::from_secs_f64(a.progress_secs),
         started,
