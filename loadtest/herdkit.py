@@ -75,7 +75,8 @@ class Procs:
             k: v for k, v in os.environ.items() if k not in ("HERD_METRICS_ADDR", "HERD_WORKER_ID", "HERD_COORDINATOR_ID")}
 
     def start(self, name, args):
-        log = open(os.path.join(self.logs, f"{name}.log"), "w")
+        # Appended: a process started again (a restart) keeps its earlier log.
+        log = open(os.path.join(self.logs, f"{name}.log"), "a")
         self.all[name] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         return self.all[name]
 
