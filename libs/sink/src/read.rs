@@ -84,8 +84,11 @@ impl PointReader {
             Layout::Rows => format!(
                 "SELECT ts, value, tags, producer, seq FROM {ks}.points WHERE series = ? AND bucket = ? AND metric = ? AND ts >= ? AND ts < ?"
             ),
+            // Only the blocks whose span meets the range: filtered by
+            // Cassandra within the one partition, so a short range in a
+            // bucket of thousands of blocks ships and decodes a few.
             Layout::Blocks => format!(
-                "SELECT topic, partition, window_start, min_ts, max_ts, data FROM {ks}.blocks WHERE series = ? AND bucket = ? AND metric = ?"
+                "SELECT topic, partition, window_start, min_ts, max_ts, data FROM {ks}.blocks WHERE series = ? AND bucket = ? AND metric = ? AND max_ts >= ? AND min_ts < ? ALLOW FILTERING"
             ),
         };
         let mut select = session
@@ -135,9 +138,8 @@ impl PointReader {
             if out.len() >= n {
                 break;
             }
-            let mut points = self
-                .bucket(session, series, metric, bucket, i64::MIN, now.saturating_add(1))
-                .await?;
+            let mut points =
+                self.bucket(session, series, metric, bucket, bucket, now.saturating_add(1)).await?;
             points.reverse();
             out.extend(points);
             bucket -= self.bucket_ms;
@@ -189,7 +191,16 @@ impl PointReader {
             }
             Layout::Blocks => {
                 let mut rows = session
-                    .execute_iter(self.select.clone(), (series, CqlTimestamp(bucket), metric))
+                    .execute_iter(
+                        self.select.clone(),
+                        (
+                            series,
+                            CqlTimestamp(bucket),
+                            metric,
+                            CqlTimestamp(from),
+                            CqlTimestamp(to),
+                        ),
+                    )
                     .await
                     .map_err(|e| err(Box::new(e)))?
                     .rows_stream::<(String, i32, i64, CqlTimestamp, CqlTimestamp, Vec<u8>)>()
