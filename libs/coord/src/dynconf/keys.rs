@@ -176,7 +176,7 @@ pub const BLOCK_FLUSH_MAX_MS: LiveKey = LiveKey {
     flag: None,
     default: Default::Count(1_000),
     applies: "from the next flush",
-    meaning: "blocks layout: the longest an event waits in an open window before the window's blocks (and rollups) are written, while its shard has no backlog",
+    meaning: "blocks layout: the longest an event waits in an open window before the window's blocks (and rollups) are written, backlog or not",
 };
 
 pub const ROLLUP_RESOLUTIONS: LiveKey = LiveKey {
