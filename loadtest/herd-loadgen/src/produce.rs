@@ -830,7 +830,7 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
             let h = &p.visible;
             if !h.is_empty() {
                 println!(
-                    "  visible in Cassandra ({} sampled events, looked up by key): p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
+                    "  visible in Cassandra ({} sampled events, read through herd's read path): p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
                     h.len(),
                     ms(h, 0.5),
                     ms(h, 0.9),
