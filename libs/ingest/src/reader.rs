@@ -74,9 +74,9 @@ impl Cutter {
         }
     }
 
-    /// What is due at the deadline. `backlog`: whether Kafka holds more of
-    /// a shard than was read up to an offset.
-    fn due(&mut self, backlog: impl Fn(&Shard, i64) -> bool) -> Vec<Chunk> {
+    /// What is due at the deadline. `backlog`: how many messages Kafka
+    /// holds of a shard beyond an offset read up to.
+    fn due(&mut self, backlog: impl Fn(&Shard, i64) -> u64) -> Vec<Chunk> {
         match self {
             Cutter::Rows(b) => b.take().into_iter().collect(),
             Cutter::Blocks(w) => w.flush_due(Instant::now(), backlog),
@@ -280,11 +280,13 @@ impl Reader<'_> {
                     }
                 },
                 _ = sleep_until(deadline) => {
-                    // A shard Kafka still sends (not paused, not throttled)
-                    // and whose end lies beyond what was read: a backlog.
+                    // A shard Kafka still sends (not paused, not throttled):
+                    // the messages between what was read and its end.
                     let backlog = |shard: &Shard, next: i64| {
-                        running.get(shard).is_some_and(|r| !r.kafka_paused)
-                            && source.known_end(shard).is_some_and(|end| end > next)
+                        match running.get(shard).is_some_and(|r| !r.kafka_paused) {
+                            true => source.known_end(shard).map_or(0, |end| (end - next).max(0) as u64),
+                            false => 0,
+                        }
                     };
                     send_all!(cutter.due(backlog))
                 }
