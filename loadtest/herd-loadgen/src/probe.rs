@@ -37,7 +37,14 @@ pub struct Key {
 
 pub struct Prober {
     session: Session,
-    reader: PointReader,
+    keyspace: String,
+    pinned: herd_sink::schema::Pinned,
+    /// Prepared again after a failed read: a restarted Cassandra node has
+    /// forgotten it, and paged reads of a forgotten statement kept failing
+    /// (every probe after a 15 s outage in a soak went unseen).
+    reader: tokio::sync::RwLock<(PointReader, Instant)>,
+    read_errors: AtomicU64,
+    last_error: Mutex<Option<String>>,
     /// How long a probe waits before counting its event as not visible.
     give_up: Duration,
     permits: Arc<Semaphore>,
@@ -54,6 +61,9 @@ pub struct Summary {
     pub visible: Histogram<u64>,
     pub unseen: u64,
     pub skipped: u64,
+    /// Reads that failed (Cassandra down or slow), and the last error.
+    pub read_errors: u64,
+    pub last_error: Option<String>,
 }
 
 fn now_us() -> i64 {
@@ -87,7 +97,11 @@ impl Prober {
             || Histogram::new_with_bounds(1, 24 * 3_600_000_000, 3).expect("valid bounds");
         Ok(Prober {
             session,
-            reader,
+            keyspace: keyspace.to_owned(),
+            pinned,
+            reader: tokio::sync::RwLock::new((reader, Instant::now())),
+            read_errors: AtomicU64::new(0),
+            last_error: Mutex::new(None),
             give_up,
             permits: Arc::new(Semaphore::new(MAX_PROBES)),
             visible: Mutex::new(histogram()),
@@ -121,14 +135,18 @@ impl Prober {
             let _permit = permit;
             let started = Instant::now();
             loop {
+                let reader = me.reader.read().await.0.clone();
                 let read =
-                    me.reader.range(&me.session, &key.series, key.metric, key.ts, key.ts + 1).await;
+                    reader.range(&me.session, &key.series, key.metric, key.ts, key.ts + 1).await;
                 let found = match read {
                     Ok(points) => {
                         points.iter().any(|e| e.seq == key.seq && e.producer == key.producer)
                     }
                     // Cassandra down or slow: the event is not visible yet.
-                    Err(_) => false,
+                    Err(e) => {
+                        me.read_failed(herd_config::chain(&e)).await;
+                        false
+                    }
                 };
                 if found {
                     let latency = (now_us() - key.ts * 1000).max(0) as u64;
@@ -146,6 +164,21 @@ impl Prober {
         });
     }
 
+    /// Counts a failed read and prepares the reads again, at most once a
+    /// second.
+    async fn read_failed(&self, error: String) {
+        self.read_errors.fetch_add(1, Relaxed);
+        *self.last_error.lock().expect("not poisoned") = Some(error);
+        let mut reader = self.reader.write().await;
+        if reader.1.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        reader.1 = Instant::now();
+        if let Ok(fresh) = PointReader::prepare(&self.session, &self.keyspace, self.pinned).await {
+            reader.0 = fresh;
+        }
+    }
+
     /// Waits for every probe to see its row or give up.
     pub async fn finish(&self) -> Summary {
         let mut tasks = std::mem::take(&mut *self.tasks.lock().expect("not poisoned"));
@@ -154,6 +187,8 @@ impl Prober {
             visible: self.visible.lock().expect("not poisoned").clone(),
             unseen: self.unseen.load(Relaxed),
             skipped: self.skipped.load(Relaxed),
+            read_errors: self.read_errors.load(Relaxed),
+            last_error: self.last_error.lock().expect("not poisoned").clone(),
         }
     }
 }

@@ -790,6 +790,7 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
                 "sampled": p.visible.len(),
                 "ms": (!p.visible.is_empty()).then(|| quantiles(&p.visible, &[("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)])),
                 "unseen": p.unseen, "skipped": p.skipped,
+                "read_errors": p.read_errors, "last_error": p.last_error,
             })
         });
         let produced = serde_json::json!({"produced": {
@@ -837,6 +838,9 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
                     ms(h, 0.99),
                     ms(h, 1.0)
                 );
+            }
+            if let Some(last) = &p.last_error {
+                println!("  probe reads that failed: {} (the last: {last})", p.read_errors);
             }
             if p.unseen + p.skipped > 0 {
                 println!(
