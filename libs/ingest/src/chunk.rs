@@ -30,7 +30,8 @@ pub struct CommitOffset {
     /// next reader starts (`window_start`, else `next`), encoded.
     pub dedup: Option<std::sync::Arc<[u8]>>,
     /// The oldest Kafka append time (ms) of the messages this offset covers
-    /// that no checkpoint covers yet (None: unknown); set by the writer.
+    /// that no checkpoint covers yet (None: unknown); set where the chunk
+    /// is cut.
     pub appended_ms: Option<i64>,
 }
 
