@@ -91,7 +91,8 @@ pub struct ChunkBuilder {
     packer: RowPacker,
     sources: Vec<SourcePosition>,
     dead_letters: Vec<DeadLetter>,
-    offsets: BTreeMap<Shard, i64>,
+    /// Per shard, the offset to commit and the oldest Kafka append time read.
+    offsets: BTreeMap<Shard, (i64, Option<i64>)>,
     messages: usize,
     rows: usize,
     bytes: usize,
@@ -141,8 +142,10 @@ impl ChunkBuilder {
         for event in decoded.events {
             self.packer.add(event, source);
         }
-        let next = self.offsets.entry(at.shard.clone()).or_insert(at.offset + 1);
+        let (next, oldest) =
+            self.offsets.entry(at.shard.clone()).or_insert((at.offset + 1, at.appended_ms));
         *next = (*next).max(at.offset + 1);
+        *oldest = crate::commit::oldest(*oldest, at.appended_ms);
         self.sources.push(at);
     }
 
@@ -165,13 +168,10 @@ impl ChunkBuilder {
             return None;
         }
         let appended_ms = self.sources.iter().filter_map(|s| s.appended_ms).min();
-        let shard_appended = |shard: &Shard| {
-            self.sources.iter().filter(|s| &s.shard == shard).filter_map(|s| s.appended_ms).min()
-        };
         let offsets = std::mem::take(&mut self.offsets)
             .into_iter()
-            .map(|(shard, next)| CommitOffset {
-                appended_ms: shard_appended(&shard),
+            .map(|(shard, (next, appended_ms))| CommitOffset {
+                appended_ms,
                 shard,
                 next,
                 window_start: None,
