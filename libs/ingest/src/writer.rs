@@ -8,9 +8,9 @@
 //! retried with backoff and jitter; what still fails after the retry budget
 //! is dead-lettered, or stops the pipeline under the `stop` policy.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use herd_model::{json, Event};
@@ -39,6 +39,8 @@ pub struct Writer {
     stop_on_failure: AtomicBool,
     pub(crate) written: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
+    /// Failed attempts, reported at most once a second.
+    failures: Tally,
 }
 
 impl Writer {
@@ -52,6 +54,7 @@ impl Writer {
             dead_letters,
             written: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
+            failures: Tally::new(1000),
         }
     }
 
@@ -214,18 +217,52 @@ impl Writer {
                 }
             }
             let wait = backoff::delay(attempt, retry.initial, retry.max, rand::random());
-            // One line per write at the first failure and every tenth after, so an
-            // outage does not flood the log with one line per retry.
-            if attempt % 10 == 0 {
-                tracing::warn!(
-                    series = %write.series(), events = write.len(), attempt, transient = error.is_transient(), error = &error as &dyn std::error::Error,
-                    "Cassandra write failed; retrying in {} ms (consumption pauses while writes are pending)",
-                    wait.as_millis()
-                );
-            }
+            self.warn_failed(write, attempt, wait, &error);
             tokio::time::sleep(wait).await;
             attempt = attempt.saturating_add(1);
         }
+    }
+}
+
+impl Writer {
+    /// Logs a failed attempt, at most once a second per worker with the
+    /// number of failures since the last line: an outage fails every write
+    /// in flight at once (thousands of lines a second when each had one),
+    /// and the operator needs to know it goes on and why, not each write.
+    fn warn_failed(&self, write: &Write, attempt: u32, wait: Duration, error: &WriteError) {
+        let Some(failures) = self.failures.add(now_ms()) else { return };
+        tracing::warn!(
+            failures, series = %write.series(), events = write.len(), attempt, transient = error.is_transient(), error = error as &dyn std::error::Error,
+            "Cassandra writes failing ({failures} failed attempts since the last such line); this one is retried in {} ms (consumption pauses while writes are pending)",
+            wait.as_millis()
+        );
+    }
+}
+
+/// Counts occurrences and says when to report them: at most once per
+/// `every_ms`, with the count since the last report.
+struct Tally {
+    every_ms: i64,
+    unreported: AtomicU64,
+    last_ms: AtomicI64,
+}
+
+impl Tally {
+    fn new(every_ms: i64) -> Tally {
+        Tally { every_ms, unreported: AtomicU64::new(0), last_ms: AtomicI64::new(i64::MIN) }
+    }
+
+    /// Counts one at `now_ms`. Some(n): report now, n since the last report
+    /// (this one included).
+    fn add(&self, now_ms: i64) -> Option<u64> {
+        self.unreported.fetch_add(1, Ordering::Relaxed);
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) < self.every_ms {
+            return None;
+        }
+        // One caller reports; the others count toward the next report.
+        self.last_ms.compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed).ok()?;
+        Some(self.unreported.swap(0, Ordering::Relaxed))
     }
 }
 
@@ -262,5 +299,20 @@ fn write_letter(event: &Event, source: &SourcePosition, reason: &str) -> DeadLet
         stage: Stage::Write,
         position: "event".into(),
         reason: reason.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tally;
+
+    #[test]
+    fn a_tally_reports_the_first_then_at_most_once_per_interval_with_the_count() {
+        let t = Tally::new(1000);
+        assert_eq!(t.add(5_000), Some(1), "the first is reported at once");
+        assert_eq!(t.add(5_001), None);
+        assert_eq!(t.add(5_999), None);
+        assert_eq!(t.add(6_000), Some(3), "the two held back, and this one");
+        assert_eq!(t.add(9_000), Some(1));
     }
 }

@@ -7,9 +7,19 @@
 //! message's due time).
 //!
 //! Probes poll every 5 ms at first, then at a tenth of the time already
-//! waited (at most 250 ms): a reading is off by at most 10 % or 5 ms, and a
+//! waited (at most 1 s): a reading is off by at most 10 % or 5 ms, and a
 //! long outage costs tens of lookups per probe, not thousands. At most
 //! `MAX_PROBES` wait at once; a sample beyond that is counted as skipped.
+//!
+//! At most `MAX_READS_IN_FLIGHT` lookups run at once, whatever the number
+//! of probes waiting: the measurement must not become the load. A blocks
+//! lookup filters a bucket's blocks of the series in Cassandra, and during
+//! a backlog (after a Cassandra outage in a soak) up to 2,000 probes polled
+//! four times a second each: Cassandra's read stage queued a hundred reads,
+//! the writes waited behind them, and the workers stored 50,000 events/s
+//! instead of catching up. A lookup that waits for its turn can find its
+//! event later than it became visible; `reads` and `read_wait` in the
+//! summary say how much that can be.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -25,6 +35,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 pub const MAX_PROBES: usize = 2000;
+
+/// Lookups in flight at once, over all probes.
+pub const MAX_READS_IN_FLIGHT: usize = 8;
 
 /// The row a probe waits for.
 pub struct Key {
@@ -48,6 +61,10 @@ pub struct Prober {
     /// How long a probe waits before counting its event as not visible.
     give_up: Duration,
     permits: Arc<Semaphore>,
+    reads_in_flight: Semaphore,
+    reads: AtomicU64,
+    /// Time lookups waited for their turn, µs.
+    read_wait: Mutex<Histogram<u64>>,
     /// Event time to visible, µs.
     visible: Mutex<Histogram<u64>>,
     /// The same since the last [`Prober::recent`]: freshness over time.
@@ -64,6 +81,9 @@ pub struct Summary {
     /// Reads that failed (Cassandra down or slow), and the last error.
     pub read_errors: u64,
     pub last_error: Option<String>,
+    /// Lookups made, and how long they waited for their turn (µs).
+    pub reads: u64,
+    pub read_wait: Histogram<u64>,
 }
 
 fn now_us() -> i64 {
@@ -72,7 +92,7 @@ fn now_us() -> i64 {
 
 /// The next wait between lookups, after `waited` since the event's time.
 fn next_poll(waited: Duration) -> Duration {
-    (waited / 10).clamp(Duration::from_millis(5), Duration::from_millis(250))
+    (waited / 10).clamp(Duration::from_millis(5), Duration::from_secs(1))
 }
 
 impl Prober {
@@ -104,6 +124,9 @@ impl Prober {
             last_error: Mutex::new(None),
             give_up,
             permits: Arc::new(Semaphore::new(MAX_PROBES)),
+            reads_in_flight: Semaphore::new(MAX_READS_IN_FLIGHT),
+            reads: AtomicU64::new(0),
+            read_wait: Mutex::new(histogram()),
             visible: Mutex::new(histogram()),
             recent: Mutex::new(histogram()),
             unseen: AtomicU64::new(0),
@@ -135,9 +158,17 @@ impl Prober {
             let _permit = permit;
             let started = Instant::now();
             loop {
+                let queued = Instant::now();
+                let turn = me.reads_in_flight.acquire().await.expect("never closed");
+                me.read_wait
+                    .lock()
+                    .expect("not poisoned")
+                    .saturating_record(queued.elapsed().as_micros() as u64);
+                me.reads.fetch_add(1, Relaxed);
                 let reader = me.reader.read().await.0.clone();
                 let read =
                     reader.range(&me.session, &key.series, key.metric, key.ts, key.ts + 1).await;
+                drop(turn);
                 let found = match read {
                     Ok(points) => {
                         points.iter().any(|e| e.seq == key.seq && e.producer == key.producer)
@@ -189,6 +220,8 @@ impl Prober {
             skipped: self.skipped.load(Relaxed),
             read_errors: self.read_errors.load(Relaxed),
             last_error: self.last_error.lock().expect("not poisoned").clone(),
+            reads: self.reads.load(Relaxed),
+            read_wait: self.read_wait.lock().expect("not poisoned").clone(),
         }
     }
 }
@@ -201,6 +234,7 @@ mod tests {
     fn polls_fast_first_then_at_a_tenth_of_the_wait() {
         assert_eq!(next_poll(Duration::ZERO), Duration::from_millis(5));
         assert_eq!(next_poll(Duration::from_millis(400)), Duration::from_millis(40));
-        assert_eq!(next_poll(Duration::from_secs(60)), Duration::from_millis(250));
+        assert_eq!(next_poll(Duration::from_secs(5)), Duration::from_millis(500));
+        assert_eq!(next_poll(Duration::from_secs(60)), Duration::from_secs(1));
     }
 }

@@ -791,6 +791,8 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
                 "ms": (!p.visible.is_empty()).then(|| quantiles(&p.visible, &[("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)])),
                 "unseen": p.unseen, "skipped": p.skipped,
                 "read_errors": p.read_errors, "last_error": p.last_error,
+                "reads": p.reads,
+                "read_wait_ms": (!p.read_wait.is_empty()).then(|| quantiles(&p.read_wait, &[("p50", 0.5), ("p99", 0.99), ("max", 1.0)])),
             })
         });
         let produced = serde_json::json!({"produced": {
@@ -837,6 +839,16 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
                     ms(h, 0.9),
                     ms(h, 0.99),
                     ms(h, 1.0)
+                );
+            }
+            if !p.read_wait.is_empty() {
+                println!(
+                    "  probe lookups: {} ({} at most at once), waited for their turn p50 {} ms, p99 {} ms, max {} ms",
+                    p.reads,
+                    probe::MAX_READS_IN_FLIGHT,
+                    ms(&p.read_wait, 0.5),
+                    ms(&p.read_wait, 0.99),
+                    ms(&p.read_wait, 1.0)
                 );
             }
             if let Some(last) = &p.last_error {
