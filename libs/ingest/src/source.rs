@@ -102,9 +102,15 @@ impl KafkaSource {
             // A checkpoint older than the topic's retention: start from the
             // oldest message still there (what was deleted is gone anyway).
             .set("auto.offset.reset", "earliest")
-            // Bounds what librdkafka prefetches while the pipeline is paused
-            // (Cassandra down): 16 MiB per consumer instead of 64 MiB.
-            .set("queued.max.messages.kbytes", "16384")
+            // Bounds what librdkafka prefetches: 4 MiB per consumer instead
+            // of 64 MiB. Whenever the worker reads behind the partitions'
+            // ends (catching up, or paused while Cassandra is down) the
+            // queue stays full: at 16 MiB, librdkafka's heap in the worker
+            // went from 2 MB at the head to 34 MB catching up; at 4 MiB,
+            // 17-25 MB. Catching up after a Cassandra outage, the workers
+            // had all their chunks in flight either way: the writes, not
+            // the prefetch, set the pace.
+            .set("queued.max.messages.kbytes", "4096")
             // Once that prefetch is full, librdkafka waits this long before it
             // fetches again (default 1 s): the worker then drained its 16 MiB
             // in a fraction of a second and sat idle for the rest (measured:

@@ -130,11 +130,19 @@ impl Writer {
             }
         };
         let writes = async {
+            // No more of the chunk's writes under way than may be in flight
+            // at all: each is a future holding the driver's request state,
+            // and a chunk of a closed window holds a thousand writes or more.
+            let window = self.in_flight_size.load(Ordering::Relaxed).max(1);
+            let mut queued = chunk.writes.iter();
             let mut pending: FuturesUnordered<_> =
-                chunk.writes.iter().map(|w| self.write_one(w)).collect();
+                queued.by_ref().take(window).map(|w| self.write_one(w)).collect();
             let mut write_letters = Vec::new();
             let mut failure = None;
             while let Some(result) = pending.next().await {
+                if let Some(w) = queued.next() {
+                    pending.push(self.write_one(w));
+                }
                 match result {
                     Ok(fresh) => {
                         self.written.fetch_add(fresh as u64, Ordering::Relaxed);
