@@ -130,19 +130,18 @@ impl Writer {
             }
         };
         let writes = async {
-            // No more of the chunk's writes under way than may be in flight
-            // at all: each is a future holding the driver's request state,
-            // and a chunk of a closed window holds a thousand writes or more.
-            let window = self.in_flight_size.load(Ordering::Relaxed).max(1);
-            let mut queued = chunk.writes.iter();
+            // Every write of the chunk waits for its permit at once, so that
+            // an earlier chunk's writes go before a later one's (first in,
+            // first out: each chunk is done as soon as it can be). Making
+            // them as permits came free instead shared the permits among
+            // the chunks in flight, and each took as long as all of them:
+            // freshness p99 at 221,600 events/s went from about 1.3 s to
+            // 2.5-3.0 s.
             let mut pending: FuturesUnordered<_> =
-                queued.by_ref().take(window).map(|w| self.write_one(w)).collect();
+                chunk.writes.iter().map(|w| self.write_one(w)).collect();
             let mut write_letters = Vec::new();
             let mut failure = None;
             while let Some(result) = pending.next().await {
-                if let Some(w) = queued.next() {
-                    pending.push(self.write_one(w));
-                }
                 match result {
                     Ok(fresh) => {
                         self.written.fetch_add(fresh as u64, Ordering::Relaxed);
@@ -195,7 +194,10 @@ impl Writer {
             let result = {
                 let _permit = self.in_flight.acquire().await.expect("semaphore never closed");
                 let t = Instant::now();
-                let r = self.store.write(write).await;
+                // Boxed: the driver's request state is the bulk of a write's
+                // future, and a chunk of a closed window waits with a
+                // thousand writes or more; only those holding a permit need it.
+                let r = Box::pin(self.store.write(write)).await;
                 metrics::histogram!(m::WRITE_LATENCY).record(t.elapsed().as_secs_f64());
                 r
             };
