@@ -50,16 +50,40 @@ pub struct ShardGrant {
 pub struct AssignmentDoc {
     /// Epoch of the leader that wrote it.
     pub leader_epoch: i64,
+    /// Added to the version's zxid to make a new grant's epoch: 0 until a
+    /// restore into a wiped ZooKeeper (whose zxids start low again) sets
+    /// the epoch floor above every epoch stored before (see
+    /// [`crate::membership::epoch_floor_path`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch_base: i64,
     pub shards: Vec<ShardGrant>,
 }
 
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
 impl AssignmentDoc {
-    /// With every [`NEW_GRANT`] replaced by `mzxid`, the zxid of the version
-    /// that was read (its `Stat::mzxid`).
+    /// With every [`NEW_GRANT`] replaced by `epoch_base` + `mzxid`, the zxid
+    /// of the version that was read (its `Stat::mzxid`).
     pub fn resolved(mut self, mzxid: i64) -> AssignmentDoc {
         for s in &mut self.shards {
             if s.epoch == NEW_GRANT {
-                s.epoch = mzxid;
+                s.epoch = self.epoch_base + mzxid;
+            }
+        }
+        self
+    }
+
+    /// Grants made before the epoch floor `floor` was set (a ZooKeeper wiped
+    /// and restored) are made again: their epochs may be below ones stored
+    /// since, which Cassandra would refuse forever. Revocations keep theirs
+    /// (the holder's).
+    pub fn above_floor(mut self, floor: i64) -> AssignmentDoc {
+        self.epoch_base = self.epoch_base.max(floor);
+        for s in &mut self.shards {
+            if !s.revoke && s.epoch != NEW_GRANT && s.epoch < floor {
+                s.epoch = NEW_GRANT;
             }
         }
         self
@@ -152,7 +176,7 @@ mod tests {
     }
 
     fn publish(grants: Vec<ShardGrant>, zxid: i64) -> Vec<ShardGrant> {
-        AssignmentDoc { leader_epoch: 1, shards: grants }.resolved(zxid).shards
+        AssignmentDoc { leader_epoch: 1, epoch_base: 0, shards: grants }.resolved(zxid).shards
     }
 
     #[test]
@@ -182,7 +206,7 @@ mod tests {
     fn first_grants_are_new_and_resolve_to_the_version_zxid() {
         let g = plan(&target(&["a", "b"]), &[], &BTreeMap::new());
         assert!(g.iter().all(|g| g.epoch == NEW_GRANT && !g.revoke));
-        let doc = AssignmentDoc { leader_epoch: 1, shards: g }.resolved(100);
+        let doc = AssignmentDoc { leader_epoch: 1, epoch_base: 0, shards: g }.resolved(100);
         assert_eq!(doc.granted_to("a"), BTreeMap::from([(shard(0), 100)]));
         assert_eq!(doc.granted_to("b"), BTreeMap::from([(shard(1), 100)]));
     }
@@ -215,11 +239,13 @@ mod tests {
         );
         let v2 = publish(v2, 200);
         assert!(
-            AssignmentDoc { leader_epoch: 1, shards: v2.clone() }.granted_to("b").is_empty(),
+            AssignmentDoc { leader_epoch: 1, epoch_base: 0, shards: v2.clone() }
+                .granted_to("b")
+                .is_empty(),
             "no overlap"
         );
         assert_eq!(
-            AssignmentDoc { leader_epoch: 1, shards: v2.clone() }.target(),
+            AssignmentDoc { leader_epoch: 1, epoch_base: 0, shards: v2.clone() }.target(),
             target(&["a", "b"])
         );
         // a released shard 1: now b gets it, with an epoch above a's.
@@ -244,6 +270,32 @@ mod tests {
     }
 
     #[test]
+    fn above_an_epoch_floor_grants_are_made_again_and_resolve_above_it() {
+        let g = |p: i32, epoch: i64, revoke: bool| ShardGrant {
+            shard: shard(p),
+            owner: "a".into(),
+            epoch,
+            revoke,
+            next_owner: None,
+        };
+        let doc = AssignmentDoc {
+            leader_epoch: 1,
+            epoch_base: 0,
+            shards: vec![g(0, 500, false), g(1, 2000, false), g(2, 500, true)],
+        };
+        let after = doc.above_floor(1000);
+        assert_eq!(after.epoch_base, 1000);
+        let epochs: Vec<i64> = after.shards.iter().map(|s| s.epoch).collect();
+        assert_eq!(epochs, vec![NEW_GRANT, 2000, 500], "below the floor: granted again");
+        // A wiped ZooKeeper's zxids start low: the new grant still lands above.
+        let resolved = after.resolved(7);
+        assert_eq!(resolved.shards[0].epoch, 1007);
+        // Stored and read back, the base survives.
+        let json = serde_json::to_string(&resolved).unwrap();
+        assert_eq!(serde_json::from_str::<AssignmentDoc>(&json).unwrap().epoch_base, 1000);
+    }
+
+    #[test]
     fn a_regrant_to_the_same_worker_after_a_revocation_gets_a_new_epoch() {
         let v1 = publish(plan(&target(&["a"]), &[], &BTreeMap::new()), 100);
         let v2 = publish(plan(&target(&["b"]), &v1, &holders(&[(0, "a", 100)])), 200);
@@ -259,6 +311,9 @@ mod tests {
         let v2 = plan(&target(&["a"]), &v1, &holders(&[(0, "a", 100), (1, "a", 100)]));
         assert_eq!(v2.len(), 2);
         assert_eq!((v2[1].revoke, v2[1].next_owner.clone()), (true, None));
-        assert_eq!(AssignmentDoc { leader_epoch: 1, shards: v2 }.target(), target(&["a"]));
+        assert_eq!(
+            AssignmentDoc { leader_epoch: 1, epoch_base: 0, shards: v2 }.target(),
+            target(&["a"])
+        );
     }
 }

@@ -139,11 +139,12 @@ impl Coordinator {
                     None
                 }
             };
-            // Workers joined or left, or a shard was taken or released.
+            // Workers joined or left, a shard was taken or released, or a
+            // restore set the epoch floor.
             let membership_changed = async {
                 match watchers {
-                    Some([workers, holders]) => {
-                        tokio::select! { _ = workers.changed() => {}, _ = holders.changed() => {} }
+                    Some([workers, holders, floor]) => {
+                        tokio::select! { _ = workers.changed() => {}, _ = holders.changed() => {}, _ = floor.changed() => {} }
                     }
                     None => tokio::time::sleep(Duration::from_secs(1)).await,
                 }
@@ -192,13 +193,14 @@ impl Lead<'_> {
     /// One assignment round: read workers and holders (arming watches on
     /// both) and partitions, assign, plan the handoff, publish if anything
     /// changed. Returns the two watches.
-    async fn round(&self) -> Result<[zookeeper_client::OneshotWatcher; 2], ElectionError> {
+    async fn round(&self) -> Result<[zookeeper_client::OneshotWatcher; 3], ElectionError> {
         let workers_watch =
             membership::watch_children(self.client, &membership::workers_dir(self.root)).await?;
         let holders_watch =
             membership::watch_children(self.client, &membership::owned_dir(self.root)).await?;
         let workers = membership::workers(self.client, self.root).await?;
         let holders = membership::holders(self.client, self.root).await?;
+        let (floor, floor_watch) = membership::watch_epoch_floor(self.client, self.root).await?;
         let previous = membership::read_assignment(self.client, self.root).await?;
         let before = previous.as_ref().map(AssignmentDoc::target).unwrap_or_default();
         let shards: Vec<Shard> =
@@ -215,7 +217,12 @@ impl Lead<'_> {
         let target = assign(&membership::as_assign_input(&workers), &shards, &before);
         let grants =
             handoff::plan(&target, previous.as_ref().map_or(&[][..], |d| &d.shards), &holders);
-        let doc = AssignmentDoc { leader_epoch: self.leadership.epoch, shards: grants };
+        let doc = AssignmentDoc {
+            leader_epoch: self.leadership.epoch,
+            epoch_base: previous.as_ref().map_or(0, |d| d.epoch_base),
+            shards: grants,
+        }
+        .above_floor(floor);
         if previous.as_ref() != Some(&doc) {
             let data = serde_json::to_vec(&doc).expect("serializable");
             self.leadership
@@ -238,7 +245,7 @@ impl Lead<'_> {
         metrics::gauge!(WORKERS).set(workers.len() as f64);
         metrics::gauge!(SHARDS).set(doc.shards.len() as f64);
         metrics::gauge!(SHARDS_REVOKING).set(doc.shards.iter().filter(|g| g.revoke).count() as f64);
-        Ok([workers_watch, holders_watch])
+        Ok([workers_watch, holders_watch, floor_watch])
     }
 }
 

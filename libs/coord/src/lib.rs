@@ -10,7 +10,8 @@
 //!
 //! - [`leader`]: the coordinator's control loop (stand, lead, publish the
 //!   assignment, hand over), run by herd-coordinator;
-//! - [`dynconf`]: the live configuration document, its validation and edits.
+//! - [`dynconf`]: the live configuration document, its validation and edits;
+//! - [`schema`]: schema migrations one process at a time, under a lock.
 //!
 //! Fencing at the database lives in `herd-sink` (`fencing`).
 
@@ -20,6 +21,7 @@ pub mod election;
 pub mod handoff;
 pub mod leader;
 pub mod membership;
+pub mod schema;
 
 pub use handoff::{AssignmentDoc, Holder, ShardGrant};
 

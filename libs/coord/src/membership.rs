@@ -7,6 +7,9 @@
 //! | `{root}/workers/{id}` | ephemeral  | each worker     | [`WorkerInfo`]              |
 //! | `{root}/assignment`   | persistent | the leader      | [`AssignmentDoc`]           |
 //! | `{root}/owned/{t}:{p}`| ephemeral  | the shard's holder | [`Holder`]               |
+//! | `{root}/epoch_floor`  | persistent | `herdctl restore` | [`EpochFloor`]         |
+//! | `{root}/schema/{ks}`  | persistent | the worker that migrated | [`crate::schema::SchemaVersion`] |
+//! | `{root}/locks/…`      | ephemeral  | lock contenders | zookeeper-client's lock recipe (`crate::schema`) |
 //!
 //! A worker's nodes live as long as its session: when the worker dies or its
 //! session expires, they go, and the leader reassigns its shards.
@@ -50,6 +53,41 @@ pub async fn ensure_path(client: &Client, path: &str) -> Result<(), ZkError> {
         Ok(()) | Err(zookeeper_client::Error::NodeExists) => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+pub fn epoch_floor_path(root: &str) -> String {
+    format!("{root}/epoch_floor")
+}
+
+/// Set by a restore into a wiped ZooKeeper: every grant epoch from then on
+/// is above `floor` (above every epoch stored in Cassandra before), though
+/// the new ensemble's zxids start low again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochFloor {
+    pub floor: i64,
+    pub set_by: String,
+    pub at_ms: i64,
+}
+
+/// The epoch floor (0 if none was set) and a watch that fires when it is
+/// set or changed. A floor that does not parse reads as 0 and is logged:
+/// grants then stay below it, which Cassandra refuses (safe, not live).
+pub async fn watch_epoch_floor(
+    client: &Client,
+    root: &str,
+) -> Result<(i64, zookeeper_client::OneshotWatcher), ZkError> {
+    let (node, watcher) = watch_data(client, &epoch_floor_path(root)).await?;
+    let floor = match node {
+        None => 0,
+        Some((data, _)) => match serde_json::from_slice::<EpochFloor>(&data) {
+            Ok(f) => f.floor,
+            Err(e) => {
+                tracing::error!(path = %epoch_floor_path(root), error = %e, "the epoch floor does not parse; ignoring it (set it again with herdctl restore)");
+                0
+            }
+        },
+    };
+    Ok((floor, watcher))
 }
 
 /// Registers a worker for the life of `client`'s session.

@@ -3,10 +3,11 @@
 //! EXISTS`, or a column added only if missing), so a migration interrupted
 //! half-way is simply run again.
 //!
-//! Two processes migrating at once is safe here because every statement is
-//! idempotent, but concurrent table creation on a multi-node cluster can
-//! still race; coordinating migrations through a ZooKeeper lock is part of
-//! the coordinator's work.
+//! Only one process should run them at a time: concurrent `CREATE TABLE IF
+//! NOT EXISTS` of the same table on a multi-node cluster can create it twice
+//! with different ids and leave the nodes disagreeing on the schema. The
+//! worker runs [`migrate`] under a ZooKeeper lock (herd-coord's `schema`);
+//! the others check with [`up_to_date`] and [`check_settings`] without DDL.
 
 use scylla::client::session::Session;
 use scylla::response::query_result::QueryRowsResult;
@@ -236,6 +237,58 @@ pub async fn migrate(session: &Session, settings: &SinkSettings) -> Result<Vec<i
         tracing::info!(keyspace = %ks, version = m.version, name = m.name, "applied schema migration");
         now_applied.push(m.version);
     }
+    // Keyspaces made before layouts existed hold rows: pin that first.
+    if applied.contains(&1) {
+        check_fixed_setting(session, settings, "layout", "layout", Layout::Rows.as_str(), &|v| {
+            v.to_owned()
+        })
+        .await
+        .ok();
+    }
+    check_settings(session, settings).await?;
+    Ok(now_applied)
+}
+
+/// The newest migration's version: a keyspace is up to date once it has
+/// every migration up to this one.
+pub fn latest_version() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// Whether the keyspace has every migration applied (false if it does not
+/// exist yet), once the nodes agree on the schema. No DDL.
+pub async fn up_to_date(session: &Session, keyspace: &str) -> Result<bool, SinkError> {
+    let fail = |source: CqlError| SinkError::Migration {
+        version: 0,
+        name: "reading the migration log",
+        source,
+    };
+    session.await_schema_agreement().await.map_err(|e| fail(e.into()))?;
+    let log = rows(
+        session,
+        "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ? AND table_name = 'herd_migrations'".into(),
+        (keyspace,),
+    )
+    .await
+    .map_err(fail)?;
+    if log.rows_num() == 0 {
+        return Ok(false);
+    }
+    let applied: Vec<i32> =
+        rows(session, format!("SELECT version FROM {keyspace}.herd_migrations"), ())
+            .await
+            .map_err(fail)?
+            .rows::<(i32,)>()
+            .map_err(|e| fail(e.into()))?
+            .map(|r| r.map(|(v,)| v))
+            .collect::<Result<_, _>>()
+            .map_err(|e| fail(e.into()))?;
+    Ok(MIGRATIONS.iter().all(|m| applied.contains(&m.version)))
+}
+
+/// Checks that the settings fixed when the keyspace was made (the bucket
+/// size, the layout) are this process's, recording them on first use.
+pub async fn check_settings(session: &Session, settings: &SinkSettings) -> Result<(), SinkError> {
     check_fixed_setting(
         session,
         settings,
@@ -245,19 +298,10 @@ pub async fn migrate(session: &Session, settings: &SinkSettings) -> Result<Vec<i
         &|v| v.parse::<i64>().map(|v| (v / 1000).to_string()).unwrap_or_else(|_| v.to_owned()),
     )
     .await?;
-    // Keyspaces made before layouts existed hold rows: pin that first.
-    if applied.contains(&1) {
-        check_fixed_setting(session, settings, "layout", "layout", Layout::Rows.as_str(), &|v| {
-            v.to_owned()
-        })
-        .await
-        .ok();
-    }
     check_fixed_setting(session, settings, "layout", "layout", settings.layout.as_str(), &|v| {
         v.to_owned()
     })
-    .await?;
-    Ok(now_applied)
+    .await
 }
 
 /// Records `value` for `name` on first use (a lightweight transaction, so two

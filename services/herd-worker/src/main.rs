@@ -106,8 +106,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
         .await
         .context("while connecting to Cassandra")?;
     let session = Arc::new(session);
-    let applied =
-        herd_sink::schema::migrate(&session, &sink).await.context("while migrating the schema")?;
+    let applied = migrate(&endpoints, &coord, &session, &sink, &worker_id).await?;
     let fencing = herd_sink::fencing::Fencing::prepare(&session, &sink.keyspace)
         .await
         .context("while preparing checkpoint statements")?;
@@ -253,4 +252,45 @@ async fn handle_signals(shutdown: CancellationToken) {
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
     tracing::warn!("second signal: exiting now without checkpointing; what was not checkpointed is read again by the shards' next owners");
     std::process::exit(130);
+}
+
+/// Brings the keyspace's schema up to date, one worker at a time (a
+/// ZooKeeper lock per keyspace; see herd-coord's `schema`): the others
+/// wait, then check the schema and their fixed settings without DDL.
+/// Returns the migration versions this worker applied.
+async fn migrate(
+    endpoints: &herd_config::Endpoints,
+    coord: &herd_config::Coord,
+    session: &scylla::client::session::Session,
+    sink: &herd_sink::SinkSettings,
+    worker_id: &str,
+) -> Result<Vec<i32>, Exit> {
+    use herd_coord::schema::{migrate_once, Migrated};
+    use herd_sink::schema;
+    let zk = herd_clients::zookeeper::connect(endpoints, coord.session_timeout)
+        .await
+        .context("while connecting to ZooKeeper to coordinate the schema migration")?;
+    let outcome = migrate_once(
+        &zk,
+        &coord.root,
+        &sink.keyspace,
+        schema::latest_version(),
+        worker_id,
+        || schema::up_to_date(session, &sink.keyspace),
+        || schema::migrate(session, sink),
+    )
+    .await;
+    // The lock's node goes with the session.
+    herd_clients::zookeeper::close(zk, Duration::from_secs(5)).await;
+    match outcome.context("while migrating the schema")? {
+        Migrated::Ran { applied, waited } => {
+            tracing::info!(keyspace = %sink.keyspace, version = schema::latest_version(), ?applied, waited_ms = waited.as_millis() as u64, "schema migrated under the lock; version published");
+            Ok(applied)
+        }
+        Migrated::Reached { published, waited } => {
+            schema::check_settings(session, sink).await.context("while checking the schema")?;
+            tracing::info!(keyspace = %sink.keyspace, version = ?published.as_ref().map(|p| p.version), by = ?published.as_ref().map(|p| &p.by), waited_ms = waited.as_millis() as u64, "schema up to date, migrated by another process");
+            Ok(Vec::new())
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! herdctl: operate a herd deployment from the command line.
 
+mod backup;
 mod config;
 mod query;
 
@@ -33,7 +34,8 @@ enum Command {
         #[command(subcommand)]
         action: config::Action,
     },
-    /// Show the leading coordinator, the registered workers, and every shard
+    /// Show the leading coordinator, the keyspace's schema version, the
+    /// registered workers, and every shard
     /// with its owner, grant epoch, checkpoint and lag (end offset in Kafka
     /// minus the checkpoint in Cassandra).
     Status {
@@ -48,6 +50,28 @@ enum Command {
     /// (--from, --to), or the latest --limit. Reads either storage layout;
     /// an event stored twice (sent twice by its producer) is printed once.
     Query(query::QueryArgs),
+    /// Write herd's coordination state to FILE (JSON): every persistent
+    /// znode under --root (the live configuration with its version and
+    /// history, schema versions, the assignment) and the shards' checkpoints
+    /// with their epochs.
+    Backup {
+        file: std::path::PathBuf,
+        /// Cassandra keyspace holding the shards' checkpoints.
+        #[arg(long, env = "HERD_KEYSPACE", default_value = "herd")]
+        keyspace: String,
+    },
+    /// Bring a backup into a ZooKeeper that lost herd's state (wiped, or a
+    /// new ensemble) under --root, and set the epoch floor above every
+    /// epoch in the backup and in Cassandra's checkpoints now, so the
+    /// workers' claims are accepted again and resume at their checkpoints.
+    /// Refuses if a node exists with other data. The leader record and the
+    /// assignment are left to the running leader.
+    Restore {
+        file: std::path::PathBuf,
+        /// Cassandra keyspace holding the shards' checkpoints.
+        #[arg(long, env = "HERD_KEYSPACE", default_value = "herd")]
+        keyspace: String,
+    },
     /// Check that Kafka, Cassandra and every ZooKeeper server answer a real
     /// request (a metadata request, a query on system.local, a session per
     /// ZooKeeper server). Exits 1 if any does not.
@@ -142,6 +166,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
             let holders = membership::holders(&zk, &root)
                 .await
                 .context("while reading who holds which shard")?;
+            let schema = herd_coord::schema::published(&zk, &root, &keyspace)
+                .await
+                .context("while reading the schema version")?;
             herd_clients::zookeeper::close(zk, std::time::Duration::from_secs(2)).await;
             let grants = assignment.as_ref().map(|d| d.shards.clone()).unwrap_or_default();
             // Lag needs Kafka and Cassandra; without them, status still shows ZooKeeper's view.
@@ -176,6 +203,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
             if json {
                 let out = serde_json::json!({
                     "root": root, "keyspace": keyspace, "leader": leader, "workers": workers,
+                    "schema": schema,
                     "leader_epoch_of_assignment": assignment.as_ref().map(|d| d.leader_epoch),
                     "shards": rows, "problems": problems,
                 });
@@ -185,6 +213,12 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
             match &leader {
                 Some(l) => println!("leader: {} (epoch {})", l.id, l.epoch),
                 None => println!("leader: none (no coordinator has led under {root})"),
+            }
+            match &schema {
+                Some(v) => {
+                    println!("schema of {keyspace}: version {} (migrated by {})", v.version, v.by)
+                }
+                None => println!("schema of {keyspace}: no version published under {root}"),
             }
             println!("workers: {}", workers.len());
             for w in &workers {
@@ -241,6 +275,12 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Config { action } => config::run(&endpoints, &root, action).await,
+        Command::Backup { file, keyspace } => {
+            backup::backup(&endpoints, &root, &keyspace, &file).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Restore { file, keyspace } => {
+            backup::restore(&endpoints, &root, &keyspace, &file).await.map(|()| ExitCode::SUCCESS)
+        }
         Command::Query(args) => query::run(&endpoints, args).await,
         Command::Doctor { json } => {
             let probes = probe::all(&endpoints).await;
