@@ -311,7 +311,7 @@ impl Ownership {
                 // the stored one), or Cassandra is unreachable: let go and retry.
                 let _ = membership::release(client, &self.coord.root, shard).await;
                 if matches!(e, FenceError::Fenced { .. }) {
-                    tracing::error!(topic = %shard.topic, partition = shard.partition, epoch, error = &e as &dyn std::error::Error, "claim refused; waiting for a newer grant");
+                    tracing::error!(topic = %shard.topic, partition = shard.partition, epoch, error = &e as &dyn std::error::Error, "claim refused; waiting for a newer grant (if this repeats after ZooKeeper lost its data, restore its backup with herdctl restore: it lifts new grants above the stored epochs)");
                     return Ok(false);
                 }
                 return Err(TakeError::Claim(e));

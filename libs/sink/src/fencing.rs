@@ -14,7 +14,7 @@ use herd_config::Shard;
 use scylla::client::session::Session;
 use scylla::response::query_result::QueryRowsResult;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::statement::{Consistency, SerialConsistency};
+use scylla::statement::Consistency;
 use scylla::value::CqlTimestamp;
 
 /// The checkpoint of one shard as stored.
@@ -55,13 +55,20 @@ fn now() -> CqlTimestamp {
 }
 
 impl Fencing {
-    pub async fn prepare(session: &Session, keyspace: &str) -> Result<Fencing, crate::SinkError> {
+    /// Prepares the statements of `settings.keyspace`: the Paxos phase at
+    /// `--serial-consistency` (by default among a quorum of all replicas, so
+    /// a claim seen by one data center is seen by all), the commit phase at
+    /// `--write-consistency`.
+    pub async fn prepare(
+        session: &Session,
+        settings: &crate::SinkSettings,
+    ) -> Result<Fencing, crate::SinkError> {
+        let keyspace = &settings.keyspace;
+        let (paxos, commit) = (settings.serial_consistency, settings.write_consistency);
         let prepare = |cql: String| async move {
             let mut s = session.prepare(cql).await.map_err(crate::SinkError::Prepare)?;
-            // Paxos among a quorum of all replicas: a claim seen by one data
-            // center is seen by all.
-            s.set_serial_consistency(Some(SerialConsistency::Serial));
-            s.set_consistency(Consistency::Quorum);
+            s.set_serial_consistency(Some(paxos.paxos()));
+            s.set_consistency(commit.cql());
             Ok::<_, crate::SinkError>(s)
         };
         let t = format!("{keyspace}.shard_checkpoints");
@@ -78,7 +85,12 @@ impl Fencing {
                 "UPDATE {t} SET next_offset = ?, window_start = ?, dedup = ?, updated_at = ? WHERE topic = ? AND partition = ? IF epoch = ?"
             ))
             .await?,
-            read: prepare(format!("SELECT epoch, owner, next_offset, window_start, dedup FROM {t} WHERE topic = ? AND partition = ?")).await?,
+            read: {
+                let mut read = prepare(format!("SELECT epoch, owner, next_offset, window_start, dedup FROM {t} WHERE topic = ? AND partition = ?")).await?;
+                // See the latest committed Paxos state, not a replica behind it.
+                read.set_consistency(paxos.read());
+                read
+            },
         })
     }
 
@@ -177,12 +189,9 @@ impl Fencing {
         session: &Session,
         shard: &Shard,
     ) -> Result<Option<Checkpoint>, FenceError> {
-        let mut read = self.read.clone();
-        // See the latest committed Paxos state, not a replica behind it.
-        read.set_consistency(Consistency::Serial);
         let row = async {
             let rows = session
-                .execute_unpaged(&read, (&*shard.topic, shard.partition))
+                .execute_unpaged(&self.read, (&*shard.topic, shard.partition))
                 .await?
                 .into_rows_result()?;
             Ok::<_, CqlError>(

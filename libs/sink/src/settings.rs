@@ -39,6 +39,74 @@ pub struct SinkArgs {
     /// fixed from then on.
     #[arg(long, env = "HERD_LAYOUT", value_enum, default_value_t = Layout::Rows)]
     pub layout: Layout,
+
+    /// How many replicas acknowledge every data write and checkpoint
+    /// commit. `local-quorum`: a majority of the local data center's
+    /// replicas (with replication 3, one node may be down). `one` /
+    /// `local-one`: one replica (faster; a write acknowledged by a replica
+    /// that then dies before the others have it is lost until repair, and a
+    /// quorum read may miss it). `quorum` / `each-quorum`: a majority over
+    /// all data centers / in each (slower across data centers). `all`:
+    /// every replica (one node down stops ingestion).
+    #[arg(long, env = "HERD_WRITE_CONSISTENCY", value_enum, default_value_t = WriteConsistency::LocalQuorum)]
+    pub write_consistency: WriteConsistency,
+
+    /// Paxos consistency of the checkpoints' lightweight transactions
+    /// (claims and commits). `serial`: a quorum of all replicas, so a claim
+    /// is seen in every data center. `local-serial`: the local data
+    /// center's replicas only (faster with several data centers, but two
+    /// workers in different data centers could both claim a shard after a
+    /// partition between them). The same with one data center.
+    #[arg(long, env = "HERD_SERIAL_CONSISTENCY", value_enum, default_value_t = SerialLevel::Serial)]
+    pub serial_consistency: SerialLevel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WriteConsistency {
+    One,
+    LocalOne,
+    Quorum,
+    LocalQuorum,
+    EachQuorum,
+    All,
+}
+
+impl WriteConsistency {
+    pub fn cql(self) -> scylla::statement::Consistency {
+        use scylla::statement::Consistency as C;
+        match self {
+            WriteConsistency::One => C::One,
+            WriteConsistency::LocalOne => C::LocalOne,
+            WriteConsistency::Quorum => C::Quorum,
+            WriteConsistency::LocalQuorum => C::LocalQuorum,
+            WriteConsistency::EachQuorum => C::EachQuorum,
+            WriteConsistency::All => C::All,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SerialLevel {
+    Serial,
+    LocalSerial,
+}
+
+impl SerialLevel {
+    /// For the Paxos phase of a lightweight transaction.
+    pub fn paxos(self) -> scylla::statement::SerialConsistency {
+        match self {
+            SerialLevel::Serial => scylla::statement::SerialConsistency::Serial,
+            SerialLevel::LocalSerial => scylla::statement::SerialConsistency::LocalSerial,
+        }
+    }
+
+    /// For a read that must see the latest lightweight transaction.
+    pub fn read(self) -> scylla::statement::Consistency {
+        match self {
+            SerialLevel::Serial => scylla::statement::Consistency::Serial,
+            SerialLevel::LocalSerial => scylla::statement::Consistency::LocalSerial,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +157,8 @@ pub struct SinkSettings {
     pub write_timestamp: WriteTimestamp,
     pub write_timeout: Duration,
     pub layout: Layout,
+    pub write_consistency: WriteConsistency,
+    pub serial_consistency: SerialLevel,
 }
 
 pub use herd_config::InvalidSetting as SettingsError;
@@ -161,6 +231,8 @@ impl SinkArgs {
             write_timestamp,
             write_timeout: Duration::from_millis(self.write_timeout_ms),
             layout,
+            write_consistency: self.write_consistency,
+            serial_consistency: self.serial_consistency,
         })
     }
 }
@@ -203,7 +275,20 @@ mod tests {
             write_timestamp: WriteTimestamp::EventTime,
             write_timeout_ms: 5000,
             layout: Layout::Rows,
+            write_consistency: WriteConsistency::LocalQuorum,
+            serial_consistency: SerialLevel::Serial,
         }
+    }
+
+    #[test]
+    fn consistency_defaults_are_local_quorum_and_serial() {
+        use scylla::statement::{Consistency, SerialConsistency};
+        let s = args().validate().unwrap();
+        assert_eq!(s.write_consistency.cql(), Consistency::LocalQuorum);
+        assert_eq!(s.serial_consistency.paxos(), SerialConsistency::Serial);
+        assert_eq!(s.serial_consistency.read(), Consistency::Serial);
+        assert_eq!(SerialLevel::LocalSerial.read(), Consistency::LocalSerial);
+        assert_eq!(WriteConsistency::EachQuorum.cql(), Consistency::EachQuorum);
     }
 
     #[test]

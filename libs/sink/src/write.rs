@@ -4,7 +4,6 @@
 use herd_model::Event;
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::statement::Consistency;
 
 use crate::{SinkError, SinkSettings};
 
@@ -15,15 +14,16 @@ pub fn partition_key(event: &Event, bucket_ms: i64) -> (&str, i64) {
 }
 
 /// Prepares an idempotent insert of `settings.keyspace`'s layout, shared
-/// by both writers: a quorum of the local data center (with replication 1
-/// the one replica, with 3 it survives one node down) and the write timeout.
+/// by both writers: at `--write-consistency` (by default a quorum of the
+/// local data center: with replication 1 the one replica, with 3 it
+/// survives one node down) and the write timeout.
 pub(crate) async fn prepare_insert(
     session: &Session,
     cql: String,
     settings: &SinkSettings,
 ) -> Result<PreparedStatement, SinkError> {
     let mut insert = session.prepare(cql).await.map_err(SinkError::Prepare)?;
-    insert.set_consistency(Consistency::LocalQuorum);
+    insert.set_consistency(settings.write_consistency.cql());
     insert.set_request_timeout(Some(settings.write_timeout));
     insert.set_is_idempotent(true);
     Ok(insert)

@@ -28,6 +28,8 @@ fn layout_args(keyspace: &str, bucket_secs: u64, layout: &str) -> SinkArgs {
         write_timestamp: herd_sink::WriteTimestamp::EventTime,
         write_timeout_ms: 10_000,
         layout: layout.parse().expect("rows or blocks"),
+        write_consistency: herd_sink::settings::WriteConsistency::LocalQuorum,
+        serial_consistency: herd_sink::settings::SerialLevel::Serial,
     }
 }
 
@@ -166,8 +168,9 @@ async fn migrations_writes_replays_and_documented_queries() {
 async fn a_newer_epoch_fences_the_older_owner_at_the_database() {
     let session = Arc::new(herd_clients::cassandra::session(&endpoints()).await.expect("session"));
     let ks = unique_name("fence");
-    migrate(&session, &args(&ks, 3600).validate().unwrap()).await.expect("migrate");
-    let f = Fencing::prepare(&session, &ks).await.expect("prepare");
+    let settings = args(&ks, 3600).validate().unwrap();
+    migrate(&session, &settings).await.expect("migrate");
+    let f = Fencing::prepare(&session, &settings).await.expect("prepare");
 
     let a = f.claim(&session, &Shard::new("events", 0), 1, "worker-a").await.expect("first claim");
     assert_eq!(a.next_offset, None, "a new shard starts from the beginning");

@@ -107,7 +107,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
         .context("while connecting to Cassandra")?;
     let session = Arc::new(session);
     let applied = migrate(&endpoints, &coord, &session, &sink, &worker_id).await?;
-    let fencing = herd_sink::fencing::Fencing::prepare(&session, &sink.keyspace)
+    let fencing = herd_sink::fencing::Fencing::prepare(&session, &sink)
         .await
         .context("while preparing checkpoint statements")?;
     let layout = sink.layout;
