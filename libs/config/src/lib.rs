@@ -84,6 +84,14 @@ pub fn check_log_filter(
     }
 }
 
+/// Wall-clock time in milliseconds since the Unix epoch (0 if the clock is
+/// before 1970): what herd stamps records and logs decisions with.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// The default name of a process in logs, ZooKeeper and Kafka: `host-pid`,
 /// unique on a machine and readable.
 pub fn default_instance_id() -> String {

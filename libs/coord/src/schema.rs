@@ -146,13 +146,8 @@ where
         return Ok(Migrated::Reached { published: now, waited });
     }
     let applied = migrate().await.map_err(MigrateError::Schema)?;
-    let version = SchemaVersion {
-        version: target,
-        by: who.to_owned(),
-        at_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64),
-    };
+    let version =
+        SchemaVersion { version: target, by: who.to_owned(), at_ms: herd_config::now_ms() };
     let data = serde_json::to_vec(&version).expect("serializable");
     let path = schema_path(root, keyspace);
     ensure_path(client, &format!("{root}/schema")).await?;

@@ -128,7 +128,7 @@ impl Committer<'_> {
         }))
         .await;
         let mut all = true;
-        let now = crate::writer::now_ms();
+        let now = herd_config::now_ms();
         for ((key, epoch, at), result) in pending.into_iter().zip(results) {
             let next = at.next;
             match result {

@@ -10,9 +10,10 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use herd_config::now_ms;
 use herd_model::{json, Event};
 use herd_sink::{Store, Write, WriteError};
 use tokio::sync::{mpsc, Semaphore};
@@ -274,10 +275,6 @@ impl Tally {
         self.last_ms.compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed).ok()?;
         Some(self.unreported.swap(0, Ordering::Relaxed))
     }
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// A dead letter for an event Cassandra would not take: the event itself as

@@ -93,12 +93,6 @@ pub struct CheckpointEntry {
     pub window_start: Option<i64>,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 async fn zookeeper(endpoints: &Endpoints) -> Result<Client, Exit> {
     Ok(herd_clients::zookeeper::connect(endpoints, std::time::Duration::from_secs(10))
         .await
@@ -179,7 +173,7 @@ pub async fn backup(
         format: FORMAT.to_owned(),
         root: root.to_owned(),
         keyspace: keyspace.to_owned(),
-        taken_at_ms: now_ms(),
+        taken_at_ms: herd_config::now_ms(),
         znodes,
         checkpoints,
     };
@@ -311,7 +305,7 @@ pub async fn restore(
     let record = EpochFloor {
         floor,
         set_by: format!("herdctl restore {}", file.display()),
-        at_ms: now_ms(),
+        at_ms: herd_config::now_ms(),
     };
     let data = serde_json::to_vec(&record).expect("serializable");
     match previous {

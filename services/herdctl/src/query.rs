@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Context;
 use herd_model::Event;
@@ -184,10 +184,6 @@ pub fn raw_rows(points: Vec<Event>, resolution_s: u32, aggs: &[Agg]) -> Vec<Buck
         .collect()
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 /// Parses a point in time (see `--from`), relative to `now` (ms).
 pub fn parse_time(s: &str, now: i64) -> Result<i64, String> {
     let s = s.trim();
@@ -220,7 +216,7 @@ pub async fn run(endpoints: &herd_config::Endpoints, args: QueryArgs) -> Result<
     if let Some(resolution) = &args.resolution {
         return aggregates(endpoints, &args, resolution).await;
     }
-    let now = now_ms();
+    let now = herd_config::now_ms();
     let range = time_range(&args, now)?;
     let (session, pinned) = open_keyspace(endpoints, &args.keyspace).await?;
     let reader = PointReader::prepare(&session, &args.keyspace, pinned)
@@ -266,7 +262,7 @@ async fn aggregates(
         return Err(bad(format!("--resolution {resolution:?}: give one duration, e.g. 1m")));
     };
     let aggs = parse_aggs(&args.agg).map_err(|e| bad(format!("--agg {e}")))?;
-    let now = now_ms();
+    let now = herd_config::now_ms();
     let (from, to) = time_range(args, now)?.unwrap_or((now - 3_600_000, now));
     let (session, pinned) = open_keyspace(endpoints, &args.keyspace).await?;
     let (rows, note) = if args.raw {

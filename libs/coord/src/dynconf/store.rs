@@ -113,9 +113,7 @@ pub async fn write(
     }
     let version = expected + 1;
     let data = serde_json::to_vec_pretty(doc).expect("serializable");
-    let at_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let at_ms = herd_config::now_ms();
     let entry = HistoryEntry {
         version,
         at_ms,
