@@ -50,7 +50,7 @@ pub enum Migrated {
     /// (none if the schema was complete but not yet published).
     Ran { applied: Vec<i32>, waited: Duration },
     /// Another process had migrated it (or did while this one waited).
-    Reached { published: Option<SchemaVersion>, waited: Duration },
+    Reached { published: SchemaVersion, waited: Duration },
 }
 
 /// Reading or writing the keyspace's schema znodes failed.
@@ -120,10 +120,21 @@ where
     MF: Future<Output = Result<Vec<i32>, E>>,
 {
     let started = Instant::now();
-    let reached = |p: &Option<SchemaVersion>| p.as_ref().is_some_and(|p| p.version >= target);
-    let first = published(client, root, keyspace).await?;
-    if reached(&first) && up_to_date().await.map_err(MigrateError::Schema)? {
-        return Ok(Migrated::Reached { published: first, waited: started.elapsed() });
+    // The published version, if it is `target` or newer and the schema is
+    // there; asked before the lock and again once it is held.
+    let reached = || async {
+        let p = published(client, root, keyspace).await?;
+        match p {
+            Some(p)
+                if p.version >= target && up_to_date().await.map_err(MigrateError::Schema)? =>
+            {
+                Ok::<_, MigrateError<E>>(Some(p))
+            }
+            _ => Ok(None),
+        }
+    };
+    if let Some(published) = reached().await? {
+        return Ok(Migrated::Reached { published, waited: started.elapsed() });
     }
 
     let lock_dir = schema_lock_dir(root, keyspace);
@@ -141,9 +152,8 @@ where
         }
     };
     let waited = started.elapsed();
-    let now = published(client, root, keyspace).await?;
-    if reached(&now) && up_to_date().await.map_err(MigrateError::Schema)? {
-        return Ok(Migrated::Reached { published: now, waited });
+    if let Some(published) = reached().await? {
+        return Ok(Migrated::Reached { published, waited });
     }
     let applied = migrate().await.map_err(MigrateError::Schema)?;
     let version =

@@ -173,14 +173,7 @@ pub async fn migrate(session: &Session, settings: &SinkSettings) -> Result<Vec<i
     }
     session.await_schema_agreement().await.map_err(|e| fail(&bootstrap, e.into()))?;
 
-    let applied: Vec<i32> = rows(session, format!("SELECT version FROM {ks}.herd_migrations"), ())
-        .await
-        .map_err(|e| fail(&bootstrap, e))?
-        .rows::<(i32,)>()
-        .map_err(|e| fail(&bootstrap, e.into()))?
-        .map(|r| r.map(|(v,)| v))
-        .collect::<Result<_, _>>()
-        .map_err(|e| fail(&bootstrap, e.into()))?;
+    let applied = applied_versions(session, ks).await.map_err(|e| fail(&bootstrap, e))?;
 
     let mut now_applied = Vec::new();
     for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
@@ -274,16 +267,17 @@ pub async fn up_to_date(session: &Session, keyspace: &str) -> Result<bool, SinkE
     if log.rows_num() == 0 {
         return Ok(false);
     }
-    let applied: Vec<i32> =
-        rows(session, format!("SELECT version FROM {keyspace}.herd_migrations"), ())
-            .await
-            .map_err(fail)?
-            .rows::<(i32,)>()
-            .map_err(|e| fail(e.into()))?
-            .map(|r| r.map(|(v,)| v))
-            .collect::<Result<_, _>>()
-            .map_err(|e| fail(e.into()))?;
+    let applied = applied_versions(session, keyspace).await.map_err(fail)?;
     Ok(MIGRATIONS.iter().all(|m| applied.contains(&m.version)))
+}
+
+/// The versions recorded in the keyspace's migration log.
+async fn applied_versions(session: &Session, keyspace: &str) -> Result<Vec<i32>, CqlError> {
+    Ok(rows(session, format!("SELECT version FROM {keyspace}.herd_migrations"), ())
+        .await?
+        .rows::<(i32,)>()?
+        .map(|r| r.map(|(v,)| v))
+        .collect::<Result<_, _>>()?)
 }
 
 /// Checks that the settings fixed when the keyspace was made (the bucket

@@ -289,7 +289,7 @@ async fn migrate(
         }
         Migrated::Reached { published, waited } => {
             schema::check_settings(session, sink).await.context("while checking the schema")?;
-            tracing::info!(keyspace = %sink.keyspace, version = ?published.as_ref().map(|p| p.version), by = ?published.as_ref().map(|p| &p.by), waited_ms = waited.as_millis() as u64, "schema up to date, migrated by another process");
+            tracing::info!(keyspace = %sink.keyspace, version = published.version, by = %published.by, waited_ms = waited.as_millis() as u64, "schema up to date, migrated by another process");
             Ok(Vec::new())
         }
     }
