@@ -61,8 +61,7 @@ impl Znode {
         match String::from_utf8(data) {
             Ok(text) => Znode { path, data: Some(text), data_hex: None, version },
             Err(e) => {
-                let hex = e.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
-                Znode { path, data: None, data_hex: Some(hex), version }
+                Znode { path, data: None, data_hex: Some(hex::encode(e.as_bytes())), version }
             }
         }
     }
@@ -70,19 +69,16 @@ impl Znode {
     fn bytes(&self) -> anyhow::Result<Vec<u8>> {
         match (&self.data, &self.data_hex) {
             (Some(text), _) => Ok(text.as_bytes().to_vec()),
-            (None, Some(hex)) => (0..hex.len())
-                .step_by(2)
-                .map(|i| {
-                    hex.get(i..i + 2)
-                        .and_then(|b| u8::from_str_radix(b, 16).ok())
-                        .ok_or_else(|| anyhow::anyhow!("{}: data_hex is not hex", self.path))
-                })
-                .collect(),
+            (None, Some(text)) => hex::decode(text)
+                .map_err(|e| anyhow::anyhow!("{}: data_hex is not hex ({e})", self.path)),
             (None, None) => Ok(Vec::new()),
         }
     }
 }
 
+/// A shard's checkpoint as the file holds it: herd-sink's `Checkpoint`
+/// with its shard, without the de-duplication memory (a restore needs the
+/// epochs; the offsets are there for whoever reads the file).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointEntry {
     pub topic: String,
