@@ -81,28 +81,51 @@ const SIZE_BUCKETS: &[f64] = &[
     16777216.0,
 ];
 
-/// Serves Prometheus metrics on `addr` (path /metrics) from the current
-/// tokio runtime. Histograms get buckets: `_seconds` for latencies, the
-/// rest for sizes.
+/// Serves Prometheus metrics on `addr` (path /metrics). Histograms get
+/// buckets: `_seconds` for latencies, the rest for sizes.
+///
+/// The exporter runs on its own thread with a one-thread runtime whose
+/// blocking pool holds one thread (each scrape renders there). On the
+/// caller's runtime, scrapes that pile up (a scraper retrying while the
+/// process was stopped) would each start a blocking thread, and a scraper
+/// polling more often than tokio's 10 s keep-alive would keep them all: the
+/// process's thread count would follow its scrapers instead of its work.
 pub fn install_metrics(addr: std::net::SocketAddr) -> Result<(), TelemetryError> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-    let err = |e: metrics_exporter_prometheus::BuildError| TelemetryError::Metrics {
-        addr,
-        source: Box::new(e),
-    };
+    let err =
+        |e: Box<dyn std::error::Error + Send + Sync>| TelemetryError::Metrics { addr, source: e };
     // Bind first: the exporter would only report a taken port from its task.
-    let listener = std::net::TcpListener::bind(addr)
-        .map_err(|e| TelemetryError::Metrics { addr, source: Box::new(e) })?;
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| err(Box::new(e)))?;
     let addr = listener.local_addr().unwrap_or(addr);
     drop(listener);
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
-        .map_err(err)?
-        .set_buckets(SIZE_BUCKETS)
-        .map_err(err)?
-        .install()
-        .map_err(err)
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(1)
+        // The one render thread stays for the life of the process.
+        .thread_keep_alive(std::time::Duration::from_secs(24 * 3600))
+        .build()
+        .map_err(|e| err(Box::new(e)))?;
+    let (recorder, exporter) = {
+        let _in_runtime = runtime.enter();
+        PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            .map_err(|e| err(Box::new(e)))?
+            .set_buckets(SIZE_BUCKETS)
+            .map_err(|e| err(Box::new(e)))?
+            .build()
+            .map_err(|e| err(Box::new(e)))?
+    };
+    std::thread::Builder::new()
+        .name("herd-metrics".into())
+        .spawn(move || {
+            if let Err(e) = runtime.block_on(exporter) {
+                tracing::error!(%addr, "metrics exporter stopped: {e:?}");
+            }
+        })
+        .map_err(|e| err(Box::new(e)))?;
+    metrics::set_global_recorder(recorder).map_err(|e| err(Box::new(e)))?;
+    Ok(())
 }
 
 /// How a binary ends: bad input (flags, settings) exits 2 like a clap usage
