@@ -50,3 +50,118 @@ pub async fn node_info(endpoints: &Endpoints, session: &Session) -> Result<NodeI
         .map_err(|e| err(format!("unexpected system.local row: {e}")))?;
     Ok(NodeInfo { release_version, cluster_name })
 }
+
+/// One node as the session sees it and as a query pinned to it answers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeProbe {
+    /// The node's address (without the port).
+    pub address: String,
+    pub datacenter: Option<String>,
+    /// The driver holds open connections to it.
+    pub connected: bool,
+    /// A query on its `system.local`, pinned to it: Ok(milliseconds) or why not.
+    pub probe: Result<u64, String>,
+}
+
+/// What a node holds for the others: hint files per target node and that
+/// node's liveness as this node's failure detector sees it
+/// (`system_views.pending_hints`, Cassandra 4.0 and newer).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PendingHints {
+    pub held_by: String,
+    pub target: String,
+    /// UP, DOWN or UNKNOWN.
+    pub status: String,
+    pub files: i32,
+}
+
+fn pinned(
+    cql: &str,
+    node: &std::sync::Arc<scylla::cluster::Node>,
+    timeout: std::time::Duration,
+) -> scylla::statement::unprepared::Statement {
+    use scylla::policies::load_balancing::{NodeIdentifier, SingleTargetLoadBalancingPolicy};
+    let mut statement = scylla::statement::unprepared::Statement::new(cql);
+    statement.set_load_balancing_policy(Some(SingleTargetLoadBalancingPolicy::new(
+        NodeIdentifier::Node(node.clone()),
+        None,
+    )));
+    statement.set_request_timeout(Some(timeout));
+    statement
+}
+
+/// Probes every node the session knows, one query pinned to each (at most
+/// `timeout` each), and reads the hints each node that answered holds.
+/// Nodes in address order.
+pub async fn probe_nodes(
+    session: &Session,
+    timeout: std::time::Duration,
+) -> (Vec<NodeProbe>, Vec<PendingHints>) {
+    let state = session.get_cluster_state();
+    let mut nodes: Vec<_> = state.get_nodes_info().to_vec();
+    nodes.sort_by_key(|n| n.address.ip());
+    let probes = futures::future::join_all(nodes.iter().map(|node| async move {
+        let started = std::time::Instant::now();
+        let probe = match tokio::time::timeout(
+            timeout,
+            session.query_unpaged(
+                pinned("SELECT release_version FROM system.local", node, timeout),
+                &[],
+            ),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(started.elapsed().as_millis() as u64),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+        };
+        let hints =
+            if probe.is_ok() { pending_hints(session, node, timeout).await } else { Vec::new() };
+        let probe = NodeProbe {
+            address: node.address.ip().to_string(),
+            datacenter: node.datacenter.clone(),
+            connected: node.is_connected(),
+            probe,
+        };
+        (probe, hints)
+    }))
+    .await;
+    let mut all_hints = Vec::new();
+    let probes = probes
+        .into_iter()
+        .map(|(probe, hints)| {
+            all_hints.extend(hints);
+            probe
+        })
+        .collect();
+    (probes, all_hints)
+}
+
+/// The hints `node` holds; none if the table is missing (Cassandra before
+/// 4.0, ScyllaDB) or unreadable.
+async fn pending_hints(
+    session: &Session,
+    node: &std::sync::Arc<scylla::cluster::Node>,
+    timeout: std::time::Duration,
+) -> Vec<PendingHints> {
+    let cql = "SELECT address, status, files FROM system_views.pending_hints";
+    let Ok(Ok(result)) =
+        tokio::time::timeout(timeout, session.query_unpaged(pinned(cql, node, timeout), &[])).await
+    else {
+        return Vec::new();
+    };
+    let Ok(rows) = result.into_rows_result() else { return Vec::new() };
+    let Ok(rows) = rows.rows::<(Option<std::net::IpAddr>, Option<String>, Option<i32>)>() else {
+        return Vec::new();
+    };
+    rows.filter_map(Result::ok)
+        .filter_map(|(address, status, files)| {
+            Some(PendingHints {
+                held_by: node.address.ip().to_string(),
+                target: address?.to_string(),
+                status: status.unwrap_or_else(|| "UNKNOWN".into()),
+                files: files.unwrap_or(0),
+            })
+        })
+        .collect()
+}

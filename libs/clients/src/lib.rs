@@ -6,6 +6,7 @@
 //!   so full schema metadata and schema agreement stay on).
 //! - [`zookeeper`]: a session with a bounded connect, and a close that waits
 //!   until the server has really ended the session (so ephemeral nodes go).
+//! - [`nodetool`]: Cassandra's nodetool against one node, for maintenance jobs.
 //! - [`probe`]: read-only checks that each server answers, for start-up health
 //!   checks and `herdctl doctor`.
 //!
@@ -13,6 +14,7 @@
 
 pub mod cassandra;
 pub mod kafka;
+pub mod nodetool;
 pub mod probe;
 pub mod zookeeper;
 

@@ -29,6 +29,10 @@ pub struct Coordinator {
     pub topics: Vec<String>,
     /// How often the leader re-reads the topics' partitions.
     pub refresh: Duration,
+    /// How the leader runs maintenance jobs; none: it runs none.
+    pub nodetool: Option<herd_clients::nodetool::Nodetool>,
+    /// How the leader watches the Cassandra nodes; none: it does not.
+    pub watch: Option<crate::health::Watch>,
 }
 
 /// Why a session's leadership (or standing for it) ended; the coordinator
@@ -54,6 +58,7 @@ impl Coordinator {
     /// fail loudly); later, ZooKeeper coming back is waited for.
     pub async fn run(&self, shutdown: &CancellationToken) -> Result<(), ClientError> {
         describe_metrics();
+        crate::health::describe_metrics();
         metrics::gauge!(IS_LEADER, "id" => self.id.clone()).set(0.0);
         if self.topics.is_empty() {
             tracing::warn!("no --topics given: when leading, there is nothing to assign");
@@ -119,6 +124,33 @@ impl Coordinator {
             }
         }
         let _not_leading = NotLeading(id.to_owned());
+        // Maintenance jobs run while this leadership lasts (aborted with it,
+        // which kills a running nodetool and gives up its lock).
+        let jobs = tokio::spawn({
+            let (client, root, who) = (client.clone(), coord.root.clone(), id.to_owned());
+            let (nodetool, endpoints) = (self.nodetool.clone(), self.endpoints.clone());
+            async move {
+                if let Err(e) = crate::jobs::runner(client, root, who, nodetool, endpoints).await {
+                    tracing::error!(
+                        error = &e as &dyn std::error::Error,
+                        "the job runner stopped; jobs wait for the next leader"
+                    );
+                }
+            }
+        });
+        let jobs = AbortOnDrop(jobs);
+        let watch = self.watch.clone().map(|watch| {
+            let (client, root, who) = (client.clone(), coord.root.clone(), id.to_owned());
+            let endpoints = self.endpoints.clone();
+            AbortOnDrop(tokio::spawn(async move {
+                if let Err(e) = crate::health::monitor(client, root, who, endpoints, watch).await {
+                    tracing::error!(
+                        error = &e as &dyn std::error::Error,
+                        "the Cassandra watch stopped; the next leader watches"
+                    );
+                }
+            }))
+        });
 
         let ctx = Lead {
             client: &client,
@@ -161,11 +193,21 @@ impl Coordinator {
                 _ = shutdown.cancelled() => break,
             }
         }
-        // Hand over: drop the lock node, then end the session.
+        // Hand over: stop the jobs, drop the lock node, end the session.
+        drop(jobs);
+        drop(watch);
         drop(leadership);
         herd_clients::zookeeper::close(client, Duration::from_secs(5)).await;
         tracing::info!("stepped down");
         Ok(())
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

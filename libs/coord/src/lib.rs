@@ -11,7 +11,11 @@
 //! - [`leader`]: the coordinator's control loop (stand, lead, publish the
 //!   assignment, hand over), run by herd-coordinator;
 //! - [`dynconf`]: the live configuration document, its validation and edits;
-//! - [`schema`]: schema migrations one process at a time, under a lock.
+//! - [`schema`]: schema migrations one process at a time, under a lock;
+//! - [`jobs`]: maintenance jobs (repair, snapshot, cleanup) under locks,
+//!   and their history;
+//! - [`health`]: the leader's watch over the Cassandra nodes, and the
+//!   repair of a node back after the hint window.
 //!
 //! Fencing at the database lives in `herd-sink` (`fencing`).
 
@@ -19,6 +23,8 @@ pub mod assign;
 pub mod dynconf;
 pub mod election;
 pub mod handoff;
+pub mod health;
+pub mod jobs;
 pub mod leader;
 pub mod membership;
 pub mod schema;

@@ -259,3 +259,14 @@ pub async fn watch_children(
 pub fn as_assign_input(workers: &[WorkerInfo]) -> Vec<Worker> {
     workers.iter().map(|w| Worker { id: w.id.clone(), capacity: w.capacity }).collect()
 }
+
+/// The id a lock's current holder gave (the lowest sequence node's data
+/// under `lock_dir`, a zookeeper-client lock recipe's directory).
+pub async fn lock_holder(client: &Client, lock_dir: &str) -> Option<String> {
+    let mut children = client.list_children(lock_dir).await.ok()?;
+    // Curator-style names: `_c_{uuid}-lock-{sequence}`; order by sequence.
+    children.sort_by_key(|c| c.rsplit('-').next().map(str::to_owned));
+    let first = children.first()?;
+    let (data, _) = client.get_data(&format!("{lock_dir}/{first}")).await.ok()?;
+    Some(String::from_utf8_lossy(&data).into_owned())
+}

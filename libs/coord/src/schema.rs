@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use zookeeper_client::{Acls, Client, CreateMode, LockOptions, LockPrefix};
 
-use crate::membership::{ensure_path, ZkError};
+use crate::membership::{ensure_path, lock_holder, ZkError};
 
 /// The schema version published for a keyspace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,7 +146,7 @@ where
         tokio::select! {
             lock = &mut lock => break lock.map_err(ZkError)?,
             _ = tokio::time::sleep(Duration::from_secs(30)) => {
-                let holder = holder(client, &lock_dir).await.unwrap_or_else(|| "unknown".into());
+                let holder = lock_holder(client, &lock_dir).await.unwrap_or_else(|| "unknown".into());
                 tracing::info!(%keyspace, %holder, waited_s = started.elapsed().as_secs(), "waiting for the schema lock");
             }
         }
@@ -171,14 +171,4 @@ where
         Err(e) => return Err(ZkError(e).into()),
     }
     Ok(Migrated::Ran { applied, waited })
-}
-
-/// The id the lock's current holder gave (the lowest sequence node's data).
-async fn holder(client: &Client, lock_dir: &str) -> Option<String> {
-    let mut children = client.list_children(lock_dir).await.ok()?;
-    // Curator-style names: `_c_{uuid}-lock-{sequence}`; order by sequence.
-    children.sort_by_key(|c| c.rsplit('-').next().map(str::to_owned));
-    let first = children.first()?;
-    let (data, _) = client.get_data(&format!("{lock_dir}/{first}")).await.ok()?;
-    Some(String::from_utf8_lossy(&data).into_owned())
 }

@@ -66,6 +66,15 @@ pub fn worker(name: &str, args: &[String]) -> (Process, u16) {
     (Process::start(&binary("herd-worker"), name, &args, &[LOG]), port)
 }
 
+/// The command that runs nodetool against a node of the local stack
+/// (`--nodetool`): HERD_NODETOOL if set, else the stack script's own.
+pub fn nodetool() -> String {
+    std::env::var("HERD_NODETOOL").unwrap_or_else(|_| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/local/stack");
+        format!("{script} nodetool --host {{host}}")
+    })
+}
+
 /// Runs herdctl with `args`; returns (exit code, stdout, stderr).
 pub fn herdctl(args: &[&str]) -> (i32, String, String) {
     run("herdctl", args)

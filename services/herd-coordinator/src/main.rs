@@ -39,6 +39,18 @@ struct Cli {
     /// are picked up), in seconds. Membership changes act at once.
     #[arg(long, env = "HERD_REFRESH_SECS", default_value_t = 10)]
     refresh_secs: u64,
+    #[command(flatten)]
+    nodetool: herd_clients::nodetool::NodetoolArgs,
+    /// How often the leader probes every Cassandra node (a query pinned to
+    /// each), in milliseconds; it publishes what it sees at
+    /// {root}/cassandra/health. 0: no watch.
+    #[arg(long, env = "HERD_CASSANDRA_PROBE_MS", default_value_t = 2000)]
+    cassandra_probe_ms: u64,
+    /// How long Cassandra keeps hints for a down node (its
+    /// max_hint_window): a node down longer gets a repair when it is back.
+    /// [default: read from the cluster's system_views.settings]
+    #[arg(long, env = "HERD_MAX_HINT_WINDOW_SECS")]
+    max_hint_window_secs: Option<u64>,
     /// Address of the Prometheus endpoint (GET /metrics).
     #[arg(long, env = "HERD_METRICS_ADDR", default_value = "127.0.0.1:9470")]
     metrics_addr: std::net::SocketAddr,
@@ -59,9 +71,14 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
     for topic in &cli.topics {
         herd_config::kafka_topic("topics", topic).bad_input()?;
     }
+    let nodetool = cli.nodetool.validate().bad_input()?;
     let id = cli.id.unwrap_or_else(herd_config::default_instance_id);
     if cli.check_config {
-        println!("configuration ok: {endpoints:?}\n{coord:?}\ntopics: {:?}\nid: {id}", cli.topics);
+        println!(
+            "configuration ok: {endpoints:?}\n{coord:?}\ntopics: {:?}\nid: {id}\nnodetool: {:?}",
+            cli.topics,
+            nodetool.as_ref().map(|n| n.template())
+        );
         return Ok(ExitCode::SUCCESS);
     }
     herd_telemetry::install_metrics(cli.metrics_addr).bad_input()?;
@@ -73,6 +90,12 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
         id,
         topics: cli.topics,
         refresh: Duration::from_secs(cli.refresh_secs.max(1)),
+        nodetool,
+        watch: (cli.cassandra_probe_ms > 0).then(|| herd_coord::health::Watch {
+            interval: Duration::from_millis(cli.cassandra_probe_ms),
+            probe_timeout: Duration::from_millis(cli.cassandra_probe_ms.clamp(200, 1000)),
+            max_hint_window: cli.max_hint_window_secs.map(Duration::from_secs),
+        }),
     };
     coordinator.run(&shutdown).await.context("while connecting to ZooKeeper")?;
     Ok(ExitCode::SUCCESS)

@@ -2,6 +2,7 @@
 
 mod backup;
 mod config;
+mod jobs;
 mod query;
 
 use std::process::ExitCode;
@@ -45,6 +46,12 @@ enum Command {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Maintenance jobs under ZooKeeper locks (repair, snapshot, cleanup):
+    /// list, run, status, cancel.
+    Jobs {
+        #[command(subcommand)]
+        action: jobs::Action,
     },
     /// Print the points of one series and metric: those in a time range
     /// (--from, --to), or the latest --limit. Reads either storage layout;
@@ -139,6 +146,46 @@ async fn lag_inputs(
     (ends, checkpoints, problems)
 }
 
+/// The leader's view of the Cassandra nodes, in `herdctl status`.
+fn print_cassandra(view: Option<&herd_coord::health::ClusterView>) {
+    let Some(v) = view else {
+        println!("cassandra: no view published (no leader has watched the nodes yet)");
+        return;
+    };
+    let now = herd_config::now_ms();
+    let age = |ms: i64| format!("{:.1} s", (now - ms).max(0) as f64 / 1000.0);
+    println!(
+        "cassandra: {} of {} nodes answer (seen by {} {} ago; hint window {} s)",
+        v.up(),
+        v.nodes.len(),
+        v.by,
+        age(v.at_ms),
+        v.max_hint_window_ms / 1000
+    );
+    for n in &v.nodes {
+        let mut line = if n.up {
+            format!("  {:<16} up    {} ms", n.address, n.probe_ms.unwrap_or(0))
+        } else {
+            format!(
+                "  {:<16} DOWN  for {}: {}",
+                n.address,
+                n.down_since_ms.map_or("?".into(), age),
+                n.error.as_deref().unwrap_or("no answer")
+            )
+        };
+        if n.hint_files > 0 {
+            line += &format!("; {} hint file(s) held for it", n.hint_files);
+        }
+        if !n.down_according_to.is_empty() {
+            line += &format!("; down according to {}", n.down_according_to.join(", "));
+        }
+        println!("{line}");
+    }
+    if let Some(w) = &v.waiting_for {
+        println!("  waiting for {w}");
+    }
+}
+
 fn main() -> ExitCode {
     herd_telemetry::report("herdctl", run(Cli::parse()))
 }
@@ -169,6 +216,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
             let schema = herd_coord::schema::published(&zk, &root, &keyspace)
                 .await
                 .context("while reading the schema version")?;
+            let cassandra = herd_coord::health::read_view(&zk, &root)
+                .await
+                .context("while reading the Cassandra nodes' health")?;
             herd_clients::zookeeper::close(zk, std::time::Duration::from_secs(2)).await;
             let grants = assignment.as_ref().map(|d| d.shards.clone()).unwrap_or_default();
             // Lag needs Kafka and Cassandra; without them, status still shows ZooKeeper's view.
@@ -203,7 +253,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
             if json {
                 let out = serde_json::json!({
                     "root": root, "keyspace": keyspace, "leader": leader, "workers": workers,
-                    "schema": schema,
+                    "schema": schema, "cassandra": cassandra,
                     "leader_epoch_of_assignment": assignment.as_ref().map(|d| d.leader_epoch),
                     "shards": rows, "problems": problems,
                 });
@@ -220,6 +270,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
                 }
                 None => println!("schema of {keyspace}: no version published under {root}"),
             }
+            print_cassandra(cassandra.as_ref());
             println!("workers: {}", workers.len());
             for w in &workers {
                 println!(
@@ -281,6 +332,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
         Command::Restore { file, keyspace } => {
             backup::restore(&endpoints, &root, &keyspace, &file).await.map(|()| ExitCode::SUCCESS)
         }
+        Command::Jobs { action } => jobs::run(&endpoints, &root, action).await,
         Command::Query(args) => query::run(&endpoints, args).await,
         Command::Doctor { json } => {
             let probes = probe::all(&endpoints).await;
