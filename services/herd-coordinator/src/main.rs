@@ -3,8 +3,10 @@
 //! publishes the shard assignment at {root}/assignment (a leader-only write).
 //! A shard moves only once its holder released it; every grant carries a
 //! fencing epoch that the workers' checkpoints in Cassandra are conditioned
-//! on. The control loop is herd_coord::leader; this binary parses flags,
-//! serves metrics and handles signals.
+//! on. The leader also watches the Cassandra nodes (herd_coord::health) and
+//! runs maintenance jobs under ZooKeeper locks (herd_coord::jobs). The
+//! control loop is herd_coord::leader; this binary parses flags, serves
+//! metrics and handles signals.
 
 use std::process::ExitCode;
 use std::time::Duration;

@@ -36,7 +36,8 @@ enum Command {
         action: config::Action,
     },
     /// Show the leading coordinator, the keyspace's schema version, the
-    /// registered workers, and every shard
+    /// Cassandra nodes as the leader last probed them, the registered
+    /// workers, and every shard
     /// with its owner, grant epoch, checkpoint and lag (end offset in Kafka
     /// minus the checkpoint in Cassandra).
     Status {
