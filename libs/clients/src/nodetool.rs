@@ -73,7 +73,7 @@ impl Nodetool {
         &self.template
     }
 
-    /// The command line for `args` against `host`, for logs and job records.
+    /// The command line for `args` against `host`, for logs.
     pub fn describe(&self, host: &str, args: &[&str]) -> String {
         let mut words = self.argv(host);
         words.extend(args.iter().map(|a| (*a).to_owned()));
@@ -89,6 +89,7 @@ impl Nodetool {
     /// Cassandra already started goes on on the server).
     pub async fn run(&self, host: &str, args: &[&str]) -> Result<String, NodetoolError> {
         let argv = self.argv(host);
+        tracing::info!(command = %self.describe(host, args), "running nodetool");
         let started = Instant::now();
         let mut child = tokio::process::Command::new(&argv[0])
             .args(&argv[1..])

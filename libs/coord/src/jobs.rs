@@ -4,7 +4,7 @@
 //!
 //! | path                        | kind                  | content         |
 //! |-----------------------------|-----------------------|-----------------|
-//! | `{root}/jobs/job-{seq}`     | persistent sequential | [`JobRecord`]   |
+//! | `{root}/jobs/job-{n}`       | persistent (n: one above the highest) | [`JobRecord`] |
 //! | `{root}/locks/job-{lock}/…` | the lock recipe's ephemeral sequential nodes | the holder's id and job |
 //!
 //! A job is requested by writing its record ([`submit`]); the leading
@@ -279,14 +279,26 @@ pub async fn submit(
     };
     ensure_path(client, &jobs_dir(root)).await?;
     let data = serde_json::to_vec(&record).expect("serializable");
-    let (_, seq) = client
-        .create(
-            &format!("{}/job-", jobs_dir(root)),
-            &data,
-            &CreateMode::PersistentSequential.with_acls(Acls::anyone_all()),
-        )
-        .await?;
-    Ok(format!("job-{seq}"))
+    // One above the highest id, not a sequential node: after a restore into
+    // a new ensemble the parent's sequence restarts low while the restored
+    // job ids do not.
+    loop {
+        let next = client
+            .list_children(&jobs_dir(root))
+            .await?
+            .iter()
+            .filter_map(|name| name.strip_prefix("job-")?.parse::<u64>().ok())
+            .max()
+            .map_or(0, |max| max + 1);
+        let id = format!("job-{next:010}");
+        let mode = CreateMode::Persistent.with_acls(Acls::anyone_all());
+        match client.create(&job_path(root, &id), &data, &mode).await {
+            Ok(_) => return Ok(id),
+            // Another request took the id meanwhile.
+            Err(zookeeper_client::Error::NodeExists) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// One job and its znode version.
@@ -348,20 +360,6 @@ pub async fn cancel(client: &Client, root: &str, id: &str) -> Result<bool, JobEr
             Err(e) => return Err(e.into()),
         }
     }
-}
-
-/// Deletes the oldest finished jobs beyond [`HISTORY_KEPT`].
-pub async fn prune(client: &Client, root: &str) -> Result<usize, JobError> {
-    let jobs = list(client, root).await?;
-    let finished: Vec<&Job> = jobs.iter().filter(|j| j.state.is_final()).collect();
-    let excess = finished.len().saturating_sub(HISTORY_KEPT);
-    for job in &finished[..excess] {
-        match client.delete(&job_path(root, &job.id), None).await {
-            Ok(()) | Err(zookeeper_client::Error::NoNode) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(excess)
 }
 
 /// How a runner waits for a job's lock.
@@ -452,38 +450,59 @@ where
         outcome: None,
     });
     let data = serde_json::to_vec(&record).expect("serializable");
-    lock.set_data(&path, &data, Some(version)).await.map_err(ZkError)?;
-    // Each wait below reads the record's version again.
-    let mut version;
+    // The record's version: from this write, then from each read below.
+    let mut version = lock.set_data(&path, &data, Some(version)).await.map_err(ZkError)?.version;
     tracing::info!(job = %id, spec = %record.spec, "running job");
 
-    // Run it; stop it on a cancel request or when the session ends.
+    // Run it; stop it on a cancel request or when the session ends. A
+    // connection lost for a while (the session lives on) only pauses the
+    // watch for a cancel: the job goes on.
     let exec = exec(record.spec.clone(), id.to_owned());
     tokio::pin!(exec);
     let mut states = client.state_watcher();
+    let mut cancel_watch: Option<std::pin::Pin<Box<dyn Future<Output = _> + Send>>> = None;
+    enum Woke {
+        Ended(Result<String, String>),
+        RecordChanged,
+        Session(zookeeper_client::SessionState),
+    }
     let outcome = loop {
-        let (_, cancel_watch) = match client.get_and_watch_data(&path).await {
-            Ok((data, stat, watch)) => {
-                version = stat.version;
-                if serde_json::from_slice::<JobRecord>(&data).is_ok_and(|r| r.cancel_requested) {
-                    record.cancel_requested = true;
-                    break Outcome::Cancelled;
+        if cancel_watch.is_none() {
+            match client.get_and_watch_data(&path).await {
+                Ok((data, stat, watch)) => {
+                    version = stat.version;
+                    if serde_json::from_slice::<JobRecord>(&data).is_ok_and(|r| r.cancel_requested)
+                    {
+                        record.cancel_requested = true;
+                        break Outcome::Cancelled;
+                    }
+                    cancel_watch = Some(Box::pin(watch.changed()));
                 }
-                (data, watch)
+                Err(e) if is_transient(&e) => {}
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
-        };
-        tokio::select! {
-            result = &mut exec => break match result {
-                Ok(detail) => Outcome::Succeeded { detail },
-                Err(error) => Outcome::Failed { error },
-            },
-            _ = cancel_watch.changed() => continue,
-            state = states.changed() => {
-                if state.is_terminated() {
-                    tracing::error!(job = %id, ?state, "ZooKeeper session ended while running the job: the lock is lost, stopping it");
-                    return Err(ZkError(zookeeper_client::Error::SessionExpired).into());
+        }
+        let woke = tokio::select! {
+            result = &mut exec => Woke::Ended(result),
+            _ = async {
+                match cancel_watch.as_mut() {
+                    Some(watch) => { watch.await; }
+                    // No watch armed (connection lost): look again soon.
+                    None => tokio::time::sleep(Duration::from_secs(1)).await,
                 }
+            } => Woke::RecordChanged,
+            state = states.changed() => Woke::Session(state),
+        };
+        match woke {
+            Woke::Ended(Ok(detail)) => break Outcome::Succeeded { detail },
+            Woke::Ended(Err(error)) => break Outcome::Failed { error },
+            Woke::RecordChanged => cancel_watch = None,
+            Woke::Session(state) if state.is_terminated() => {
+                tracing::error!(job = %id, ?state, "ZooKeeper session ended while running the job: the lock is lost, stopping it");
+                return Err(ZkError(zookeeper_client::Error::SessionExpired).into());
+            }
+            Woke::Session(state) => {
+                tracing::warn!(job = %id, ?state, "ZooKeeper connection state changed while running the job; it goes on while the session lives");
             }
         }
     };
@@ -496,6 +515,8 @@ where
         let data = serde_json::to_vec(&record).expect("serializable");
         match lock.set_data(&path, &data, Some(version)).await {
             Ok(_) => break,
+            // The session lives on (an expiry is not transient): try again.
+            Err(e) if is_transient(&e) => tokio::time::sleep(Duration::from_millis(500)).await,
             Err(zookeeper_client::Error::BadVersion) => {
                 let (now, v) = read(client, root, id).await?;
                 record.cancel_requested |= now.record.cancel_requested;
@@ -507,6 +528,12 @@ where
     let state = record.state();
     tracing::info!(job = %id, %state, "job ended");
     Ok(Ran::Ran(Job { id: id.to_owned(), record, state }))
+}
+
+/// An error after which the same request can succeed once the client is
+/// connected again (its session still alive).
+fn is_transient(e: &zookeeper_client::Error) -> bool {
+    matches!(e, zookeeper_client::Error::ConnectionLoss | zookeeper_client::Error::Timeout)
 }
 
 /// Runs a job's nodetool commands: `Ok` with a one-line detail, `Err`
@@ -570,10 +597,28 @@ pub async fn runner(
     endpoints: herd_config::Endpoints,
 ) -> Result<(), JobError> {
     let mut told = std::collections::HashSet::new();
+    // Jobs known to have ended: not read again (their records do not change).
+    let mut finished = std::collections::BTreeSet::new();
     loop {
         let watch = crate::membership::watch_children(&client, &jobs_dir(&root)).await?;
-        for job in list(&client, &root).await? {
+        let mut ids = client.list_children(&jobs_dir(&root)).await.map_err(ZkError)?;
+        ids.sort();
+        finished.retain(|id: &String| ids.contains(id));
+        let pending: Vec<String> = ids.into_iter().filter(|id| !finished.contains(id)).collect();
+        for id in &pending {
+            let job = match read(&client, &root, id).await {
+                Ok((job, _)) => job,
+                Err(JobError::NoSuchJob { .. }) => continue,
+                Err(e @ JobError::Unreadable { .. }) => {
+                    if told.insert(id.clone()) {
+                        tracing::warn!(error = %e, "skipping a job record");
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if job.state.is_final() {
+                finished.insert(job.id);
                 continue;
             }
             let Some(nodetool) = &nodetool else {
@@ -597,15 +642,27 @@ pub async fn runner(
                 }
             };
             match run_job(&client, &root, &job.id, &who, LockWait::Wait, exec).await {
+                Ok(Ran::Ran(job) | Ran::AlreadyDone(job)) if job.state.is_final() => {
+                    finished.insert(job.id);
+                }
                 Ok(_) => {}
                 Err(JobError::ZooKeeper(e)) => return Err(e.into()),
                 Err(e) => tracing::warn!(job = %job.id, error = %e, "job not run"),
             }
         }
-        match prune(&client, &root).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, kept = HISTORY_KEPT, "pruned the job history"),
-            Err(e) => tracing::warn!(error = %e, "cannot prune the job history"),
+        // The history: the oldest ended jobs beyond HISTORY_KEPT go.
+        let excess = finished.len().saturating_sub(HISTORY_KEPT);
+        let oldest: Vec<String> = finished.iter().take(excess).cloned().collect();
+        for id in oldest {
+            match client.delete(&job_path(&root, &id), None).await {
+                Ok(()) | Err(zookeeper_client::Error::NoNode) => {
+                    finished.remove(&id);
+                }
+                Err(e) => return Err(ZkError(e).into()),
+            }
+        }
+        if excess > 0 {
+            tracing::info!(deleted = excess, kept = HISTORY_KEPT, "pruned the job history");
         }
         tokio::select! {
             _ = watch.changed() => {}

@@ -28,8 +28,9 @@ use zookeeper_client::{Acls, Client, CreateMode};
 const FORMAT: &str = "herd-backup/1";
 
 /// Nodes a restore leaves to the running leader: it rebuilds them from the
-/// live workers (an old assignment's grants would be made again anyway).
-const NOT_RESTORED: &[&str] = &["leader", "assignment"];
+/// live workers (an old assignment's grants would be made again anyway) and
+/// from its probes of the Cassandra nodes (rewritten every few seconds).
+const NOT_RESTORED: &[&str] = &["leader", "assignment", "cassandra/health"];
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Backup {
@@ -318,7 +319,7 @@ pub async fn restore(
         "restored {} znodes under {root} ({} there already; {} left to the leader), epoch floor {floor}: every grant from now on is above the {} checkpoints' epochs",
         to_write.len(),
         restored.len() - to_write.len(),
-        NOT_RESTORED.join(" and "),
+        NOT_RESTORED.join(", "),
         backup.checkpoints.len().max(live.len())
     );
     Ok(())

@@ -89,7 +89,7 @@ pub async fn run(
                 println!("no jobs under {root}/jobs");
             } else {
                 println!(
-                    "{:<15} {:<10} {:<34} {:<24} {:<20} {:>8}  RESULT",
+                    "{:<15} {:<10} {:<44} {:<24} {:<20} {:>8}  RESULT",
                     "JOB", "STATE", "WHAT", "REQUESTED BY", "RAN BY", "SECONDS"
                 );
                 for job in &jobs {
@@ -248,7 +248,7 @@ fn print_row(job: &Job) {
         format!(" ({} attempts; before: {})", r.attempts.len(), earlier.join(", "))
     };
     println!(
-        "{:<15} {:<10} {:<34} {:<24} {:<20} {:>8}  {result}{tries}",
+        "{:<15} {:<10} {:<44} {:<24} {:<20} {:>8}  {result}{tries}",
         job.id,
         job.state.to_string(),
         r.spec.to_string(),

@@ -72,8 +72,8 @@ enum Command {
     /// new ensemble) under --root, and set the epoch floor above every
     /// epoch in the backup and in Cassandra's checkpoints now, so the
     /// workers' claims are accepted again and resume at their checkpoints.
-    /// Refuses if a node exists with other data. The leader record and the
-    /// assignment are left to the running leader.
+    /// Refuses if a node exists with other data. The leader record, the
+    /// assignment and the Cassandra view are left to the running leader.
     Restore {
         file: std::path::PathBuf,
         /// Cassandra keyspace holding the shards' checkpoints.
