@@ -538,11 +538,11 @@ fn is_transient(e: &zookeeper_client::Error) -> bool {
 
 /// Runs a job's nodetool commands: `Ok` with a one-line detail, `Err`
 /// with the failure (nodetool's own words). A snapshot runs on every node
-/// the cluster knows (asked through `session`), one after another, tagged
-/// `herd-{id}`.
+/// the cluster knows (asked through a session to `endpoints`), one after
+/// another, tagged `herd-{id}`.
 pub async fn execute(
     nodetool: &Nodetool,
-    session: Option<&scylla::client::session::Session>,
+    endpoints: &herd_config::Endpoints,
     spec: &JobSpec,
     id: &str,
 ) -> Result<String, String> {
@@ -562,8 +562,9 @@ pub async fn execute(
             Ok(format!("cleanup {ks} on {node}"))
         }
         (JobKind::Snapshot, _) => {
-            let session =
-                session.ok_or("a snapshot needs a Cassandra session to list the nodes")?;
+            let session = herd_clients::cassandra::session(endpoints).await.map_err(|e| {
+                format!("a snapshot lists the nodes through a Cassandra session: {e}")
+            })?;
             let mut nodes: Vec<String> = session
                 .get_cluster_state()
                 .get_nodes_info()
@@ -628,18 +629,8 @@ pub async fn runner(
                 continue;
             };
             let exec = |spec: JobSpec, id: String| {
-                let endpoints = endpoints.clone();
-                async move {
-                    let session = match spec.kind {
-                        JobKind::Snapshot => Some(
-                            herd_clients::cassandra::session(&endpoints)
-                                .await
-                                .map_err(|e| e.to_string())?,
-                        ),
-                        _ => None,
-                    };
-                    execute(nodetool, session.as_ref(), &spec, &id).await
-                }
+                let endpoints = &endpoints;
+                async move { execute(nodetool, endpoints, &spec, &id).await }
             };
             match run_job(&client, &root, &job.id, &who, LockWait::Wait, exec).await {
                 Ok(Ran::Ran(job) | Ran::AlreadyDone(job)) if job.state.is_final() => {

@@ -151,19 +151,8 @@ pub async fn run(
                     LockWait::RefuseAfter(Duration::from_secs(2))
                 };
                 let exec = |spec: JobSpec, id: String| {
-                    let endpoints = endpoints.clone();
-                    let nodetool = nodetool.clone();
-                    async move {
-                        let session = match spec.kind {
-                            JobKind::Snapshot => Some(
-                                herd_clients::cassandra::session(&endpoints)
-                                    .await
-                                    .map_err(|e| e.to_string())?,
-                            ),
-                            _ => None,
-                        };
-                        jobs::execute(&nodetool, session.as_ref(), &spec, &id).await
-                    }
+                    let nodetool = &nodetool;
+                    async move { jobs::execute(nodetool, endpoints, &spec, &id).await }
                 };
                 match jobs::run_job(&zk, root, &id, &who, lock_wait, exec).await {
                     Ok(Ran::Ran(job)) => job,
