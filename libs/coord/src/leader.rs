@@ -126,28 +126,49 @@ impl Coordinator {
         let _not_leading = NotLeading(id.to_owned());
         // Maintenance jobs run while this leadership lasts (aborted with it,
         // which kills a running nodetool and gives up its lock).
-        let jobs = tokio::spawn({
+        // Each starts again after an error (a connection lost for a while):
+        // the leadership, not the task, decides when they end.
+        let jobs = AbortOnDrop(tokio::spawn({
             let (client, root, who) = (client.clone(), coord.root.clone(), id.to_owned());
             let (nodetool, endpoints) = (self.nodetool.clone(), self.endpoints.clone());
             async move {
-                if let Err(e) = crate::jobs::runner(client, root, who, nodetool, endpoints).await {
-                    tracing::error!(
-                        error = &e as &dyn std::error::Error,
-                        "the job runner stopped; jobs wait for the next leader"
+                loop {
+                    let run = crate::jobs::runner(
+                        client.clone(),
+                        root.clone(),
+                        who.clone(),
+                        nodetool.clone(),
+                        endpoints.clone(),
                     );
+                    if let Err(e) = run.await {
+                        tracing::warn!(
+                            error = &e as &dyn std::error::Error,
+                            "the job runner failed; starting it again in 1 s"
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
-        });
-        let jobs = AbortOnDrop(jobs);
+        }));
         let watch = self.watch.clone().map(|watch| {
             let (client, root, who) = (client.clone(), coord.root.clone(), id.to_owned());
             let endpoints = self.endpoints.clone();
             AbortOnDrop(tokio::spawn(async move {
-                if let Err(e) = crate::health::monitor(client, root, who, endpoints, watch).await {
-                    tracing::error!(
-                        error = &e as &dyn std::error::Error,
-                        "the Cassandra watch stopped; the next leader watches"
+                loop {
+                    let run = crate::health::monitor(
+                        client.clone(),
+                        root.clone(),
+                        who.clone(),
+                        endpoints.clone(),
+                        watch.clone(),
                     );
+                    if let Err(e) = run.await {
+                        tracing::warn!(
+                            error = &e as &dyn std::error::Error,
+                            "the Cassandra watch failed; starting it again in 1 s"
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }))
         });
