@@ -12,11 +12,23 @@ fn nodes(endpoints: &Endpoints) -> String {
 }
 
 /// Connects with the driver's default session settings (schema metadata and
-/// schema agreement on), bounded by the connect timeout.
+/// schema agreement on), bounded by the connect timeout; over TLS and as a
+/// role when `--cassandra-tls-ca` and `--cassandra-user` say so.
 pub async fn session(endpoints: &Endpoints) -> Result<Session, ClientError> {
-    let builder = SessionBuilder::new()
+    let mut builder = SessionBuilder::new()
         .known_nodes(endpoints.cassandra_nodes.iter().map(ToString::to_string))
         .connection_timeout(endpoints.connect_timeout);
+    let security = &endpoints.security.cassandra;
+    if let Some(ca) = &security.tls_ca {
+        builder = builder.tls_context(Some(tls_config(ca)?));
+    }
+    if let Some(login) = &security.login {
+        let password = login
+            .password
+            .read()
+            .map_err(|e| ClientError::Config(format!("Cassandra role {}: {e}", login.user)))?;
+        builder = builder.user(login.user.clone(), password.expose());
+    }
     match tokio::time::timeout(endpoints.connect_timeout, builder.build()).await {
         Ok(Ok(session)) => Ok(session),
         Ok(Err(e)) => {
@@ -27,6 +39,29 @@ pub async fn session(endpoints: &Endpoints) -> Result<Session, ClientError> {
             detail: format!("no session within {:?}", endpoints.connect_timeout),
         }),
     }
+}
+
+/// A TLS client configuration that trusts the CA certificates in `ca` (PEM)
+/// and checks each node's certificate against the address it is reached on.
+fn tls_config(ca: &std::path::Path) -> Result<std::sync::Arc<rustls::ClientConfig>, ClientError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let bad = |why: String| {
+        ClientError::Config(format!("Cassandra: --cassandra-tls-ca {}: {why}", ca.display()))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        CertificateDer::pem_file_iter(ca).map_err(|e| bad(format!("cannot read it: {e}")))?
+    {
+        let cert = cert.map_err(|e| bad(format!("not a PEM certificate file: {e}")))?;
+        roots.add(cert).map_err(|e| bad(format!("a certificate in it is not usable: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("it holds no certificate".into()));
+    }
+    Ok(std::sync::Arc::new(
+        rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth(),
+    ))
 }
 
 /// Version and cluster name of the node that answered: proof that CQL

@@ -23,8 +23,10 @@ pub enum ClientError {
         #[source]
         source: zookeeper_client::Error,
     },
-    #[error("ZooKeeper at {servers}: no session within {timeout:?}; check that a quorum of the ensemble is up and that --zookeeper is right")]
-    ZooKeeperTimeout { servers: String, timeout: Duration },
+    #[error("ZooKeeper at {servers}: no session within {timeout:?}; check that a quorum of the ensemble is up, that --zookeeper is right{}", if *tls { " and that its servers speak TLS on these ports" } else { " and, if the servers want TLS, that --zookeeper-tls-ca is set" })]
+    ZooKeeperTimeout { servers: String, timeout: Duration, tls: bool },
+    #[error("ZooKeeper at {servers} refused the login of user {user:?}: SASL authentication failed; check --zookeeper-user and its password (HERD_ZOOKEEPER_PASSWORD or --zookeeper-password-file)")]
+    ZooKeeperAuth { servers: String, user: String },
     #[error("invalid client setting: {0}")]
     Config(String),
 }
@@ -32,6 +34,6 @@ pub enum ClientError {
 impl ClientError {
     /// Whether trying again later, unchanged, can succeed.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, ClientError::Config(_))
+        !matches!(self, ClientError::Config(_) | ClientError::ZooKeeperAuth { .. })
     }
 }

@@ -11,8 +11,10 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use crate::ClientError;
 
-/// Settings every herd Kafka client shares.
-pub fn base_config(endpoints: &Endpoints, client_id: &str) -> ClientConfig {
+/// Settings every herd Kafka client shares, TLS and SASL included. Fails
+/// only if the password cannot be read. The result holds the password:
+/// never print it (`ClientConfig`'s `Debug` shows every value).
+pub fn base_config(endpoints: &Endpoints, client_id: &str) -> Result<ClientConfig, ClientError> {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", endpoints.kafka_bootstrap())
@@ -23,7 +25,37 @@ pub fn base_config(endpoints: &Endpoints, client_id: &str) -> ClientConfig {
             "socket.connection.setup.timeout.ms",
             endpoints.connect_timeout.as_millis().to_string(),
         );
-    config
+    let security = &endpoints.security;
+    let tls = security.kafka.tls_ca.is_some();
+    let protocol = match (tls, security.kafka.login.is_some()) {
+        (false, false) => "plaintext",
+        (true, false) => "ssl",
+        (false, true) => "sasl_plaintext",
+        (true, true) => "sasl_ssl",
+    };
+    config.set("security.protocol", protocol);
+    if let Some(ca) = &security.kafka.tls_ca {
+        // librdkafka reads the file itself; checked here so that a missing
+        // file is named as such instead of as a failed client creation.
+        std::fs::metadata(ca).map_err(|e| {
+            ClientError::Config(format!(
+                "Kafka: cannot read the CA file {} (--kafka-tls-ca): {e}",
+                ca.display()
+            ))
+        })?;
+        config.set("ssl.ca.location", ca.display().to_string());
+    }
+    if let Some(login) = &security.kafka.login {
+        let password = login
+            .password
+            .read()
+            .map_err(|e| ClientError::Config(format!("Kafka user {}: {e}", login.user)))?;
+        config
+            .set("sasl.mechanisms", security.kafka_sasl_mechanism.name())
+            .set("sasl.username", &login.user)
+            .set("sasl.password", password.expose());
+    }
+    Ok(config)
 }
 
 fn create<T: rdkafka::config::FromClientConfig>(
@@ -38,17 +70,20 @@ fn create<T: rdkafka::config::FromClientConfig>(
 /// A producer that waits for all in-sync replicas and is idempotent, so a
 /// retried send never writes a message twice.
 pub fn producer(endpoints: &Endpoints, client_id: &str) -> Result<FutureProducer, ClientError> {
-    create(endpoints, &producer_config(endpoints, client_id))
+    create(endpoints, &producer_config(endpoints, client_id)?)
 }
 
 /// The settings of [`producer`]; callers may add their own on top.
-pub fn producer_config(endpoints: &Endpoints, client_id: &str) -> ClientConfig {
-    let mut config = base_config(endpoints, client_id);
+pub fn producer_config(
+    endpoints: &Endpoints,
+    client_id: &str,
+) -> Result<ClientConfig, ClientError> {
+    let mut config = base_config(endpoints, client_id)?;
     config
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("message.timeout.ms", (endpoints.connect_timeout.as_millis() * 3).to_string());
-    config
+    Ok(config)
 }
 
 /// A producer with `config` whose deliveries are reported to `context`
@@ -71,7 +106,7 @@ pub fn consumer(
     client_id: &str,
     group: &str,
 ) -> Result<StreamConsumer, ClientError> {
-    let mut config = base_config(endpoints, client_id);
+    let mut config = base_config(endpoints, client_id)?;
     config
         .set("group.id", group)
         .set("auto.offset.reset", "earliest")
@@ -83,7 +118,7 @@ pub fn admin(
     endpoints: &Endpoints,
     client_id: &str,
 ) -> Result<AdminClient<DefaultClientContext>, ClientError> {
-    create(endpoints, &base_config(endpoints, client_id))
+    create(endpoints, &base_config(endpoints, client_id)?)
 }
 
 /// Creates `topic` with `partitions` partitions, or leaves it as it is if it
@@ -165,7 +200,7 @@ async fn with_metadata<T: Send + 'static>(
         + 'static,
 ) -> Result<T, ClientError> {
     let admin: AdminClient<DefaultClientContext> =
-        create(endpoints, &base_config(endpoints, "herd-admin"))?;
+        create(endpoints, &base_config(endpoints, "herd-admin")?)?;
     let timeout = endpoints.connect_timeout;
     let brokers = endpoints.kafka_bootstrap();
     tokio::task::spawn_blocking(move || {

@@ -69,7 +69,7 @@ pub async fn zookeeper(endpoints: &Endpoints) -> Vec<Probe> {
     let probes = endpoints.zookeeper.servers.iter().map(|server| async move {
         let started = Instant::now();
         let result = async {
-            let client = zookeeper::connect_one(server, endpoints.connect_timeout).await?;
+            let client = zookeeper::connect_one(endpoints, server).await?;
             let stat = client.check_stat("/").await.map_err(|source| {
                 crate::ClientError::ZooKeeper { servers: server.to_string(), source }
             });

@@ -1,3 +1,4 @@
+use crate::security::{Security, SecurityArgs};
 use crate::InvalidSetting;
 use std::fmt;
 use std::num::NonZeroU16;
@@ -28,6 +29,9 @@ pub struct ConnectArgs {
     /// How long to wait for any one server to answer before giving up, in seconds.
     #[arg(long, global = true, env = "HERD_CONNECT_TIMEOUT_SECS", default_value_t = 10)]
     pub connect_timeout_secs: u64,
+
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 /// Validated endpoints: every list is non-empty and every port is non-zero.
@@ -37,6 +41,8 @@ pub struct Endpoints {
     pub cassandra_nodes: Vec<HostPort>,
     pub zookeeper: ZkConnect,
     pub connect_timeout: Duration,
+    /// TLS and logins; the default is plaintext without authentication.
+    pub security: Security,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +76,7 @@ impl ConnectArgs {
             cassandra_nodes: parse_host_ports("cassandra-nodes", &self.cassandra_nodes)?,
             zookeeper: ZkConnect::parse("zookeeper", &self.zookeeper)?,
             connect_timeout: Duration::from_secs(self.connect_timeout_secs),
+            security: self.security.validate()?,
         })
     }
 }
@@ -209,6 +216,10 @@ mod tests {
             cassandra_nodes: cassandra.into(),
             zookeeper: zk.into(),
             connect_timeout_secs: 10,
+            security: SecurityArgs {
+                kafka_sasl_mechanism: "SCRAM-SHA-512".into(),
+                ..Default::default()
+            },
         }
     }
 

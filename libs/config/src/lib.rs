@@ -9,9 +9,11 @@
 //! `eval "$(deploy/local/stack env)"` carries non-default ports over.
 
 mod endpoints;
+pub mod security;
 mod shard;
 
 pub use endpoints::{ConnectArgs, Endpoints, HostPort, ZkConnect};
+pub use security::{Password, Secret, Security, SecurityArgs};
 pub use shard::Shard;
 
 /// A setting refused by validation: which one (a flag, or a key of the live

@@ -11,10 +11,9 @@
 //! checks that the lock node still exists, so a deposed leader (its node
 //! gone) cannot overwrite its successor's state.
 
+use crate::access;
 use serde::{Deserialize, Serialize};
-use zookeeper_client::{
-    Acls, CheckWriteError, Client, CreateMode, LockOptions, LockPrefix, OwnedLockClient,
-};
+use zookeeper_client::{CheckWriteError, Client, LockOptions, LockPrefix, OwnedLockClient};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -53,21 +52,20 @@ pub struct Leadership {
     pub epoch: i64,
     /// The lock node; it exists exactly as long as this leadership.
     pub lock_path: String,
-}
-
-fn persistent() -> zookeeper_client::CreateOptions<'static> {
-    CreateMode::Persistent.with_acls(Acls::anyone_all())
+    /// The deployment's root: what the ACLs of written znodes depend on.
+    root: String,
 }
 
 /// Waits until this candidate leads (cancel the future to stop waiting).
 pub async fn campaign(client: &Client, root: &str, id: &str) -> Result<Leadership, ElectionError> {
     let dir = format!("{root}/election");
     let prefix = LockPrefix::new_curator(&dir, "latch-")?;
-    let options = LockOptions::new(Acls::anyone_all()).with_ancestor_options(persistent())?;
+    let options = LockOptions::new(access::acls_for(root, &dir))
+        .with_ancestor_options(access::persistent(root, &dir))?;
     let lock = client.lock(prefix, id.as_bytes(), options).await?;
     let lock_path = lock.lock_path().to_owned();
     let (_, stat) = client.get_data(&lock_path).await?;
-    Ok(Leadership { lock: lock.into_owned(), epoch: stat.czxid, lock_path })
+    Ok(Leadership { lock: lock.into_owned(), epoch: stat.czxid, lock_path, root: root.to_owned() })
 }
 
 impl Leadership {
@@ -83,7 +81,7 @@ impl Leadership {
         if exists {
             writer.add_set_data(path, data, None)?;
         } else {
-            writer.add_create(path, data, &persistent())?;
+            writer.add_create(path, data, &access::persistent(&self.root, path))?;
         }
         writer.commit().await?;
         Ok(())

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use herd_clients::cassandra::{NodeProbe, PendingHints};
 use serde::{Deserialize, Serialize};
-use zookeeper_client::{Acls, Client, CreateMode};
+use zookeeper_client::Client;
 
 use crate::membership::{ensure_path, ZkError};
 
@@ -197,11 +197,8 @@ async fn publish(client: &Client, root: &str, view: &ClusterView) -> Result<(), 
     match client.set_data(&path, &data, None).await {
         Ok(_) => Ok(()),
         Err(zookeeper_client::Error::NoNode) => {
-            ensure_path(client, &format!("{root}/cassandra")).await?;
-            match client
-                .create(&path, &data, &CreateMode::Persistent.with_acls(Acls::anyone_all()))
-                .await
-            {
+            ensure_path(client, root, &format!("{root}/cassandra")).await?;
+            match client.create(&path, &data, &crate::access::persistent(root, &path)).await {
                 Ok(_) | Err(zookeeper_client::Error::NodeExists) => Ok(()),
                 Err(e) => Err(e.into()),
             }

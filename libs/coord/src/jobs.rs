@@ -28,7 +28,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use zookeeper_client::{Acls, Client, CreateMode, LockOptions, LockPrefix};
+use zookeeper_client::{Client, LockOptions, LockPrefix};
 
 use herd_clients::nodetool::Nodetool;
 
@@ -277,7 +277,7 @@ pub async fn submit(
         cancel_requested: false,
         attempts: Vec::new(),
     };
-    ensure_path(client, &jobs_dir(root)).await?;
+    ensure_path(client, root, &jobs_dir(root)).await?;
     let data = serde_json::to_vec(&record).expect("serializable");
     // One above the highest id, not a sequential node: after a restore into
     // a new ensemble the parent's sequence restarts low while the restored
@@ -291,7 +291,7 @@ pub async fn submit(
             .max()
             .map_or(0, |max| max + 1);
         let id = format!("job-{next:010}");
-        let mode = CreateMode::Persistent.with_acls(Acls::anyone_all());
+        let mode = crate::access::persistent(root, &job_path(root, &id));
         match client.create(&job_path(root, &id), &data, &mode).await {
             Ok(_) => return Ok(id),
             // Another request took the id meanwhile.
@@ -402,10 +402,14 @@ where
     }
     let kind = job.record.spec.kind;
     let dir = lock_dir(root, kind);
-    ensure_path(client, &dir).await?;
+    ensure_path(client, root, &dir).await?;
     let prefix = LockPrefix::new_curator(&dir, "lock-").map_err(ZkError)?;
     let holder_data = format!("{who} (job {id})");
-    let lock = client.lock(prefix, holder_data.as_bytes(), LockOptions::new(Acls::anyone_all()));
+    let lock = client.lock(
+        prefix,
+        holder_data.as_bytes(),
+        LockOptions::new(crate::access::acls_for(root, &dir)),
+    );
     tokio::pin!(lock);
     let started = Instant::now();
     let lock = loop {
@@ -601,7 +605,7 @@ pub async fn runner(
     // Jobs known to have ended: not read again (their records do not change).
     let mut finished = std::collections::BTreeSet::new();
     loop {
-        let watch = crate::membership::watch_children(&client, &jobs_dir(&root)).await?;
+        let watch = crate::membership::watch_children(&client, &root, &jobs_dir(&root)).await?;
         let mut ids = client.list_children(&jobs_dir(&root)).await.map_err(ZkError)?;
         ids.sort();
         finished.retain(|id: &String| ids.contains(id));

@@ -258,9 +258,11 @@ impl Lead<'_> {
     /// changed. Returns the two watches.
     async fn round(&self) -> Result<[zookeeper_client::OneshotWatcher; 3], ElectionError> {
         let workers_watch =
-            membership::watch_children(self.client, &membership::workers_dir(self.root)).await?;
+            membership::watch_children(self.client, self.root, &membership::workers_dir(self.root))
+                .await?;
         let holders_watch =
-            membership::watch_children(self.client, &membership::owned_dir(self.root)).await?;
+            membership::watch_children(self.client, self.root, &membership::owned_dir(self.root))
+                .await?;
         let workers = membership::workers(self.client, self.root).await?;
         let holders = membership::holders(self.client, self.root).await?;
         let (floor, floor_watch) = membership::watch_epoch_floor(self.client, self.root).await?;

@@ -19,6 +19,7 @@
 //!
 //! Fencing at the database lives in `herd-sink` (`fencing`).
 
+pub mod access;
 pub mod assign;
 pub mod dynconf;
 pub mod election;

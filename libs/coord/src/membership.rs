@@ -16,8 +16,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::access;
 use serde::{Deserialize, Serialize};
-use zookeeper_client::{Acls, Client, CreateMode};
+use zookeeper_client::Client;
 
 use crate::assign::{Shard, Worker};
 use crate::handoff::{AssignmentDoc, Holder};
@@ -47,9 +48,10 @@ pub fn assignment_path(root: &str) -> String {
     format!("{root}/assignment")
 }
 
-/// Creates `path` and its missing ancestors as empty persistent nodes.
-pub async fn ensure_path(client: &Client, path: &str) -> Result<(), ZkError> {
-    match client.mkdir(path, &CreateMode::Persistent.with_acls(Acls::anyone_all())).await {
+/// Creates `path` and its missing ancestors as empty persistent nodes, with
+/// the ACL of `path` under `root`.
+pub async fn ensure_path(client: &Client, root: &str, path: &str) -> Result<(), ZkError> {
+    match client.mkdir(path, &access::persistent(root, path)).await {
         Ok(()) | Err(zookeeper_client::Error::NodeExists) => Ok(()),
         Err(e) => Err(e.into()),
     }
@@ -92,15 +94,10 @@ pub async fn watch_epoch_floor(
 
 /// Registers a worker for the life of `client`'s session.
 pub async fn register(client: &Client, root: &str, info: &WorkerInfo) -> Result<(), ZkError> {
-    ensure_path(client, &workers_dir(root)).await?;
+    ensure_path(client, root, &workers_dir(root)).await?;
     let data = serde_json::to_vec(info).expect("serializable");
-    client
-        .create(
-            &format!("{}/{}", workers_dir(root), info.id),
-            &data,
-            &CreateMode::Ephemeral.with_acls(Acls::anyone_all()),
-        )
-        .await?;
+    let path = format!("{}/{}", workers_dir(root), info.id);
+    client.create(&path, &data, &access::ephemeral(root, &path)).await?;
     Ok(())
 }
 
@@ -210,11 +207,11 @@ pub fn owned_path(root: &str, shard: &Shard) -> String {
 pub async fn hold(client: &Client, root: &str, holder: &Holder) -> Result<bool, ZkError> {
     let path = owned_path(root, &holder.shard);
     let data = serde_json::to_vec(holder).expect("serializable");
-    let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+    let ephemeral = access::ephemeral(root, &path);
     match client.create(&path, &data, &ephemeral).await {
         Ok(_) => Ok(true),
         Err(zookeeper_client::Error::NoNode) => {
-            ensure_path(client, &owned_dir(root)).await?;
+            ensure_path(client, root, &owned_dir(root)).await?;
             client.create(&path, &data, &ephemeral).await?;
             Ok(true)
         }
@@ -249,9 +246,10 @@ pub async fn holders(client: &Client, root: &str) -> Result<BTreeMap<Shard, Hold
 /// change falls between the read and the watch.
 pub async fn watch_children(
     client: &Client,
+    root: &str,
     dir: &str,
 ) -> Result<zookeeper_client::OneshotWatcher, ZkError> {
-    ensure_path(client, dir).await?;
+    ensure_path(client, root, dir).await?;
     let (_, _, watcher) = client.get_and_watch_children(dir).await?;
     Ok(watcher)
 }

@@ -21,7 +21,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use zookeeper_client::{Acls, Client, CreateMode, LockOptions, LockPrefix};
+use zookeeper_client::{Client, LockOptions, LockPrefix};
 
 use crate::membership::{ensure_path, lock_holder, ZkError};
 
@@ -138,9 +138,13 @@ where
     }
 
     let lock_dir = schema_lock_dir(root, keyspace);
-    ensure_path(client, &lock_dir).await?;
+    ensure_path(client, root, &lock_dir).await?;
     let prefix = LockPrefix::new_curator(&lock_dir, "lock-").map_err(ZkError)?;
-    let lock = client.lock(prefix, who.as_bytes(), LockOptions::new(Acls::anyone_all()));
+    let lock = client.lock(
+        prefix,
+        who.as_bytes(),
+        LockOptions::new(crate::access::acls_for(root, &lock_dir)),
+    );
     tokio::pin!(lock);
     let lock = loop {
         tokio::select! {
@@ -160,10 +164,10 @@ where
         SchemaVersion { version: target, by: who.to_owned(), at_ms: herd_config::now_ms() };
     let data = serde_json::to_vec(&version).expect("serializable");
     let path = schema_path(root, keyspace);
-    ensure_path(client, &format!("{root}/schema")).await?;
+    ensure_path(client, root, &format!("{root}/schema")).await?;
     // Through the lock: refused if the lock was lost meanwhile (a session
     // expiry), so a stale holder never publishes over a newer migrator.
-    match lock.create(&path, &data, &CreateMode::Persistent.with_acls(Acls::anyone_all())).await {
+    match lock.create(&path, &data, &crate::access::persistent(root, &path)).await {
         Ok(_) => {}
         Err(zookeeper_client::Error::NodeExists) => {
             lock.set_data(&path, &data, None).await.map_err(ZkError)?;

@@ -91,8 +91,11 @@ pub struct KafkaSource {
 }
 
 impl KafkaSource {
-    pub fn new(endpoints: &Endpoints, client_id: &str) -> Result<KafkaSource, KafkaError> {
-        let mut config = herd_clients::kafka::base_config(endpoints, client_id);
+    pub fn new(
+        endpoints: &Endpoints,
+        client_id: &str,
+    ) -> Result<KafkaSource, herd_clients::ClientError> {
+        let mut config = herd_clients::kafka::base_config(endpoints, client_id)?;
         config
             // Never joined (no subscribe) and never committed to: librdkafka
             // only needs a group for incremental (per-shard) assignment.
@@ -117,7 +120,10 @@ impl KafkaSource {
             // 45 % of a core busy, 300,000 events/s in the blocks layout).
             .set("fetch.queue.backoff.ms", "5")
             .set("statistics.interval.ms", "5000");
-        let consumer: StreamConsumer<SourceContext> = config.create_with_context(SourceContext)?;
+        let consumer: StreamConsumer<SourceContext> =
+            config.create_with_context(SourceContext).map_err(|source| {
+                herd_clients::ClientError::Kafka { brokers: endpoints.kafka_bootstrap(), source }
+            })?;
         Ok(KafkaSource { consumer })
     }
 

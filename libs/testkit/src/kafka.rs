@@ -8,7 +8,6 @@ use herd_config::Endpoints;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 
 /// One message to produce.
 #[derive(Debug, Clone)]
@@ -66,8 +65,8 @@ pub fn read_all(
     count: usize,
     limit: Duration,
 ) -> Vec<rdkafka::message::OwnedMessage> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", endpoints.kafka_bootstrap())
+    let consumer: BaseConsumer = herd_clients::kafka::base_config(endpoints, "test-reader")
+        .expect("Kafka settings")
         .set("group.id", format!("reader-{topic}-{}", std::process::id()))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")

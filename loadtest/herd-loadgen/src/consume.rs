@@ -76,7 +76,8 @@ pub async fn run(endpoints: &Endpoints, a: ConsumeArgs) -> Result<std::process::
 }
 
 fn consume(endpoints: &Endpoints, a: &ConsumeArgs) -> Result<ConsumeSummary, Exit> {
-    let mut config = herd_clients::kafka::base_config(endpoints, "herd-loadgen-consume");
+    let mut config = herd_clients::kafka::base_config(endpoints, "herd-loadgen-consume")
+        .context("while configuring the consumer")?;
     // Never joined, never committed: the group id only satisfies librdkafka.
     config
         .set("group.id", "herd-loadgen-consume")

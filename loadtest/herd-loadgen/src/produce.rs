@@ -648,7 +648,7 @@ pub async fn run(endpoints: &Endpoints, a: ProduceArgs) -> Result<ExitCode, Exit
         .iter()
         .map(|id| {
             let mut config =
-                herd_clients::kafka::producer_config(endpoints, &format!("herd-loadgen-{id}"));
+                herd_clients::kafka::producer_config(endpoints, &format!("herd-loadgen-{id}"))?;
             config.set("compression.type", &compression);
             herd_clients::kafka::threaded_producer(endpoints, &config, Reports(acks.clone()))
         })

@@ -117,8 +117,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
     herd_clients::kafka::ensure_topic(&endpoints, &ingest.dead_letter_topic, -1, -1)
         .await
         .context("while creating the dead-letter topic")?;
-    let source = KafkaSource::new(&endpoints, &worker_id)
-        .map_err(|e| anyhow::anyhow!("while creating the Kafka consumer: {e}"))?;
+    let source =
+        KafkaSource::new(&endpoints, &worker_id).context("while creating the Kafka consumer")?;
     let dead_letters = DeadLetterSink {
         producer: herd_clients::kafka::producer(&endpoints, &worker_id)
             .context("while creating the dead-letter producer")?,

@@ -23,7 +23,7 @@ use herd_config::Endpoints;
 use herd_coord::membership::{self, EpochFloor};
 use herd_telemetry::Exit;
 use serde::{Deserialize, Serialize};
-use zookeeper_client::{Acls, Client, CreateMode};
+use zookeeper_client::Client;
 
 const FORMAT: &str = "herd-backup/1";
 
@@ -261,18 +261,18 @@ pub async fn restore(
             Err(e) => return Err(anyhow::Error::new(e).context(format!("while reading {path}")).into()),
         }
     }
-    let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    let persistent = |path: &str| herd_coord::access::persistent(root, path);
     for (path, data, version, create) in &to_write {
         if *create {
-            match zk.create(path, data, &persistent).await {
+            match zk.create(path, data, &persistent(path)).await {
                 Ok(_) => {}
                 // A parent made by a running process meanwhile: fine if empty.
                 Err(zookeeper_client::Error::NodeExists) if data.is_empty() => continue,
                 Err(zookeeper_client::Error::NoNode) => {
-                    membership::ensure_path(&zk, path.rsplit_once('/').map_or("/", |p| p.0))
+                    membership::ensure_path(&zk, root, path.rsplit_once('/').map_or("/", |p| p.0))
                         .await
                         .with_context(|| format!("while creating the parents of {path}"))?;
-                    zk.create(path, data, &persistent)
+                    zk.create(path, data, &persistent(path))
                         .await
                         .with_context(|| format!("while creating {path}"))?;
                 }
@@ -307,7 +307,8 @@ pub async fn restore(
     let data = serde_json::to_vec(&record).expect("serializable");
     match previous {
         None => {
-            zk.create(&membership::epoch_floor_path(root), &data, &persistent).await.map(|_| ())
+            let path = membership::epoch_floor_path(root);
+            zk.create(&path, &data, &persistent(&path)).await.map(|_| ())
         }
         Some((_, version)) => {
             zk.set_data(&membership::epoch_floor_path(root), &data, Some(version)).await.map(|_| ())

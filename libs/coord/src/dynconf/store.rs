@@ -103,11 +103,8 @@ pub async fn write(
     by: &str,
     change: &str,
 ) -> Result<u64, StoreError> {
-    use zookeeper_client::{Acls, CreateMode};
-    match client
-        .mkdir(&history_dir(root), &CreateMode::Persistent.with_acls(Acls::anyone_all()))
-        .await
-    {
+    use crate::access::persistent;
+    match client.mkdir(&history_dir(root), &persistent(root, &history_dir(root))).await {
         Ok(()) | Err(zookeeper_client::Error::NodeExists) => {}
         Err(e) => return Err(e.into()),
     }
@@ -122,14 +119,14 @@ pub async fn write(
         doc: doc.clone(),
     };
     let entry = serde_json::to_vec(&entry).expect("serializable");
-    let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
     let mut writer = client.new_multi_writer();
     if expected == 0 {
-        writer.add_create(&config_path(root), &data, &persistent)?;
+        writer.add_create(&config_path(root), &data, &persistent(root, &config_path(root)))?;
     } else {
         writer.add_set_data(&config_path(root), &data, Some((expected - 1) as i32))?;
     }
-    writer.add_create(&format!("{}/{version:010}", history_dir(root)), &entry, &persistent)?;
+    let entry_path = format!("{}/{version:010}", history_dir(root));
+    writer.add_create(&entry_path, &entry, &persistent(root, &entry_path))?;
     match writer.commit().await {
         Ok(_) => Ok(version),
         Err(zookeeper_client::MultiWriteError::OperationFailed {
