@@ -1,6 +1,9 @@
 // Health probe for deploy/local/stack: succeeds once a Kafka broker answers a
 // metadata request (describeCluster), retrying until the deadline.
-// Usage: java -cp <kafka lib>/* KafkaProbe <bootstrap> <wait-seconds>
+// Usage: java -cp <kafka lib>/* KafkaProbe <bootstrap> <wait-seconds> [client.properties]
+// The properties file (TLS and SASL settings of a secure stack) is read last.
+import java.io.FileInputStream;
+import java.io.InputStream;
 import java.util.Properties;
 import java.util.concurrent.TimeUnit;
 import org.apache.kafka.clients.admin.Admin;
@@ -16,6 +19,11 @@ public class KafkaProbe {
         props.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, "3000");
         props.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, "3000");
         props.put(AdminClientConfig.RECONNECT_BACKOFF_MAX_MS_CONFIG, "500");
+        if (args.length > 2) {
+            try (InputStream in = new FileInputStream(args[2])) {
+                props.load(in);
+            }
+        }
         String last = "no answer";
         try (Admin admin = Admin.create(props)) {
             do {

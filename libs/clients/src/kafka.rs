@@ -3,7 +3,7 @@
 
 use herd_config::{Endpoints, Shard};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::producer::{FutureProducer, ProducerContext, ThreadedProducer};
@@ -25,6 +25,10 @@ pub fn base_config(endpoints: &Endpoints, client_id: &str) -> Result<ClientConfi
             "socket.connection.setup.timeout.ms",
             endpoints.connect_timeout.as_millis().to_string(),
         );
+    // Down to librdkafka's info level (rdkafka would take the level from
+    // the `log` crate, which herd does not use): a broker that closes the
+    // connection during the handshake (a TLS mismatch) is only reported there.
+    config.set_log_level(rdkafka::config::RDKafkaLogLevel::Info);
     let security = &endpoints.security;
     let tls = security.kafka.tls_ca.is_some();
     let protocol = match (tls, security.kafka.login.is_some()) {
@@ -62,9 +66,65 @@ fn create<T: rdkafka::config::FromClientConfig>(
     endpoints: &Endpoints,
     config: &ClientConfig,
 ) -> Result<T, ClientError> {
-    config
-        .create()
-        .map_err(|source| ClientError::Kafka { brokers: endpoints.kafka_bootstrap(), source })
+    config.create().map_err(|source| ClientError::Kafka {
+        brokers: endpoints.kafka_bootstrap(),
+        source: source.into(),
+        why: None,
+    })
+}
+
+/// A client context that keeps librdkafka's last error report about its
+/// connections (a refused login, a failed TLS handshake, a broker that
+/// closed the connection), so that a request that then fails or times out
+/// can say why. The reports are logged too.
+#[derive(Clone, Default)]
+pub struct Diagnosis(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+
+impl ClientContext for Diagnosis {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", %error, reason, "Kafka client error");
+        self.keep(reason);
+    }
+
+    // Called from librdkafka's own threads, so it also reports while a
+    // blocking request (a metadata fetch) waits: where a refused SASL login
+    // or a TLS mismatch shows first.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error => {
+                tracing::warn!(target: "librdkafka", fac, "{message}");
+                self.keep(message);
+            }
+            L::Warning => tracing::warn!(target: "librdkafka", fac, "{message}"),
+            L::Notice | L::Info => {
+                tracing::info!(target: "librdkafka", fac, "{message}");
+                // A connection that failed: closed by the broker, refused.
+                if fac == "FAIL" {
+                    self.keep(message);
+                }
+            }
+            L::Debug => tracing::debug!(target: "librdkafka", fac, "{message}"),
+        }
+    }
+}
+
+// Only so that a BaseProducer can carry it: with_metadata polls a
+// producer's main queue, where librdkafka puts its logs and errors.
+impl rdkafka::producer::ProducerContext for Diagnosis {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: ()) {}
+}
+
+impl Diagnosis {
+    fn keep(&self, report: &str) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(report.to_owned());
+    }
+
+    /// The last report, if any.
+    pub fn last(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// A producer that waits for all in-sync replicas and is idempotent, so a
@@ -94,9 +154,11 @@ pub fn threaded_producer<C: ProducerContext + 'static>(
     config: &ClientConfig,
     context: C,
 ) -> Result<ThreadedProducer<C>, ClientError> {
-    config
-        .create_with_context(context)
-        .map_err(|source| ClientError::Kafka { brokers: endpoints.kafka_bootstrap(), source })
+    config.create_with_context(context).map_err(|source| ClientError::Kafka {
+        brokers: endpoints.kafka_bootstrap(),
+        source: source.into(),
+        why: None,
+    })
 }
 
 /// A consumer in `group` that starts from the earliest offset and commits
@@ -117,7 +179,7 @@ pub fn consumer(
 pub fn admin(
     endpoints: &Endpoints,
     client_id: &str,
-) -> Result<AdminClient<DefaultClientContext>, ClientError> {
+) -> Result<AdminClient<rdkafka::client::DefaultClientContext>, ClientError> {
     create(endpoints, &base_config(endpoints, client_id)?)
 }
 
@@ -149,10 +211,19 @@ pub async fn ensure_topic_with(
         NewTopic::new(topic, partitions, TopicReplication::Fixed(replication)),
         |t, (name, value)| t.set(name, value),
     );
-    let results = admin
-        .create_topics([&new], &options)
-        .await
-        .map_err(|source| ClientError::Kafka { brokers: endpoints.kafka_bootstrap(), source })?;
+    let results = match admin.create_topics([&new], &options).await {
+        Ok(results) => results,
+        Err(source) => {
+            // An admin client cannot be polled for librdkafka's reports: a
+            // metadata request says why the brokers could not be reached.
+            with_metadata(endpoints, |_, _| ()).await?;
+            return Err(ClientError::Kafka {
+                brokers: endpoints.kafka_bootstrap(),
+                source: source.into(),
+                why: None,
+            });
+        }
+    };
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -195,21 +266,35 @@ pub async fn cluster_info(endpoints: &Endpoints) -> Result<ClusterInfo, ClientEr
 /// blocks, so it runs on the blocking pool; a timeout is reported as such.
 async fn with_metadata<T: Send + 'static>(
     endpoints: &Endpoints,
-    f: impl FnOnce(&rdkafka::client::Client<DefaultClientContext>, &rdkafka::metadata::Metadata) -> T
+    f: impl FnOnce(&rdkafka::client::Client<Diagnosis>, &rdkafka::metadata::Metadata) -> T
         + Send
         + 'static,
 ) -> Result<T, ClientError> {
-    let admin: AdminClient<DefaultClientContext> =
-        create(endpoints, &base_config(endpoints, "herd-admin")?)?;
+    // A producer that sends nothing: unlike an admin client it can be
+    // polled, which hands librdkafka's queued reports to its context.
+    let producer: rdkafka::producer::BaseProducer<Diagnosis> =
+        base_config(endpoints, "herd-admin")?.create_with_context(Diagnosis::default()).map_err(
+            |source| ClientError::Kafka {
+                brokers: endpoints.kafka_bootstrap(),
+                source: source.into(),
+                why: None,
+            },
+        )?;
     let timeout = endpoints.connect_timeout;
     let brokers = endpoints.kafka_bootstrap();
     tokio::task::spawn_blocking(move || {
-        let client = admin.inner();
-        let metadata = client.fetch_metadata(None, timeout).map_err(|source| match source {
-            rdkafka::error::KafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut) => {
-                ClientError::KafkaTimeout { brokers: brokers.clone(), timeout }
+        let client = rdkafka::producer::Producer::client(&producer);
+        let metadata = client.fetch_metadata(None, timeout).map_err(|source| {
+            producer.poll(std::time::Duration::from_millis(100));
+            let why = client.context().last();
+            match source {
+                rdkafka::error::KafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut) => {
+                    ClientError::KafkaTimeout { brokers: brokers.clone(), timeout, why }
+                }
+                source => {
+                    ClientError::Kafka { brokers: brokers.clone(), source: source.into(), why }
+                }
             }
-            source => ClientError::Kafka { brokers: brokers.clone(), source },
         })?;
         Ok(f(client, &metadata))
     })

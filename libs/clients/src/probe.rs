@@ -30,7 +30,7 @@ impl Probe {
     ) -> Probe {
         let (ok, detail) = match result {
             Ok(value) => (true, describe(value)),
-            Err(e) => (false, e.to_string()),
+            Err(e) => (false, herd_config::chain(&e)),
         };
         Probe { server, target, ok, detail, elapsed_ms: started.elapsed().as_millis() }
     }

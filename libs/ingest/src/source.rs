@@ -120,9 +120,12 @@ impl KafkaSource {
             // 45 % of a core busy, 300,000 events/s in the blocks layout).
             .set("fetch.queue.backoff.ms", "5")
             .set("statistics.interval.ms", "5000");
-        let consumer: StreamConsumer<SourceContext> =
-            config.create_with_context(SourceContext).map_err(|source| {
-                herd_clients::ClientError::Kafka { brokers: endpoints.kafka_bootstrap(), source }
+        let consumer: StreamConsumer<SourceContext> = config
+            .create_with_context(SourceContext)
+            .map_err(|source| herd_clients::ClientError::Kafka {
+                brokers: endpoints.kafka_bootstrap(),
+                source: source.into(),
+                why: None,
             })?;
         Ok(KafkaSource { consumer })
     }
