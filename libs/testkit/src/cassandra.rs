@@ -48,6 +48,29 @@ pub async fn stored_identities(session: &Session, keyspace: &str) -> Vec<(String
         .expect("read points")
 }
 
+/// How many events `keyspace` holds in either layout: 0 if the keyspace or
+/// its settings do not exist (a worker refused before it migrated).
+pub async fn stored_count(session: &Session, keyspace: &str) -> usize {
+    let exists = session
+        .query_unpaged(
+            "SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = ?",
+            (keyspace,),
+        )
+        .await
+        .expect("read system_schema.keyspaces")
+        .into_rows_result()
+        .expect("rows")
+        .rows_num()
+        > 0;
+    if !exists {
+        return 0;
+    }
+    match herd_sink::schema::pinned(session, keyspace).await {
+        Ok(Some(_)) => stored_identities(session, keyspace).await.len(),
+        _ => 0,
+    }
+}
+
 /// Sum over the partitions of `topic` of (checkpointed next offset in
 /// `keyspace`, end offset in Kafka).
 pub async fn checkpointed_and_end(session: &Session, keyspace: &str, topic: &str) -> (i64, i64) {

@@ -55,6 +55,12 @@ pub fn coordinator(name: &str, root: &str, topics: &[&str], extra: &[&str]) -> P
 /// Starts a herd-worker named `name` (its id in ZooKeeper and the
 /// checkpoints) with `args`; returns it and the port of its /metrics.
 pub fn worker(name: &str, args: &[String]) -> (Process, u16) {
+    worker_with_env(name, args, &[])
+}
+
+/// [`worker`] with `env` on top of this process's environment (an empty
+/// value removes a variable): a wrong password, TLS left off.
+pub fn worker_with_env(name: &str, args: &[String], env: &[(&str, &str)]) -> (Process, u16) {
     let port = free_port();
     let mut args = args.to_vec();
     args.extend([
@@ -63,7 +69,9 @@ pub fn worker(name: &str, args: &[String]) -> (Process, u16) {
         "--worker-id".to_owned(),
         name.to_owned(),
     ]);
-    (Process::start(&binary("herd-worker"), name, &args, &[LOG]), port)
+    let mut all = vec![LOG];
+    all.extend_from_slice(env);
+    (Process::start(&binary("herd-worker"), name, &args, &all), port)
 }
 
 /// The command that runs nodetool against a node of the local stack

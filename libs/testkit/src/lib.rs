@@ -13,6 +13,7 @@ pub mod herd;
 pub mod kafka;
 pub mod metrics;
 pub mod process;
+pub mod stack;
 
 /// Deletes `root` and everything under it (a test's znode tree), ignoring
 /// nodes that are gone meanwhile.
@@ -41,7 +42,7 @@ pub async fn delete_zk_tree(root: &str) {
 /// Runs `deploy/local/stack` with `args` (e.g. `["stop", "cassandra"]`),
 /// for fault tests that stop and restart a real server. Panics if it fails.
 pub fn stack(args: &[&str]) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/local/stack");
+    let script = stack::SCRIPT;
     let status = std::process::Command::new(script)
         .args(args)
         .status()
@@ -52,8 +53,8 @@ pub fn stack(args: &[&str]) {
 /// The ZooKeeper nodes of the stack as (name, pid, mode, client port), from
 /// `stack status` (mode "leader" or "follower"; empty when it does not answer).
 pub fn zookeeper_nodes() -> Vec<(String, i32, String, u16)> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/local/stack");
-    let out = std::process::Command::new(script).arg("status").output().expect("stack status");
+    let out =
+        std::process::Command::new(stack::SCRIPT).arg("status").output().expect("stack status");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.starts_with("zk"))

@@ -10,13 +10,18 @@ pub struct Scrape(prometheus_parse::Scrape);
 /// Scrapes `127.0.0.1:port/metrics`; None if nothing answers (yet) or the
 /// answer is not the text format.
 pub fn scrape(port: u16) -> Option<Scrape> {
+    let body = text(port)?;
+    let lines = body.lines().map(|l| Ok(l.to_owned()));
+    prometheus_parse::Scrape::parse(lines).ok().map(Scrape)
+}
+
+/// The body of `127.0.0.1:port/metrics` as served; None if nothing answers.
+pub fn text(port: u16) -> Option<String> {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     write!(stream, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
-    let (_, body) = response.split_once("\r\n\r\n")?;
-    let lines = body.lines().map(|l| Ok(l.to_owned()));
-    prometheus_parse::Scrape::parse(lines).ok().map(Scrape)
+    response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
 }
 
 impl Scrape {

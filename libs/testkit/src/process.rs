@@ -11,7 +11,9 @@ pub struct Process {
 }
 
 impl Process {
-    /// Starts `binary` with `args`; stdout and stderr go to a log file.
+    /// Starts `binary` with `args` and `env` on top of this process's
+    /// environment (an empty value removes a variable); stdout and stderr
+    /// go to a log file.
     pub fn start(binary: &str, name: &str, args: &[String], env: &[(&str, &str)]) -> Process {
         let dir = std::env::temp_dir().join("herd-tests");
         std::fs::create_dir_all(&dir).unwrap();
@@ -25,7 +27,12 @@ impl Process {
             .stdout(out.try_clone().unwrap())
             .stderr(out);
         for (k, v) in env {
-            command.env(k, v);
+            // An empty value removes the variable (e.g. a TLS setting).
+            if v.is_empty() {
+                command.env_remove(k);
+            } else {
+                command.env(k, v);
+            }
         }
         let child = command.spawn().unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
         Process { child, log }

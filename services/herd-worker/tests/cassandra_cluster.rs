@@ -22,23 +22,16 @@ use common::{
 use herd_coord::health::{read_view, ClusterView};
 use herd_coord::jobs::{self, JobKind, JobState};
 use herd_testkit::kafka::produce;
+use herd_testkit::stack::OwnStack;
 use herd_testkit::{endpoints, stack};
 
 /// The cluster's max_hint_window in this test.
 const HINT_WINDOW: Duration = Duration::from_secs(20);
 
-/// The test's own stack: its settings (set in this process's environment,
-/// so the stack script, the herd processes and the helpers all use it),
-/// and its removal when dropped, even if the test fails.
-struct OwnStack {
-    dir: std::path::PathBuf,
-}
-
-impl OwnStack {
-    fn start() -> OwnStack {
-        let dir = std::env::temp_dir().join(format!("herd-cluster-{}", std::process::id()));
-        let settings = [
-            ("HERD_STACK_DIR", dir.to_str().unwrap()),
+fn own_stack() -> OwnStack {
+    OwnStack::start(
+        "cluster",
+        &[
             ("HERD_ZK_PORT", "12181"),
             ("HERD_ZK_PEER_PORT", "12888"),
             ("HERD_ZK_ELECTION_PORT", "13888"),
@@ -48,49 +41,9 @@ impl OwnStack {
             ("HERD_CASSANDRA_STORAGE_PORT", "17000"),
             ("HERD_CASSANDRA_JMX_PORT", "17199"),
             ("HERD_CASSANDRA_MAX_HINT_WINDOW", "20s"),
-        ];
-        for (k, v) in settings {
-            // SAFETY: the only test of this binary sets its environment
-            // before it starts any thread of its own.
-            unsafe { std::env::set_var(k, v) };
-        }
-        let stack = OwnStack { dir };
-        herd_testkit::stack(&["up", "--zk-nodes", "1", "--cassandra-nodes", "3"]);
-        // The connection variables the stack prints, HERD_NODETOOL included.
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/local/stack");
-        let out = std::process::Command::new("bash")
-            .args(["-c", &format!("eval \"$({script} env)\" && env")])
-            .output()
-            .expect("stack env");
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            if let Some((k, v)) = line.split_once('=') {
-                if k.starts_with("HERD_") {
-                    // SAFETY: as above.
-                    unsafe { std::env::set_var(k, v) };
-                }
-            }
-        }
-        stack
-    }
-
-    fn pid(&self, server: &str) -> i32 {
-        std::fs::read_to_string(self.dir.join(server).join("pid"))
-            .unwrap_or_else(|e| panic!("{server}'s pid file: {e}"))
-            .trim()
-            .parse()
-            .unwrap()
-    }
-}
-
-impl Drop for OwnStack {
-    fn drop(&mut self) {
-        stack(&["down"]);
-        if std::thread::panicking() {
-            eprintln!("the stack's logs are left in {} for inspection", self.dir.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
+        ],
+        &["--zk-nodes", "1", "--cassandra-nodes", "3"],
+    )
 }
 
 /// Waits until the published view satisfies `ok`; returns it and the time.
@@ -120,7 +73,7 @@ fn node_up(view: &ClusterView, address: &str) -> Option<bool> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_down_past_the_hint_window_is_repaired_and_nothing_is_lost() {
-    let own = OwnStack::start();
+    let own = own_stack();
     let names = Names::new("cluster");
     herd_clients::kafka::ensure_topic(&endpoints(), &names.topic, 4, 1).await.expect("topic");
     let producer =
