@@ -12,7 +12,7 @@
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates libssl3 \
  && rm -rf /var/lib/apt/lists/*
 USER nobody
 CMD ["herdctl", "--help"]
@@ -23,7 +23,7 @@ COPY bin/ /usr/local/bin/
 FROM rust:1.95-bookworm AS build
 # librdkafka is built from source by rdkafka-sys: cmake, a C/C++ toolchain, curl headers.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends cmake g++ make libcurl4-openssl-dev \
+ && apt-get install -y --no-install-recommends cmake g++ make libcurl4-openssl-dev libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

@@ -5,6 +5,9 @@
 # (from Maven Central), JVM flags and server configuration; containers only
 # set where servers listen (HERD_STACK_BIND, HERD_STACK_HOST, HERD_ZK_PEERS,
 # HERD_KAFKA_EXTERNAL; `deploy/local/stack help` lists all settings).
+# openssl: a secure stack (deploy/docker-compose.secure.yml) makes its
+# certificates with it and checks ZooKeeper's TLS port with it; the secrets
+# volume is mounted at /var/lib/herd-secrets (owned by the servers' user).
 # Build context: the repository root.
 
 FROM debian:bookworm-slim AS fetch
@@ -19,10 +22,11 @@ RUN HERD_CACHE_DIR=/opt/herd/cache /opt/herd/deploy/local/stack install \
 
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends openjdk-17-jre-headless procps \
+ && apt-get install -y --no-install-recommends openjdk-17-jre-headless procps openssl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 999 --user-group --home-dir /var/lib/herd-stack herd \
- && mkdir -p /var/lib/herd-stack && chown herd:herd /var/lib/herd-stack
+ && mkdir -p /var/lib/herd-stack /var/lib/herd-secrets \
+ && chown herd:herd /var/lib/herd-stack /var/lib/herd-secrets
 COPY --from=fetch /opt/herd /opt/herd
 ENV HERD_CACHE_DIR=/opt/herd/cache \
     HERD_STACK_DIR=/var/lib/herd-stack \

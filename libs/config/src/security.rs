@@ -17,6 +17,7 @@ use crate::InvalidSetting;
 /// The flags and env vars. Every one is optional: without them herd speaks
 /// plaintext without authentication (the local stack's default).
 #[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "TLS and logins (secrets only from files or HERD_*_PASSWORD)")]
 pub struct SecurityArgs {
     /// PEM file with the CA certificate(s) that signed the ZooKeeper
     /// servers' certificates. Turns on TLS to ZooKeeper (its secure client

@@ -152,8 +152,7 @@ async fn over_tls_with_logins_everywhere_and_refused_without() {
     logs.push(("/metrics".into(), metrics));
 
     // 2. ZooKeeper: herd's znodes refuse every write but herd's.
-    let (code, out, err) =
-        herd::herdctl(&["config", "--root", &names.root, "set", "linger_ms=5"]);
+    let (code, out, err) = herd::herdctl(&["config", "--root", &names.root, "set", "linger_ms=5"]);
     assert_eq!(code, 0, "herdctl config set as herd: {out}\n{err}");
     logs.push(("herdctl config set".into(), format!("{out}\n{err}")));
     let config = herd_coord::dynconf::store::config_path(&names.root);
