@@ -55,10 +55,9 @@ pub enum JobKind {
 }
 
 impl JobKind {
-    /// The lock the job holds while it runs. Repairs are one at a time in
-    /// the whole cluster (a node's repair streams from all its replicas);
-    /// so are snapshots and cleanups.
-    pub fn lock(self) -> &'static str {
+    /// The kind's name, which also names the lock its jobs hold while they
+    /// run (see [`lock_dir`]).
+    pub fn name(self) -> &'static str {
         match self {
             JobKind::Repair => "repair",
             JobKind::Snapshot => "snapshot",
@@ -68,10 +67,6 @@ impl JobKind {
 
     pub fn needs_node(self) -> bool {
         !matches!(self, JobKind::Snapshot)
-    }
-
-    pub fn name(self) -> &'static str {
-        self.lock()
     }
 }
 
@@ -257,8 +252,11 @@ pub fn job_path(root: &str, id: &str) -> String {
     format!("{root}/jobs/{id}")
 }
 
+/// The lock of a kind of job: repairs run one at a time in the whole
+/// cluster (a node's repair streams from all its replicas); so do
+/// snapshots, and cleanups.
 pub fn lock_dir(root: &str, kind: JobKind) -> String {
-    format!("{root}/locks/job-{}", kind.lock())
+    format!("{root}/locks/job-{}", kind.name())
 }
 
 /// Requests a job; returns its id.
@@ -423,9 +421,9 @@ where
                 let holder = lock_holder(client, &dir).await.unwrap_or_else(|| "unknown".into());
                 if let LockWait::RefuseAfter(_) = wait {
                     // Dropping the lock future deletes its node.
-                    return Err(JobError::Busy { lock: kind.lock().to_owned(), holder });
+                    return Err(JobError::Busy { lock: kind.name().to_owned(), holder });
                 }
-                tracing::info!(job = %id, lock = kind.lock(), %holder, waited_s = started.elapsed().as_secs(), "waiting for the job lock");
+                tracing::info!(job = %id, lock = kind.name(), %holder, waited_s = started.elapsed().as_secs(), "waiting for the job lock");
             }
         }
     };

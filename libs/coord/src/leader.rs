@@ -128,49 +128,31 @@ impl Coordinator {
         // which kills a running nodetool and gives up its lock).
         // Each starts again after an error (a connection lost for a while):
         // the leadership, not the task, decides when they end.
-        let jobs = AbortOnDrop(tokio::spawn({
+        let jobs = {
             let (client, root, who) = (client.clone(), coord.root.clone(), id.to_owned());
             let (nodetool, endpoints) = (self.nodetool.clone(), self.endpoints.clone());
-            async move {
-                loop {
-                    let run = crate::jobs::runner(
-                        client.clone(),
-                        root.clone(),
-                        who.clone(),
-                        nodetool.clone(),
-                        endpoints.clone(),
-                    );
-                    if let Err(e) = run.await {
-                        tracing::warn!(
-                            error = &e as &dyn std::error::Error,
-                            "the job runner failed; starting it again in 1 s"
-                        );
-                    }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }));
+            restarting("the job runner", move || {
+                crate::jobs::runner(
+                    client.clone(),
+                    root.clone(),
+                    who.clone(),
+                    nodetool.clone(),
+                    endpoints.clone(),
+                )
+            })
+        };
         let watch = self.watch.clone().map(|watch| {
             let (client, root, who) = (client.clone(), coord.root.clone(), id.to_owned());
             let endpoints = self.endpoints.clone();
-            AbortOnDrop(tokio::spawn(async move {
-                loop {
-                    let run = crate::health::monitor(
-                        client.clone(),
-                        root.clone(),
-                        who.clone(),
-                        endpoints.clone(),
-                        watch.clone(),
-                    );
-                    if let Err(e) = run.await {
-                        tracing::warn!(
-                            error = &e as &dyn std::error::Error,
-                            "the Cassandra watch failed; starting it again in 1 s"
-                        );
-                    }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }))
+            restarting("the Cassandra watch", move || {
+                crate::health::monitor(
+                    client.clone(),
+                    root.clone(),
+                    who.clone(),
+                    endpoints.clone(),
+                    watch.clone(),
+                )
+            })
         });
 
         let ctx = Lead {
@@ -225,6 +207,28 @@ impl Coordinator {
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+/// Runs the task `make` makes until it is dropped, making it again a second
+/// after each error (a connection lost for a while): the leadership, not the
+/// task, decides when it ends.
+fn restarting<F, Fut, E>(what: &'static str, make: F) -> AbortOnDrop
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), E>> + Send,
+    E: std::error::Error + 'static,
+{
+    AbortOnDrop(tokio::spawn(async move {
+        loop {
+            if let Err(e) = make().await {
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "{what} failed; starting it again in 1 s"
+                );
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }))
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

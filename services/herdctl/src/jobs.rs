@@ -38,8 +38,8 @@ pub enum Action {
         #[arg(long, default_value = "manual")]
         reason: String,
         /// Run it here (needs --nodetool). If another runner holds the
-        /// lock, refuse and name it (the job stays queued for the leader),
-        /// unless --wait.
+        /// lock, refuse and name it with exit code 3 (the job stays queued
+        /// for the leader), unless --wait.
         #[arg(long)]
         here: bool,
         /// Wait until the job ends (and, with --here, for the lock); exit 1
