@@ -20,7 +20,8 @@ pub async fn session(endpoints: &Endpoints) -> Result<Session, ClientError> {
         .connection_timeout(endpoints.connect_timeout);
     let security = &endpoints.security.cassandra;
     if let Some(ca) = &security.tls_ca {
-        builder = builder.tls_context(Some(tls_config(ca)?));
+        let name = endpoints.security.cassandra_tls_server_name.as_deref();
+        builder = builder.tls_context(Some(tls_config(ca, name)?));
     }
     if let Some(login) = &security.login {
         let password = login
@@ -42,8 +43,12 @@ pub async fn session(endpoints: &Endpoints) -> Result<Session, ClientError> {
 }
 
 /// A TLS client configuration that trusts the CA certificates in `ca` (PEM)
-/// and checks each node's certificate against the address it is reached on.
-fn tls_config(ca: &std::path::Path) -> Result<std::sync::Arc<rustls::ClientConfig>, ClientError> {
+/// and checks each node's certificate against the address it is reached on,
+/// or against `server_name` if given.
+fn tls_config(
+    ca: &std::path::Path,
+    server_name: Option<&str>,
+) -> Result<std::sync::Arc<rustls::ClientConfig>, ClientError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
     let bad = |why: String| {
@@ -59,9 +64,66 @@ fn tls_config(ca: &std::path::Path) -> Result<std::sync::Arc<rustls::ClientConfi
     if roots.is_empty() {
         return Err(bad("it holds no certificate".into()));
     }
+    let Some(name) = server_name else {
+        return Ok(std::sync::Arc::new(
+            rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth(),
+        ));
+    };
+    let name = rustls::pki_types::ServerName::try_from(name.to_owned())
+        .map_err(|e| ClientError::Config(format!("--cassandra-tls-server-name {name:?}: {e}")))?;
+    let inner = rustls::client::WebPkiServerVerifier::builder(std::sync::Arc::new(roots))
+        .build()
+        .map_err(|e| bad(format!("cannot build a verifier from it: {e}")))?;
     Ok(std::sync::Arc::new(
-        rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth(),
+        rustls::ClientConfig::builder()
+            .dangerous()
+            .with_custom_certificate_verifier(std::sync::Arc::new(FixedName { inner, name }))
+            .with_no_client_auth(),
     ))
+}
+
+/// Checks a server's certificate as rustls does, but for one fixed name
+/// instead of the address the connection went to: the chain, the validity
+/// and the handshake signatures are all still checked.
+#[derive(Debug)]
+struct FixedName {
+    inner: std::sync::Arc<rustls::client::WebPkiServerVerifier>,
+    name: rustls::pki_types::ServerName<'static>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for FixedName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _reached_as: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.inner.verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// Version and cluster name of the node that answered: proof that CQL

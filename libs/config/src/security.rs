@@ -58,6 +58,13 @@ pub struct SecurityArgs {
     /// certificates. Turns on TLS to Cassandra (client_encryption_options).
     #[arg(long, global = true, env = "HERD_CASSANDRA_TLS_CA", value_name = "FILE")]
     pub cassandra_tls_ca: Option<PathBuf>,
+    /// The name every Cassandra node's certificate must be valid for. By
+    /// default each certificate must be valid for the address the node is
+    /// reached on: the driver reaches the nodes it finds in the cluster's
+    /// metadata by IP, so nodes whose certificates name a host (a container,
+    /// a cluster-wide certificate) need this.
+    #[arg(long, global = true, env = "HERD_CASSANDRA_TLS_SERVER_NAME", value_name = "NAME")]
+    pub cassandra_tls_server_name: Option<String>,
     /// Cassandra role to log in as (PasswordAuthenticator). Its password
     /// comes from HERD_CASSANDRA_PASSWORD or --cassandra-password-file.
     #[arg(long, global = true, env = "HERD_CASSANDRA_USER", value_name = "ROLE")]
@@ -76,6 +83,9 @@ pub struct Security {
     pub kafka: ServerSecurity,
     pub kafka_sasl_mechanism: SaslMechanism,
     pub cassandra: ServerSecurity,
+    /// The name the nodes' certificates are checked against, if not each
+    /// node's address.
+    pub cassandra_tls_server_name: Option<String>,
 }
 
 /// How to reach one server: TLS (with the CA to trust) and a login.
@@ -300,6 +310,32 @@ impl SecurityArgs {
             cassandra: ServerSecurity {
                 tls_ca: ca("cassandra-tls-ca", &self.cassandra_tls_ca)?,
                 login: cassandra_login,
+            },
+            cassandra_tls_server_name: match self
+                .cassandra_tls_server_name
+                .as_deref()
+                .map(str::trim)
+            {
+                None | Some("") => None,
+                Some(name) if self.cassandra_tls_ca.is_none() => {
+                    return Err(InvalidSetting::new(
+                        "cassandra-tls-server-name",
+                        name,
+                        "needs --cassandra-tls-ca: without TLS there is no certificate to check",
+                    ))
+                }
+                Some(name)
+                    if name.chars().all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c)) =>
+                {
+                    Some(name.to_owned())
+                }
+                Some(name) => {
+                    return Err(InvalidSetting::new(
+                        "cassandra-tls-server-name",
+                        name,
+                        "is not a host name or an IP address",
+                    ))
+                }
             },
         })
     }

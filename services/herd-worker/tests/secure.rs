@@ -275,6 +275,19 @@ async fn over_tls_with_logins_everywhere_and_refused_without() {
         logs.push((format!("the {case} worker's log"), log));
     }
     let _ = std::fs::remove_file(&wrong);
+    // Certificates checked against one name instead of each node's address
+    // (a compose stack): a name the certificate holds passes, another not.
+    for (name, ok) in [("cassandra", true), ("elsewhere", false)] {
+        let (code, out, err) =
+            run_with_env("herdctl", &["doctor"], &[("HERD_CASSANDRA_TLS_SERVER_NAME", name)]);
+        let line = out.lines().find(|l| l.starts_with("cassandra")).unwrap_or_default();
+        assert_eq!(line.contains(" ok "), ok, "server name {name}: {line}\n{err}");
+        assert_eq!(code == 0, ok, "server name {name}: exit {code}\n{out}\n{err}");
+        if !ok {
+            assert!(line.contains("not valid for name \"elsewhere\""), "{line}");
+        }
+        logs.push((format!("herdctl doctor, server name {name}"), format!("{out}\n{err}")));
+    }
 
     // 4. No secret anywhere: the processes' logs and output, /metrics,
     // --check-config and --help, and the servers' own logs.
