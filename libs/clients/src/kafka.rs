@@ -12,8 +12,8 @@ use rdkafka::types::RDKafkaErrorCode;
 use crate::ClientError;
 
 /// Settings every herd Kafka client shares, TLS and SASL included. Fails
-/// only if the password cannot be read. The result holds the password:
-/// never print it (`ClientConfig`'s `Debug` shows every value).
+/// only if the password cannot be read. The result holds the password
+/// (`ClientConfig`'s `Debug` leaves it out; `get` does not).
 pub fn base_config(endpoints: &Endpoints, client_id: &str) -> Result<ClientConfig, ClientError> {
     let mut config = ClientConfig::new();
     config
@@ -86,9 +86,9 @@ impl ClientContext for Diagnosis {
         self.keep(reason);
     }
 
-    // Called from librdkafka's own threads, so it also reports while a
-    // blocking request (a metadata fetch) waits: where a refused SASL login
-    // or a TLS mismatch shows first.
+    // librdkafka queues its logs for the client's poll (rdkafka sets
+    // log.queue); with_metadata polls once a request failed, which hands
+    // them here: where a refused SASL login or a TLS mismatch shows.
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
         use rdkafka::config::RDKafkaLogLevel as L;
         match level {

@@ -91,7 +91,12 @@ impl Nodetool {
         let argv = self.argv(host);
         tracing::info!(command = %self.describe(host, args), "running nodetool");
         let started = Instant::now();
-        let mut child = tokio::process::Command::new(&argv[0])
+        let mut command = tokio::process::Command::new(&argv[0]);
+        // nodetool has no use for herd's passwords.
+        for name in herd_config::security::PASSWORD_ENV {
+            command.env_remove(name);
+        }
+        let mut child = command
             .args(&argv[1..])
             .args(args)
             .stdin(Stdio::null())

@@ -14,6 +14,11 @@ use std::path::PathBuf;
 
 use crate::InvalidSetting;
 
+/// The env vars a password may come from: kept out of the environment of
+/// the commands herd runs (nodetool).
+pub const PASSWORD_ENV: [&str; 3] =
+    ["HERD_ZOOKEEPER_PASSWORD", "HERD_KAFKA_PASSWORD", "HERD_CASSANDRA_PASSWORD"];
+
 /// The flags and env vars. Every one is optional: without them herd speaks
 /// plaintext without authentication (the local stack's default).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -237,7 +242,7 @@ impl SecurityArgs {
             server: "zookeeper",
             user: &self.zookeeper_user,
             file: &self.zookeeper_password_file,
-            env: "HERD_ZOOKEEPER_PASSWORD",
+            env: PASSWORD_ENV[0],
         })?;
         let readers: Vec<String> = self
             .zookeeper_readers
@@ -272,7 +277,7 @@ impl SecurityArgs {
             server: "kafka",
             user: &self.kafka_user,
             file: &self.kafka_password_file,
-            env: "HERD_KAFKA_PASSWORD",
+            env: PASSWORD_ENV[1],
         })?;
         if kafka_sasl_mechanism == SaslMechanism::Plain
             && kafka_login.is_some()
@@ -288,7 +293,7 @@ impl SecurityArgs {
             server: "cassandra",
             user: &self.cassandra_user,
             file: &self.cassandra_password_file,
-            env: "HERD_CASSANDRA_PASSWORD",
+            env: PASSWORD_ENV[2],
         })?;
         let ca = |field: &'static str, path: &Option<PathBuf>| match path {
             Some(p) if p.as_os_str().is_empty() => {

@@ -91,10 +91,16 @@ pub fn herdctl(args: &[&str]) -> (i32, String, String) {
 /// Runs the workspace binary `name` with `args` to its end; returns (exit
 /// code, stdout, stderr).
 pub fn run(name: &str, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(binary(name))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {name}: {e}"));
+    run_with_env(name, args, &[])
+}
+
+/// [`run`] with `env` on top of this process's environment (an empty value
+/// removes a variable).
+pub fn run_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = std::process::Command::new(binary(name));
+    command.args(args);
+    crate::process::with_env(&mut command, env);
+    let out = command.output().unwrap_or_else(|e| panic!("cannot run {name}: {e}"));
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -5,6 +5,18 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// Sets `env` on `command` on top of this process's environment; an empty
+/// value removes a variable (e.g. a TLS setting).
+pub fn with_env(command: &mut Command, env: &[(&str, &str)]) {
+    for (k, v) in env {
+        if v.is_empty() {
+            command.env_remove(k);
+        } else {
+            command.env(k, v);
+        }
+    }
+}
+
 pub struct Process {
     child: Child,
     log: PathBuf,
@@ -26,14 +38,7 @@ impl Process {
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out);
-        for (k, v) in env {
-            // An empty value removes the variable (e.g. a TLS setting).
-            if v.is_empty() {
-                command.env_remove(k);
-            } else {
-                command.env(k, v);
-            }
-        }
+        with_env(&mut command, env);
         let child = command.spawn().unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
         Process { child, log }
     }

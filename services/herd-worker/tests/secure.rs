@@ -25,6 +25,7 @@ use common::{
     start_worker_with_metrics, Encoding, Names,
 };
 use herd_config::security::{Login, Secret};
+use herd_testkit::herd::run_with_env;
 use herd_testkit::kafka::{produce, read_all, Outgoing};
 use herd_testkit::stack::OwnStack;
 use herd_testkit::{endpoints, herd};
@@ -162,7 +163,9 @@ async fn over_tls_with_logins_everywhere_and_refused_without() {
         user: "reader".into(),
         password: Secret::File(stack.dir.join("secrets/zookeeper-reader.password")),
     };
-    for (who, login) in [("no login", None), ("user reader", Some(reader_login.clone()))] {
+    for (who, login, reads_status) in
+        [("no login", None, false), ("user reader", Some(reader_login.clone()), true)]
+    {
         let zk = zk_as(login).await;
         for path in [&config, &assignment, &leader] {
             match zk.set_data(path, b"{}", None).await {
@@ -188,7 +191,7 @@ async fn over_tls_with_logins_everywhere_and_refused_without() {
             "{who} read the configuration"
         );
         let leader_read = zk.get_data(&leader).await;
-        if login_is_reader(who) {
+        if reads_status {
             assert!(leader_read.is_ok(), "the reader reads the leader record: {leader_read:?}");
         } else {
             assert!(
@@ -312,28 +315,4 @@ async fn over_tls_with_logins_everywhere_and_refused_without() {
         assert_no_secret(what, text, &secrets);
     }
     // Everything else goes with the stack.
-}
-
-fn login_is_reader(who: &str) -> bool {
-    who == "user reader"
-}
-
-/// Runs a workspace binary to its end with `env` on top of this process's
-/// (an empty value removes a variable).
-fn run_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut command = std::process::Command::new(herd::binary(name));
-    command.args(args);
-    for (k, v) in env {
-        if v.is_empty() {
-            command.env_remove(k);
-        } else {
-            command.env(k, v);
-        }
-    }
-    let out = command.output().unwrap_or_else(|e| panic!("cannot run {name}: {e}"));
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
