@@ -346,8 +346,21 @@ impl SecurityArgs {
     }
 }
 
+impl Security {
+    /// One line for a process's start-up log: what is on for each server,
+    /// never a secret.
+    pub fn describe(&self) -> String {
+        format!(
+            "zookeeper: {}; kafka: {}; cassandra: {}",
+            self.zookeeper.describe(),
+            self.kafka.describe(),
+            self.cassandra.describe()
+        )
+    }
+}
+
 impl ServerSecurity {
-    /// One line for logs and `--check-config`: what is on, never a secret.
+    /// What is on for one server, never a secret.
     pub fn describe(&self) -> String {
         let tls = match &self.tls_ca {
             Some(ca) => format!("TLS (CA {})", ca.display()),

@@ -84,6 +84,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
         return Ok(ExitCode::SUCCESS);
     }
     herd_telemetry::install_metrics(cli.metrics_addr).bad_input()?;
+    tracing::info!(security = %endpoints.security.describe(), "connecting");
     let shutdown = CancellationToken::new();
     tokio::spawn(handle_signals(shutdown.clone()));
     let coordinator = Coordinator {

@@ -127,7 +127,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Exit> {
     };
     tracing::info!(
         worker = %worker_id, root = %coord.root, migrations_applied = ?applied, %layout,
-        metrics = %cli.metrics_addr, "worker started"
+        metrics = %cli.metrics_addr, security = %endpoints.security.describe(), "worker started"
     );
 
     let shutdown = CancellationToken::new();
